@@ -1,0 +1,247 @@
+"""ResNet in Flax linen: blocks, the network, and the table of named depths.
+
+The ImageNet layout follows torchvision (ResNet v1.5: the stride of a
+bottleneck sits on its 3x3 convolution), so torchvision weights load one to
+one. The CIFAR family follows He et al. (2015), section 4.2, with the paper's
+parameter-free "option A" shortcut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# Kaiming normal, fan_out, gain sqrt(2): torchvision's init for convolutions.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's default nn.Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Symmetric PyTorch-style padding for a k x k kernel ('SAME' differs at stride 2)."""
+    return ((k // 2, k // 2), (k // 2, k // 2))
+
+
+def _torch_linear_bias_init(fan_in: int) -> Callable:
+    """PyTorch's default nn.Linear bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = fan_in ** -0.5
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _last_bn_scale_init(zero: bool) -> Callable:
+    """Zero-initialised last BN scale makes each residual block start as identity."""
+    return nn.initializers.zeros if zero else nn.initializers.ones
+
+
+def torch_like_conv(dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> ModuleDef:
+    """Bias-free convolution with torchvision's initialisation."""
+    return functools.partial(nn.Conv, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+                             kernel_init=conv_kernel_init)
+
+
+def torch_like_batch_norm(train: bool = False, axis_name: str | None = None,
+                          dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> ModuleDef:
+    """BatchNorm with PyTorch's defaults (its momentum 0.1 is Flax's 0.9, epsilon 1e-5).
+
+    The batch variance is computed in two passes, as PyTorch does, for parity.
+    """
+    return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, use_fast_variance=False, axis_name=axis_name,
+                             dtype=dtype, param_dtype=param_dtype)
+
+
+def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str,
+              conv: ModuleDef, norm: ModuleDef) -> jnp.ndarray:
+    """Identity, or the path that matches a block's changed output shape.
+
+    'projection' is a strided 1x1 convolution with BatchNorm (torchvision's
+    ``downsample``); 'option_a' subsamples and zero-pads the new channels.
+    Called inside a block's compact method, so its layers belong to the block.
+    """
+    if strides == 1 and x.shape[-1] == features:
+        return x
+    if kind == "projection":
+        x = conv(features, (1, 1), (strides, strides), padding="VALID",
+                 name="downsample_conv")(x)
+        return norm(name="downsample_bn")(x)
+    x = x[:, ::strides, ::strides, :]
+    extra = features - x.shape[-1]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers and a residual connection (ResNet-18/34, CIFAR nets)."""
+
+    features: int
+    strides: int = 1
+    conv: ModuleDef = torch_like_conv()
+    norm: ModuleDef = torch_like_batch_norm()
+    residual: bool = True
+    shortcut: str = "projection"
+    zero_init_last_bn: bool = False
+
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        y = self.conv(self.features, (3, 3), (self.strides, self.strides),
+                      padding=_pad(3), name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
+        y = self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn), name="bn2")(y)
+        if self.residual:
+            y = y + _shortcut(x, self.features, self.strides, self.shortcut, self.conv, self.norm)
+        return nn.relu(y)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided, as torchvision), 1x1 expand x4 (ResNet-50/101/152)."""
+
+    features: int
+    strides: int = 1
+    conv: ModuleDef = torch_like_conv()
+    norm: ModuleDef = torch_like_batch_norm()
+    residual: bool = True
+    shortcut: str = "projection"
+    zero_init_last_bn: bool = False
+
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        out_features = self.features * self.expansion
+        y = self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.features, (3, 3), (self.strides, self.strides),
+                      padding=_pad(3), name="conv2")(y)
+        y = nn.relu(self.norm(name="bn2")(y))
+        y = self.conv(out_features, (1, 1), padding="VALID", name="conv3")(y)
+        y = self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn), name="bn3")(y)
+        if self.residual:
+            y = y + _shortcut(x, out_features, self.strides, self.shortcut, self.conv, self.norm)
+        return nn.relu(y)
+
+
+class ResNet(nn.Module):
+    """A ResNet: stem, stages of residual blocks, global average pool, classifier.
+
+    Call as ``model.apply(variables, x, train=False)`` for inference, or with
+    ``train=True, mutable=['batch_stats']`` for training. ``x`` is a float NHWC
+    batch. BatchNorm follows PyTorch's defaults (momentum 0.1 there, 0.9 here;
+    epsilon 1e-5); set ``bn_axis_name`` to average batch statistics over a
+    mapped device axis.
+    """
+
+    stage_sizes: Sequence[int]
+    block_cls: ModuleDef
+    num_classes: int = 1000
+    stage_widths: Sequence[int] = (64, 128, 256, 512)
+    stem: str = "imagenet"
+    shortcut: str = "projection"
+    residual: bool = True
+    zero_init_residual: bool = False
+    input_channels: int = 3
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    def _check_input(self, x: jnp.ndarray) -> None:
+        if x.ndim != 4 or x.shape[-1] != self.input_channels:
+            raise ValueError(
+                f"ResNet expects images shaped (batch, height, width, {self.input_channels}) "
+                f"(NHWC), got shape {tuple(x.shape)}; transpose NCHW input with "
+                "x.transpose(0, 2, 3, 1) and add a batch axis to single images.")
+        if self.stem not in ("imagenet", "cifar"):
+            raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
+        if self.shortcut not in ("projection", "option_a"):
+            raise ValueError(f"unknown shortcut {self.shortcut!r}; use 'projection' or 'option_a'.")
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        self._check_input(x)
+        conv = torch_like_conv(self.dtype, self.param_dtype)
+        norm = torch_like_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype)
+        x = jnp.asarray(x, self.dtype)
+        if self.stem == "imagenet":
+            x = conv(self.stage_widths[0], (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
+            x = nn.relu(norm(name="bn1")(x))
+            x = nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3))
+        else:
+            x = conv(self.stage_widths[0], (3, 3), padding=_pad(3), name="conv1")(x)
+            x = nn.relu(norm(name="bn1")(x))
+
+        stages = zip(self.stage_sizes, self.stage_widths, strict=True)
+        for stage, (num_blocks, width) in enumerate(stages):
+            for index in range(num_blocks):
+                strides = 2 if stage > 0 and index == 0 else 1
+                x = self.block_cls(width, strides, conv=conv, norm=norm,
+                                   residual=self.residual, shortcut=self.shortcut,
+                                   zero_init_last_bn=self.zero_init_residual,
+                                   name=f"layer{stage + 1}_{index}")(x)
+
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=dense_kernel_init,
+                     bias_init=_torch_linear_bias_init(x.shape[-1]), name="fc")(x)
+        return jnp.asarray(x, jnp.float32)
+
+
+# Stage sizes and block type per depth, as in the paper's Table 1.
+IMAGENET_DEPTHS = {
+    18: ((2, 2, 2, 2), BasicBlock),
+    34: ((3, 4, 6, 3), BasicBlock),
+    50: ((3, 4, 6, 3), Bottleneck),
+    101: ((3, 4, 23, 3), Bottleneck),
+    152: ((3, 8, 36, 3), Bottleneck),
+}
+# The paper's CIFAR nets (section 4.2): 6n+2 layers, three stages of n blocks.
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+
+
+def _model_table() -> dict[str, dict[str, Any]]:
+    table = {}
+    for depth, (stage_sizes, block_cls) in IMAGENET_DEPTHS.items():
+        table[f"resnet{depth}"] = dict(stage_sizes=stage_sizes, block_cls=block_cls)
+    for depth in CIFAR_DEPTHS:
+        n = (depth - 2) // 6
+        table[f"resnet{depth}"] = dict(
+            stage_sizes=(n, n, n), block_cls=BasicBlock, stage_widths=(16, 32, 64),
+            stem="cifar", shortcut="option_a", num_classes=10)
+    for depth, (stage_sizes, block_cls) in IMAGENET_DEPTHS.items():
+        table[f"resnet{depth}_cifar"] = dict(
+            stage_sizes=stage_sizes, block_cls=block_cls, stem="cifar", num_classes=10)
+    return table
+
+
+MODELS = _model_table()
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return list(MODELS)
+
+
+def create_model(name: str, **overrides: Any) -> ResNet:
+    """Build a named ResNet; keyword overrides replace any :class:`ResNet` field.
+
+    >>> model = create_model("resnet20", num_classes=100, dtype=jnp.bfloat16)
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+    fields = {f.name for f in dataclasses.fields(ResNet)} - {"parent", "name"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown ResNet option(s) {unknown}; valid ones: {sorted(fields)}.")
+    return ResNet(**{**MODELS[name], **overrides})

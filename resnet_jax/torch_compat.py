@@ -1,0 +1,137 @@
+"""Convert between torchvision ``state_dict`` layouts and Flax variables.
+
+Every model from :func:`resnet_jax.create_model` names its layers as
+torchvision does (``layer2_0/conv1`` here is ``layer2.0.conv1`` there, and a
+projection shortcut is ``downsample.0`` / ``downsample.1``), so a
+``state_dict`` maps one to one. This module never imports torch: values may be
+torch tensors or numpy arrays, and the export is plain numpy.
+
+One known difference remains after a faithful load: during training, Flax
+updates BatchNorm's running variance with the biased batch variance, PyTorch
+with the unbiased one (factor n / (n - 1), n values per channel). Inference
+with given statistics is identical. PyTorch's ``num_batches_tracked`` counter
+has no Flax counterpart: it is ignored on import and exported as 0 (it only
+matters for BatchNorm with ``momentum=None``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from resnet_jax.models import create_model
+
+# Flax (collection, leaf) -> torch parameter suffix.
+_LEAF_NAMES = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
+_UNMAPPED_SUFFIX = "num_batches_tracked"
+
+
+def _torch_module_name(flax_path: tuple[str, ...]) -> str:
+    name = ".".join(flax_path)
+    name = re.sub(r"layer(\d+)_(\d+)", r"layer\1.\2", name)
+    return name.replace("downsample_conv", "downsample.0").replace("downsample_bn", "downsample.1")
+
+
+def _torch_key(path: tuple[str, ...]) -> str:
+    collection, *modules, leaf = path
+    return f"{_torch_module_name(tuple(modules))}.{_LEAF_NAMES[collection, leaf]}"
+
+
+def _to_torch_layout(array: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:  # HWIO -> OIHW
+        return array.transpose(3, 2, 0, 1)
+    if leaf == "kernel":  # Dense (in, out) -> Linear (out, in)
+        return array.T
+    return array
+
+
+def _from_torch_layout(array: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:  # OIHW -> HWIO
+        return array.transpose(2, 3, 1, 0)
+    if leaf == "kernel":
+        return array.T
+    return array
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _variable_shapes(name: str, **model_overrides: Any) -> dict[tuple[str, ...], Any]:
+    """Flat {(collection, *modules, leaf): ShapeDtypeStruct} of a model, without computing it."""
+    model = create_model(name, **model_overrides)
+    size = 64 if model.stem == "imagenet" else 32
+    x = jax.ShapeDtypeStruct((1, size, size, model.input_channels), np.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    return traverse_util.flatten_dict(dict(shapes))
+
+
+def from_torchvision(state_dict: dict[str, Any], name: str,
+                     **model_overrides: Any) -> dict[str, Any]:
+    """Flax variables ``{'params', 'batch_stats'}`` for ``create_model(name)`` from a state_dict.
+
+    Raises ValueError naming every missing, unexpected or mis-shaped key.
+    """
+    shapes = _variable_shapes(name, **model_overrides)
+    expected = {_torch_key(path): path for path in shapes}
+    given = {k: v for k, v in state_dict.items() if not k.endswith(_UNMAPPED_SUFFIX)}
+    problems = []
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    flat = {}
+    for key in sorted(set(expected) & set(given)):
+        path = expected[key]
+        array = _from_torch_layout(_as_numpy(given[key]), path[-1])
+        want = tuple(shapes[path].shape)
+        if array.shape != want:
+            problems.append(f"{key}: shape {_torch_shape(want, path[-1])} expected, "
+                            f"got {_torch_shape(array.shape, path[-1])}")
+            continue
+        flat[path] = array.astype(shapes[path].dtype)
+    if problems:
+        raise ValueError(f"state_dict does not fit {name}: " + "; ".join(problems)
+                         + ". Check the model name and num_classes.")
+    return traverse_util.unflatten_dict(flat)
+
+
+def _torch_shape(flax_shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
+    return _to_torch_layout(np.empty(flax_shape, np.bool_), leaf).shape
+
+
+def to_torchvision(variables: dict[str, Any], name: str,
+                   **model_overrides: Any) -> dict[str, np.ndarray]:
+    """A torchvision-layout state_dict (numpy arrays) from ``create_model(name)``'s variables.
+
+    Raises ValueError naming every variable that does not fit the named model.
+    """
+    flat = traverse_util.flatten_dict(dict(variables))
+    shapes = _variable_shapes(name, **model_overrides)
+    problems = [f"missing {'/'.join(p)}" for p in shapes if p not in flat]
+    problems += [f"unexpected {'/'.join(p)}" for p in flat if p not in shapes]
+    problems += [f"{'/'.join(p)}: shape {tuple(shapes[p].shape)} expected, got {np.shape(v)}"
+                 for p, v in flat.items() if p in shapes and np.shape(v) != shapes[p].shape]
+    if problems:
+        raise ValueError(f"variables do not fit {name}: " + "; ".join(problems) + ".")
+    state_dict = {}
+    for path, value in flat.items():
+        key = _torch_key(path)
+        state_dict[key] = np.ascontiguousarray(_to_torch_layout(np.asarray(value), path[-1]))
+        if path[:1] == ("batch_stats",) and path[-1] == "var":
+            state_dict[key.replace("running_var", _UNMAPPED_SUFFIX)] = np.array(0, np.int64)
+    return state_dict

@@ -1,0 +1,114 @@
+"""torchvision weights give torchvision's logits, and the bridge round-trips exactly."""
+
+import copy
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from benchmarks.torch_parity import randomised_torchvision
+from resnet_jax import create_model
+from resnet_jax.torch_compat import from_torchvision, to_torchvision
+
+DEPTHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+
+def torch_logits(model: "torch.nn.Module", images: np.ndarray, train: bool,
+                 dtype: "torch.dtype" = torch.float32) -> np.ndarray:
+    model = copy.deepcopy(model).to(dtype).train(train)
+    with torch.no_grad():
+        return model(torch.from_numpy(images.transpose(0, 3, 1, 2)).to(dtype)).numpy()
+
+
+def max_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    return float(np.abs(np.asarray(ours, np.float64) - theirs).max())
+
+
+@pytest.mark.parametrize("name", DEPTHS)
+def test_torchvision_weights_give_torchvision_logits(name):
+    reference = randomised_torchvision(name)
+    variables = from_torchvision(reference.state_dict(), name)
+    model = create_model(name)
+    rng = np.random.default_rng(0)
+    for shape in [(1, 224, 224, 3), (2, 97, 81, 3)]:
+        images = rng.standard_normal(shape, dtype=np.float32)
+        theirs = torch_logits(reference, images, train=False)
+        ours = model.apply(variables, images, train=False)
+        assert max_error(ours, theirs) <= 1e-4 * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("name", DEPTHS)
+def test_train_mode_matches_torchvision(name):
+    """Batch statistics in float32 are ill-conditioned at depth: both frameworks are
+    judged against PyTorch in float64, and ours must be as close as PyTorch's own."""
+    reference = randomised_torchvision(name)
+    variables = from_torchvision(reference.state_dict(), name)
+    images = np.random.default_rng(1).standard_normal((4, 64, 48, 3), dtype=np.float32)
+    exact = torch_logits(reference, images, train=True, dtype=torch.float64)
+    theirs = torch_logits(reference, images, train=True)
+    ours, updates = create_model(name).apply(variables, images, train=True,
+                                             mutable=["batch_stats"])
+    assert max_error(ours, exact) <= max(1e-4 * np.abs(exact).max(),
+                                         1.5 * max_error(theirs, exact))
+    # Running means move as in PyTorch; running variances take the biased batch
+    # variance here, the unbiased one there: n = 4 images x 2 x 2 positions.
+    trained = copy.deepcopy(reference).double().train()
+    with torch.no_grad():
+        trained(torch.from_numpy(images.transpose(0, 3, 1, 2)).double())
+    before, after = reference.layer4[0].bn2, trained.layer4[0].bn2
+    ours = updates["batch_stats"]["layer4_0"]["bn2"]
+    np.testing.assert_allclose(ours["mean"], after.running_mean.numpy(), atol=1e-4)
+    n = 16
+    old_var = before.running_var.numpy()
+    expected_var = 0.9 * old_var + (after.running_var.numpy() - 0.9 * old_var) * (n - 1) / n
+    np.testing.assert_allclose(ours["var"], expected_var, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_round_trip_reproduces_every_tensor(name):
+    state_dict = randomised_torchvision(name, seed=1).state_dict()
+    exported = to_torchvision(from_torchvision(state_dict, name), name)
+    assert set(exported) == set(state_dict)
+    for key, tensor in state_dict.items():
+        np.testing.assert_array_equal(exported[key], tensor.numpy(), err_msg=key)
+    getattr(torchvision.models, name)().load_state_dict(
+        {k: torch.from_numpy(v) for k, v in exported.items()})
+
+
+def test_jax_initialisation_loads_into_torchvision():
+    model = create_model("resnet18_cifar")
+    variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+    state_dict = to_torchvision(variables, "resnet18_cifar")
+    assert state_dict["conv1.weight"].shape == (64, 3, 3, 3)
+    assert state_dict["layer2.0.downsample.0.weight"].shape == (128, 64, 1, 1)
+    assert state_dict["fc.weight"].shape == (10, 512)
+
+
+def test_bad_state_dict_names_every_problem():
+    state_dict = dict(randomised_torchvision("resnet18").state_dict())
+    del state_dict["layer1.0.conv1.weight"]
+    state_dict["head.weight"] = torch.zeros(3)
+    state_dict["fc.weight"] = torch.zeros(10, 512)
+    with pytest.raises(ValueError) as error:
+        from_torchvision(state_dict, "resnet18")
+    message = str(error.value)
+    assert "missing keys ['layer1.0.conv1.weight']" in message
+    assert "unexpected keys ['head.weight']" in message
+    assert "fc.weight: shape (1000, 512) expected, got (10, 512)" in message
+
+
+def test_variables_of_another_model_are_refused():
+    variables = create_model("resnet20").init(jax.random.key(0), np.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="do not fit resnet32: missing"):
+        to_torchvision(variables, "resnet32")
+
+
+def test_importing_the_bridge_does_not_import_torch():
+    code = "import sys, resnet_jax.torch_compat; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
