@@ -17,7 +17,7 @@ from resnet_jax.models import IMAGENET_DEPTHS
 from resnet_jax.torch_compat import from_torchvision
 
 
-def randomised_torchvision(name: str, seed: int) -> torch.nn.Module:
+def randomised_torchvision(name: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = getattr(torchvision.models, name)().eval()
     with torch.no_grad():
