@@ -1,0 +1,44 @@
+"""He et al. (2015), section 4.2: the CIFAR-10 recipe shared by ResNet-20/32/44/56/110."""
+
+import ml_collections
+
+
+def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
+    """Batch 128, SGD momentum 0.9, wd 1e-4, lr 0.1 / 10 at 32k and 48k, stop at 64k."""
+    config = ml_collections.ConfigDict()
+    config.model = model
+    config.num_classes = 10
+    config.residual = True  # False: the plain counterpart (degradation experiment)
+    config.zero_init_residual = False
+    config.dtype = "float32"  # or "bfloat16" (compute; parameters stay float32)
+
+    config.dataset = "cifar10"  # TFDS name, "folder:PATH", "cifar:PATH" or "synthetic"
+    config.data_dir = ""  # TFDS data_dir ("" for TFDS's default)
+    config.synthetic_examples = (1024, 256)  # train, test (dataset="synthetic" only)
+    config.synthetic_image_size = 32
+    config.augment = True  # pad 4 + random 32x32 crop + horizontal flip
+
+    config.batch_size = 128  # global, over all devices
+    config.eval_batch_size = 1000
+    config.num_train_steps = 64_000
+    config.eval_every_steps = 2_000
+    config.checkpoint_every_steps = 2_000
+    config.log_every_steps = 100
+    config.keep_checkpoints = 3  # the latest N, plus the best by test accuracy
+
+    config.optimizer = "sgd"  # "sgd", "adam" or "adamw"
+    config.momentum = 0.9
+    config.nesterov = False
+    config.learning_rate = 0.1
+    config.schedule = "piecewise"  # "piecewise", "cosine" or "onecycle"
+    config.lr_boundaries = (32_000, 48_000)  # piecewise: steps where the rate is scaled...
+    config.lr_scales = (0.1, 0.1)  # ...by these factors
+    config.warmup_steps = 0  # cosine: linear warm-up from 0
+    config.weight_decay = 1e-4  # added to the gradient, as PyTorch's SGD does
+    config.decay_norm_and_bias = True  # False: no weight decay on BN parameters and biases
+    config.label_smoothing = 0.0
+    config.sync_batch_stats = True  # False: per-device BN statistics, as PyTorch DDP
+
+    config.log_grad_norms = False  # per-stage gradient norms in the metrics
+    config.seed = 0
+    return config

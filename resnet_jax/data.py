@@ -1,0 +1,256 @@
+"""Image-classification data held in memory: sources, batch order, device-side augmentation.
+
+A source yields uint8 NHWC arrays once; they go to device memory once; each
+train step gathers its batch by index and augments it on the device. The batch
+order and the augmentation draws are functions of (seed, step) and of an
+example's position in the global batch, so any number of devices sees the same
+numbers.
+
+Sources (``config.dataset``):
+  - a TFDS name (``cifar10``, ``cifar100``, ...), read from ``config.data_dir``
+  - ``folder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` images
+  - ``cifar:PATH``: a ``cifar-10-batches-py`` or ``cifar-100-python`` directory
+  - ``synthetic``: learnable random images, for smoke tests
+TensorFlow is imported for the TFDS source alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import socket
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+# Per-channel statistics of the CIFAR-10 training set, on the 0..1 scale.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+
+
+class DataError(ValueError):
+    """The data named in the config cannot be used; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split in host memory: uint8 images (N, H, W, C) and int32 labels (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    train: Split
+    test: Split
+    num_classes: int
+
+
+HOW_TO_PROVIDE = (
+    "provide the data one of three ways: prepare it with TFDS on a machine with network "
+    "access and pass its --config.data_dir; or set --config.dataset=folder:PATH "
+    "(PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg); or "
+    "--config.dataset=cifar:PATH (a cifar-10-batches-py or cifar-100-python directory)")
+
+
+def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """Load the whole dataset named by ``config.dataset`` into host memory."""
+    name = config.dataset
+    if name == "synthetic":
+        train_examples, test_examples = config.synthetic_examples
+        return synthetic_dataset(train_examples, test_examples, config.num_classes,
+                                 config.synthetic_image_size)
+    if name.startswith("folder:"):
+        return load_image_folder(Path(name.removeprefix("folder:")))
+    if name.startswith("cifar:"):
+        return load_cifar_python(Path(name.removeprefix("cifar:")))
+    return load_tfds(name, config.data_dir or None)
+
+
+def synthetic_dataset(train_examples: int, test_examples: int, num_classes: int,
+                      image_size: int = 32, seed: int = 0) -> Dataset:
+    """Noisy images whose mean colour and brightness pattern depend on the label."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.uniform(40, 215, size=(num_classes, 1, 1, 3))
+
+    def split(n: int) -> Split:
+        labels = rng.integers(0, num_classes, n).astype(np.int32)
+        noise = rng.normal(0, 30, size=(n, image_size, image_size, 3))
+        images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+        return Split(images, labels)
+
+    return Dataset(split(train_examples), split(test_examples), num_classes)
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
+
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (split_dir / name).iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise DataError(f"no images under {split_dir}; expected {split_dir}/<class>/*.jpg")
+    with ThreadPoolExecutor() as pool:
+        images = list(pool.map(_decode, files))
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise DataError(f"images under {split_dir} differ in size ({sorted(shapes)[:3]}...); "
+                        "resize them to one size first")
+    return Split(np.stack(images), np.asarray(labels, np.int32))
+
+
+def load_image_folder(root: Path) -> Dataset:
+    """Class-per-folder images: ``root/{train,test}/<class>/*``; classes sorted by name."""
+    if not root.is_dir():
+        raise DataError(f"folder: path {root} does not exist; point it at a directory "
+                        "holding train/<class>/ and test/<class>/ image folders")
+    train_classes = _class_folders(root / "train")
+    test_classes = _class_folders(root / "test")
+    if not train_classes or not test_classes:
+        raise DataError(f"{root} needs train/<class>/ and test/<class>/ image folders; "
+                        f"found train: {len(train_classes)} classes, test: {len(test_classes)}")
+    if train_classes != test_classes:
+        differ = sorted(set(train_classes) ^ set(test_classes))
+        raise DataError(f"train and test class folders under {root} differ ({differ}); "
+                        "both splits need the same class folders")
+    return Dataset(_read_folder_split(root / "train", train_classes),
+                   _read_folder_split(root / "test", train_classes), len(train_classes))
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def _cifar_split(batches: list[dict], label_key: bytes) -> Split:
+    data = np.concatenate([b[b"data"] for b in batches])
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = np.concatenate([b[label_key] for b in batches]).astype(np.int32)
+    return Split(np.ascontiguousarray(images, dtype=np.uint8), labels)
+
+
+def load_cifar_python(root: Path) -> Dataset:
+    """The pickled "python version" of CIFAR-10 or CIFAR-100, as torchvision downloads it."""
+    if (root / "data_batch_1").exists() and (root / "test_batch").exists():
+        train = [_unpickle(root / f"data_batch_{i}") for i in range(1, 6)]
+        test = [_unpickle(root / "test_batch")]
+        return Dataset(_cifar_split(train, b"labels"), _cifar_split(test, b"labels"), 10)
+    if (root / "train").exists() and (root / "test").exists():
+        train, test = _unpickle(root / "train"), _unpickle(root / "test")
+        return Dataset(_cifar_split([train], b"fine_labels"),
+                       _cifar_split([test], b"fine_labels"), 100)
+    raise DataError(f"cifar: path {root} is not a cifar-10-batches-py directory (data_batch_1..5, "
+                    "test_batch) nor a cifar-100-python one (train, test); point it at one")
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    host = urllib.parse.urlparse(url).hostname
+    if not host:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_tfds(name: str, data_dir: str | None) -> Dataset:
+    """A TFDS image-classification dataset with 'train' and 'test' splits, read into memory."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tf.config.set_visible_devices([], "GPU")  # TensorFlow only reads files here
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(f"TFDS has no dataset named {name!r}; use a TFDS name such as cifar10, "
+                        "or folder:PATH, cifar:PATH or synthetic") from None
+    if not builder.is_prepared():
+        if not _reachable(builder.info.homepage or ""):
+            raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir} and "
+                            f"cannot be downloaded from here (no network); {HOW_TO_PROVIDE}")
+        builder.download_and_prepare()
+    return Dataset(_read_tfds_split(builder, "train"), _read_tfds_split(builder, "test"),
+                   builder.info.features["label"].num_classes)
+
+
+def _read_tfds_split(builder, split: str) -> Split:
+    import tensorflow_datasets as tfds
+
+    images, labels = [], []
+    # Whole-split batch_size=-1 aborts under tfds.testing.mock_data with TF 2.21: iterate.
+    for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)):
+        images.append(batch["image"])
+        labels.append(batch["label"])
+    return Split(np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32))
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+    """The order of the training examples in one epoch: a function of (seed, epoch) alone."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+
+
+def train_indices(seed: int, step: int, batch_size: int, num_examples: int) -> np.ndarray:
+    """Indices of the global batch of ``step`` (the last partial batch of an epoch is dropped)."""
+    steps_per_epoch = num_examples // batch_size
+    epoch, position = divmod(step, steps_per_epoch)
+    start = position * batch_size
+    return epoch_permutation(seed, epoch, num_examples)[start:start + batch_size]
+
+
+def eval_batches(num_examples: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(indices, mask) per eval batch: every example once, the last batch padded and masked."""
+    batches = []
+    for start in range(0, num_examples, batch_size):
+        indices = np.arange(start, start + batch_size)
+        mask = indices < num_examples
+        batches.append((np.where(mask, indices, 0).astype(np.int32), mask.astype(np.float32)))
+    return batches
+
+
+def augment(images: jnp.ndarray, key: jax.Array, positions: jnp.ndarray,
+            pad: int = 4) -> jnp.ndarray:
+    """Pad ``pad`` pixels (zeros), crop back at a random offset, flip half the images.
+
+    Each example's draw depends on ``key`` and its position in the global batch.
+    """
+    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(positions)
+    height, width = images.shape[1:3]
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+    def one(image: jnp.ndarray, example_key: jax.Array) -> jnp.ndarray:
+        crop_key, flip_key = jax.random.split(example_key)
+        dy, dx = jax.random.randint(crop_key, (2,), 0, 2 * pad + 1)
+        crop = jax.lax.dynamic_slice(image, (dy, dx, 0), (height, width, image.shape[-1]))
+        return jnp.where(jax.random.bernoulli(flip_key), crop[:, ::-1], crop)
+
+    return jax.vmap(one)(padded, keys)
+
+
+def normalize(images: jnp.ndarray, dtype: jnp.dtype = jnp.float32) -> jnp.ndarray:
+    """uint8 -> float, standardised per channel with the CIFAR-10 statistics."""
+    mean = jnp.asarray(CIFAR_MEAN) * 255.0
+    std = jnp.asarray(CIFAR_STD) * 255.0
+    return ((images.astype(jnp.float32) - mean) / std).astype(dtype)

@@ -1,0 +1,179 @@
+"""The train state, the optimizer, and the per-device train and eval steps.
+
+Each step is written for one device with collectives over the axis 'batch';
+:func:`parallel_steps` maps it over every local device with ``jax.pmap``. The
+state enters and leaves unreplicated (one global array per leaf), so Orbax
+saves ordinary arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+from jax import lax
+
+from resnet_jax import data
+from resnet_jax.models import ResNet, create_model
+
+AXIS = "batch"
+
+
+class TrainState(train_state.TrainState):
+    """Parameters, optimizer state, BatchNorm statistics, and the train metrics summed
+    since the last log (checkpointed with the rest, so a resumed run logs the same)."""
+
+    batch_stats: Any
+    metric_sums: dict[str, jax.Array]
+
+
+def zero_metric_sums(config: ml_collections.ConfigDict, params: Any) -> dict[str, jax.Array]:
+    names = ["steps", "train_loss", "train_accuracy", "learning_rate"]
+    if config.log_grad_norms:
+        names += list(stage_grad_norms(params))
+    return {name: jnp.zeros((), jnp.float32) for name in names}
+
+
+def mean_metrics(sums: dict[str, Any]) -> dict[str, float]:
+    """Averages of the summed train metrics (host values)."""
+    steps = float(sums["steps"])
+    return {name: float(value) / steps for name, value in sums.items() if name != "steps"}
+
+
+def build_model(config: ml_collections.ConfigDict) -> ResNet:
+    """The model a config names, with synced BatchNorm over the device axis if asked."""
+    return create_model(
+        config.model, num_classes=config.num_classes, residual=config.residual,
+        zero_init_residual=config.zero_init_residual, dtype=jnp.dtype(config.dtype),
+        bn_axis_name=AXIS if config.sync_batch_stats else None)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Learning rate as a function of the step, from ``config.schedule``."""
+    if config.schedule == "piecewise":
+        return optax.piecewise_constant_schedule(
+            config.learning_rate, dict(zip(config.lr_boundaries, config.lr_scales, strict=True)))
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, config.warmup_steps, config.num_train_steps)
+    if config.schedule == "onecycle":
+        return optax.cosine_onecycle_schedule(config.num_train_steps, config.learning_rate)
+    raise ValueError(f"unknown schedule {config.schedule!r}; use piecewise, cosine or onecycle")
+
+
+def _decay_mask(params: Any) -> Any:
+    """True for convolution and dense kernels; False for BatchNorm parameters and biases."""
+    return jax.tree.map(lambda leaf: leaf.ndim > 1, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   schedule: optax.Schedule) -> optax.GradientTransformation:
+    """SGD (PyTorch semantics: weight decay added to the gradient), Adam or AdamW."""
+    mask = None if config.decay_norm_and_bias else _decay_mask
+    if config.optimizer == "adamw":
+        return optax.adamw(schedule, weight_decay=config.weight_decay, mask=mask)
+    if config.optimizer == "sgd":
+        update = optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)
+    elif config.optimizer == "adam":
+        update = optax.adam(schedule)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; use sgd, adam or adamw")
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask), update)
+
+
+def create_train_state(config: ml_collections.ConfigDict, model: ResNet,
+                       image_shape: tuple[int, ...]) -> TrainState:
+    """Initialise parameters from ``config.seed`` and wrap them with the optimizer."""
+    variables = jax.jit(model.init)(jax.random.key(config.seed),
+                                    jnp.zeros((1, *image_shape), model.dtype))
+    tx = make_optimizer(config, learning_rate_schedule(config))
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables["batch_stats"],
+                             metric_sums=zero_metric_sums(config, variables["params"]))
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float) -> jnp.ndarray:
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def stage_grad_norms(grads: Any) -> dict[str, jnp.ndarray]:
+    """Gradient norm per stage: stem (conv1, bn1), stage1..N (layerN_*), head (fc)."""
+    groups: dict[str, list] = {}
+    for name, subtree in grads.items():
+        group = f"stage{name[5:].split('_')[0]}" if name.startswith("layer") else (
+            "head" if name == "fc" else "stem")
+        groups.setdefault(group, []).append(subtree)
+    return {f"grad_norm/{group}": optax.tree.norm(trees) for group, trees in groups.items()}
+
+
+def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
+               indices: jnp.ndarray, *, config: ml_collections.ConfigDict,
+               schedule: optax.Schedule) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    """One SGD step on this device's share of the global batch (indices into the data)."""
+    local_batch = indices.shape[0]
+    positions = lax.axis_index(AXIS) * local_batch + jnp.arange(local_batch)
+    x, y = images[indices], labels[indices]
+    if config.augment:
+        step_key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+        x = data.augment(x, step_key, positions)
+    x = data.normalize(x, jnp.dtype(config.dtype))
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                                         x, train=True, mutable=["batch_stats"])
+        loss = cross_entropy(logits, y, config.label_smoothing).mean()
+        return loss, (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = lax.pmean(grads, AXIS)
+    # Synced BN already agrees across devices; per-device statistics are averaged.
+    batch_stats = lax.pmean(batch_stats, AXIS)
+    metrics = {
+        "steps": jnp.ones((), jnp.float32),
+        "train_loss": lax.pmean(loss, AXIS),
+        "train_accuracy": lax.pmean(jnp.mean(jnp.argmax(logits, -1) == y), AXIS),
+        "learning_rate": schedule(state.step),
+    }
+    if config.log_grad_norms:
+        metrics.update(stage_grad_norms(grads))
+    sums = {name: total + metrics[name] for name, total in state.metric_sums.items()}
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats, metric_sums=sums)
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
+              indices: jnp.ndarray, mask: jnp.ndarray, *,
+              config: ml_collections.ConfigDict) -> dict[str, jnp.ndarray]:
+    """Summed loss, correct predictions and example count over the whole (masked) batch."""
+    x = data.normalize(images[indices], jnp.dtype(config.dtype))
+    y = labels[indices]
+    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                            x, train=False)
+    sums = {
+        "loss": jnp.sum(cross_entropy(logits, y, 0.0) * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == y) * mask),
+        "count": jnp.sum(mask),
+    }
+    return lax.psum(sums, AXIS)
+
+
+def parallel_steps(config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
+    """(train_step, eval_step) mapped over all local devices.
+
+    Arguments: the unreplicated state, the dataset's images and labels (placed
+    once, replicated), and per-device index arrays shaped (devices, batch/devices).
+    """
+    p_train = jax.pmap(
+        functools.partial(train_step, config=config, schedule=learning_rate_schedule(config)),
+        axis_name=AXIS, in_axes=(None, None, None, 0), out_axes=(None, None),
+        donate_argnums=(0,))
+    p_eval = jax.pmap(functools.partial(eval_step, config=config), axis_name=AXIS,
+                      in_axes=(None, None, None, 0, 0), out_axes=None)
+    return p_train, p_eval

@@ -1,0 +1,40 @@
+"""Small configs and runs shared by the training tests."""
+
+import json
+from pathlib import Path
+
+from configs import smoke
+
+
+def tiny_config(**overrides):
+    """ResNet-20 on 8x8 synthetic images: a few seconds per run on a CPU."""
+    config = smoke.get_config()
+    config.synthetic_image_size = 8
+    config.synthetic_examples = (256, 100)
+    config.batch_size = 32
+    config.eval_batch_size = 32
+    config.num_train_steps = 24
+    config.eval_every_steps = 12
+    config.checkpoint_every_steps = 6
+    config.log_every_steps = 4
+    config.lr_boundaries = (16,)
+    config.update(overrides)
+    return config
+
+
+def overrides_as_flags(config) -> list[str]:
+    """The command-line flags that turn configs/smoke.py into ``config``."""
+    base = smoke.get_config()
+    return [f"--config.{key}={_flag_value(value)}" for key, value in config.items()
+            if value != base[key]]
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, tuple | list):
+        return "(" + ",".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
+
+
+def metric_rows(workdir: Path, drop=("images_per_sec",)) -> list[dict]:
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in drop} for row in rows]
