@@ -230,23 +230,38 @@ def eval_batches(num_examples: int, batch_size: int) -> list[tuple[np.ndarray, n
     return batches
 
 
+def augmentation_draws(key: jax.Array, positions: jnp.ndarray,
+                       pad: int = 4) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Per example: the crop offset (dy, dx) in [0, 2 * pad] and whether to flip.
+
+    Each draw depends on ``key`` and the example's position in the global batch,
+    so any number of devices, or another framework, can make the same draws.
+    """
+    def one(position: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        crop_key, flip_key = jax.random.split(jax.random.fold_in(key, position))
+        return (jax.random.randint(crop_key, (2,), 0, 2 * pad + 1),
+                jax.random.bernoulli(flip_key))
+
+    return jax.vmap(one)(positions)
+
+
 def augment(images: jnp.ndarray, key: jax.Array, positions: jnp.ndarray,
             pad: int = 4) -> jnp.ndarray:
-    """Pad ``pad`` pixels (zeros), crop back at a random offset, flip half the images.
-
-    Each example's draw depends on ``key`` and its position in the global batch.
-    """
-    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(positions)
-    height, width = images.shape[1:3]
+    """Pad ``pad`` pixels (zeros), crop back at a random offset, flip half the images."""
+    offsets, flips = augmentation_draws(key, positions, pad)
+    height, width, channels = images.shape[1:]
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
-    def one(image: jnp.ndarray, example_key: jax.Array) -> jnp.ndarray:
-        crop_key, flip_key = jax.random.split(example_key)
-        dy, dx = jax.random.randint(crop_key, (2,), 0, 2 * pad + 1)
-        crop = jax.lax.dynamic_slice(image, (dy, dx, 0), (height, width, image.shape[-1]))
-        return jnp.where(jax.random.bernoulli(flip_key), crop[:, ::-1], crop)
+    def one(image: jnp.ndarray, offset: jnp.ndarray, flip: jnp.ndarray) -> jnp.ndarray:
+        crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+        return jnp.where(flip, crop[:, ::-1], crop)
 
-    return jax.vmap(one)(padded, keys)
+    return jax.vmap(one)(padded, offsets, flips)
+
+
+def step_key(seed: int, step: jnp.ndarray | int) -> jax.Array:
+    """The augmentation key of one train step."""
+    return jax.random.fold_in(jax.random.key(seed), step)
 
 
 def normalize(images: jnp.ndarray, dtype: jnp.dtype = jnp.float32) -> jnp.ndarray:

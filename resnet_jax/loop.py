@@ -184,18 +184,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     manager.wait_until_finished()
     manager.close()
     writer.close()
-    return _finish(workdir, config, state, started, compile_seconds, throughput, interrupted)
+    return finish_run(workdir, config, int(state.step), started, compile_seconds, throughput,
+                      interrupted, devices=len(devices))
 
 
-def _finish(workdir: Path, config: ml_collections.ConfigDict, state: Any, started: float,
-            compile_seconds: float, throughput: list[float], interrupted: bool) -> dict[str, Any]:
+def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int, started: float,
+               compile_seconds: float, throughput: list[float], interrupted: bool,
+               devices: int | str) -> dict[str, Any]:
+    """Write summary.json and curves.png from metrics.jsonl, print the table, return it."""
     records = read_metrics(workdir)
     evals = [r for r in records if "test_accuracy" in r]
     best = max(evals, key=lambda r: r["test_accuracy"], default={})
     summary = {
         "model": config.model,
         "dataset": config.dataset,
-        "steps": int(state.step),
+        "steps": steps,
         "epochs": records[-1]["epoch"] if records else 0.0,
         "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
         "final_test_loss": evals[-1]["test_loss"] if evals else None,
@@ -207,7 +210,7 @@ def _finish(workdir: Path, config: ml_collections.ConfigDict, state: Any, starte
         "wall_seconds": time.time() - started,
         "compile_seconds": compile_seconds,
         "median_images_per_sec": statistics.median(throughput) if throughput else None,
-        "devices": jax.local_device_count(),
+        "devices": devices,
         "interrupted": interrupted,
     }
     write_summary(workdir, summary)

@@ -62,9 +62,10 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path,
 
     runs = records if records and isinstance(records[0], list) else [records]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for run, label in zip(runs, labels, strict=True):
+    for index, (run, label) in enumerate(zip(runs, labels, strict=True)):
         prefix = f"{label} " if label else ""
-        for split, style in (("train", "-"), ("test", "o-")):
+        line = "-" if index == 0 else "--"  # later runs dashed, so overlapping curves show
+        for split, style in (("train", line), ("test", "o" + line)):
             rows = [r for r in run if f"{split}_loss" in r]
             epochs = [r["epoch"] for r in rows]
             loss_ax.plot(epochs, [r[f"{split}_loss"] for r in rows], style,

@@ -121,8 +121,7 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
     positions = lax.axis_index(AXIS) * local_batch + jnp.arange(local_batch)
     x, y = images[indices], labels[indices]
     if config.augment:
-        step_key = jax.random.fold_in(jax.random.key(config.seed), state.step)
-        x = data.augment(x, step_key, positions)
+        x = data.augment(x, data.step_key(config.seed, state.step), positions)
     x = data.normalize(x, jnp.dtype(config.dtype))
 
     def loss_fn(params):

@@ -1,0 +1,182 @@
+"""Training throughput, JAX vs PyTorch, measured the same way in one run.
+
+    python -m benchmarks.throughput [--quick] [--out throughput.json]
+
+Steady-state training images/s: the first steps (compilation, warm-up) are
+excluded, then the median of several timed windows, each ended by a device
+synchronisation. Both sides train on device-resident synthetic data; the JAX
+step also gathers, crops and flips its batch on the device. Rows: resnet20 at
+32x32 (batch 128 and 1024), resnet18_cifar (batch 512), resnet50 at 224x224
+(batch 128); --quick: resnet20 at batch 128, JAX and PyTorch eager fp32 only.
+The JAX step's FLOPs come from XLA's cost analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import flax
+import jax
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.torch_models import torch_model
+from configs import smoke
+from resnet_jax import create_model
+from resnet_jax.training import build_model, create_train_state, parallel_steps
+
+FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
+             ("resnet50", 224, 128)]
+# Dense peak FLOP/s by device kind: (float32 matmuls run as TF32 on these, bfloat16).
+PEAK_FLOPS = {"H100": (494.7e12, 989.4e12), "H200": (494.7e12, 989.4e12),
+              "A100": (156e12, 312e12)}
+
+
+def time_windows(step: Callable[[], None], sync: Callable[[], None], warmup: int,
+                 windows: int, window_steps: int) -> float:
+    """Median seconds per step over timed windows, after ``warmup`` untimed steps."""
+    for _ in range(warmup):
+        step()
+    sync()
+    per_step = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(window_steps):
+            step()
+        sync()
+        per_step.append((time.perf_counter() - start) / window_steps)
+    return statistics.median(per_step)
+
+
+def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict:
+    config = smoke.get_config()
+    config.update(model=model, num_classes=create_model(model).num_classes, batch_size=batch,
+                  dtype=dtype)
+    devices = jax.local_device_count()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, config.num_classes, 2 * batch).astype(np.int32)
+    state = create_train_state(config, build_model(config), (size, size, 3))
+    p_train, _ = parallel_steps(config)
+    indices = np.arange(batch, dtype=np.int32).reshape(devices, -1)
+    images, labels = jax.device_put((images, labels))
+    cost = p_train.lower(state, images, labels, indices).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    holder = {"state": state}
+
+    def step() -> None:
+        holder["state"], holder["metrics"] = p_train(holder["state"], images, labels, indices)
+
+    seconds = time_windows(step, lambda: jax.block_until_ready(holder["metrics"]), **timing)
+    flops = float(cost.get("flops", 0.0)) * devices
+    return {"images_per_sec": batch / seconds, "step_flops": flops,
+            "achieved_flops_per_sec": flops / seconds}
+
+
+def torch_row(model: str, size: int, batch: int, amp: bool, channels_last: bool,
+              compile_model: bool, timing: dict) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    num_classes = create_model(model).num_classes
+    net = torch_model(model, num_classes).to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=layout)
+    forward = torch.compile(net) if compile_model else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    images = torch.randint(0, 256, (2 * batch, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, num_classes, (2 * batch,), device=device)
+    indices = torch.arange(batch, device=device)
+
+    def step() -> None:
+        x = (images[indices].float() / 255.0 - 0.5).contiguous(memory_format=layout)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(forward(x).float(), labels[indices])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return {"images_per_sec": batch / time_windows(step, sync, **timing)}
+
+
+def peak_fraction(achieved: float, dtype: str) -> float | None:
+    kind = jax.devices()[0].device_kind
+    for name, (fp32, bf16) in PEAK_FLOPS.items():
+        if name in kind:
+            return achieved / (bf16 if dtype == "bfloat16" else fp32)
+    return None
+
+
+def measure(rows: list[tuple[str, int, int]], quick: bool, timing: dict) -> list[dict]:
+    results = []
+    for model, size, batch in rows:
+        row = {"model": model, "image_size": size, "batch": batch}
+        jax32 = jax_row(model, size, batch, "float32", timing)
+        row["jax_fp32"] = jax32["images_per_sec"]
+        row["jax_fp32_tflops"] = jax32["achieved_flops_per_sec"] / 1e12
+        row["jax_fp32_peak_fraction"] = peak_fraction(jax32["achieved_flops_per_sec"], "float32")
+        row["torch_eager_fp32"] = torch_row(model, size, batch, False, False, False,
+                                            timing)["images_per_sec"]
+        row["ratio_fp32"] = row["jax_fp32"] / row["torch_eager_fp32"]
+        if not quick:
+            jax16 = jax_row(model, size, batch, "bfloat16", timing)
+            row["jax_bf16"] = jax16["images_per_sec"]
+            row["jax_bf16_peak_fraction"] = peak_fraction(jax16["achieved_flops_per_sec"],
+                                                          "bfloat16")
+            row["torch_amp_bf16_channels_last"] = torch_row(
+                model, size, batch, True, True, False, timing)["images_per_sec"]
+            row["torch_amp_bf16_channels_last_compile"] = torch_row(
+                model, size, batch, True, True, True, timing)["images_per_sec"]
+            row["ratio_bf16"] = row["jax_bf16"] / max(
+                row["torch_amp_bf16_channels_last"], row["torch_amp_bf16_channels_last_compile"])
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    return results
+
+
+def table(rows: list[dict]) -> str:
+    columns = [k for k in rows[0] if k not in ("model", "image_size", "batch")]
+    lines = ["| model | size | batch | " + " | ".join(columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append(f"| {row['model']} | {row['image_size']} | {row['batch']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="resnet20, batch 128, fp32 only")
+    parser.add_argument("--out", default="throughput.json", help="JSON file to write")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--window-steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, help="override every row's batch size")
+    parser.add_argument("--image-size", type=int, help="override every row's image size")
+    args = parser.parse_args()
+    rows = [FULL_ROWS[0]] if args.quick else FULL_ROWS
+    rows = [(m, args.image_size or s, args.batch_size or b) for m, s, b in rows]
+    timing = {"warmup": args.warmup, "windows": args.windows, "window_steps": args.window_steps}
+    results = measure(rows, args.quick, timing)
+    report = {
+        "device": jax.devices()[0].device_kind, "jax_devices": jax.local_device_count(),
+        "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "versions": {"jax": jax.__version__, "flax": flax.__version__,
+                     "torch": torch.__version__, "python": platform.python_version()},
+        "timing": timing, "rows": results,
+    }
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\n{report['device']} x{report['jax_devices']} (JAX), {report['torch_device']} "
+          "(PyTorch); training images/s, median of timed windows\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
