@@ -81,8 +81,8 @@ def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str,
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers and a residual connection (ResNet-18/34, CIFAR nets)."""
+class ResidualBlock(nn.Module):
+    """What both block types share: their options and the residual connection."""
 
     features: int
     strides: int = 1
@@ -91,6 +91,21 @@ class BasicBlock(nn.Module):
     residual: bool = True
     shortcut: str = "projection"
     zero_init_last_bn: bool = False
+
+    def last_norm(self, name: str) -> nn.Module:
+        return self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn),
+                         name=name)
+
+    def add_shortcut(self, y: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+        """relu(y + shortcut(x)), or relu(y) in the plain network."""
+        if self.residual:
+            features = self.features * self.expansion
+            y = y + _shortcut(x, features, self.strides, self.shortcut, self.conv, self.norm)
+        return nn.relu(y)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 conv-BN layers and a residual connection (ResNet-18/34, CIFAR nets)."""
 
     expansion = 1
 
@@ -100,38 +115,23 @@ class BasicBlock(nn.Module):
                       padding=_pad(3), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
-        y = self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn), name="bn2")(y)
-        if self.residual:
-            y = y + _shortcut(x, self.features, self.strides, self.shortcut, self.conv, self.norm)
-        return nn.relu(y)
+        return self.add_shortcut(self.last_norm("bn2")(y), x)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3 (strided, as torchvision), 1x1 expand x4 (ResNet-50/101/152)."""
-
-    features: int
-    strides: int = 1
-    conv: ModuleDef = torch_like_conv()
-    norm: ModuleDef = torch_like_batch_norm()
-    residual: bool = True
-    shortcut: str = "projection"
-    zero_init_last_bn: bool = False
 
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        out_features = self.features * self.expansion
         y = self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.conv(self.features, (3, 3), (self.strides, self.strides),
                       padding=_pad(3), name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y))
-        y = self.conv(out_features, (1, 1), padding="VALID", name="conv3")(y)
-        y = self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn), name="bn3")(y)
-        if self.residual:
-            y = y + _shortcut(x, out_features, self.strides, self.shortcut, self.conv, self.norm)
-        return nn.relu(y)
+        y = self.conv(self.features * self.expansion, (1, 1), padding="VALID", name="conv3")(y)
+        return self.add_shortcut(self.last_norm("bn3")(y), x)
 
 
 class ResNet(nn.Module):
