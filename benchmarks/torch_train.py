@@ -147,7 +147,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        metrics = {"steps": 1.0, "train_loss": float(loss),
+        metrics = {"steps": 1.0, "train_loss": float(loss.detach()),
                    "train_accuracy": float((logits.argmax(-1) == y).float().mean()),
                    "learning_rate": float(rates[step])}
         sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}

@@ -43,6 +43,13 @@ def test_the_torch_side_crops_and_flips_with_the_jax_draws():
     np.testing.assert_array_equal(ours, np.asarray(theirs))
 
 
+def test_torch_trainer_runs_with_amp_channels_last_and_compile(tmp_path):
+    config = tiny_config(num_train_steps=3, eval_every_steps=3, log_every_steps=3)
+    summary = torch_train.train(config, tmp_path, amp=True, channels_last=True,
+                                compile_model=True)
+    assert np.isfinite(summary["final_train_loss"]) and summary["eval_examples"] == 100
+
+
 def run_module(*args, cwd=REPO):
     result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True,
                             text=True, timeout=600)
