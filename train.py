@@ -44,11 +44,11 @@ def main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the progress bar
     from resnet_jax.data import DataError
-    from resnet_jax.loop import ConfigError, train_and_evaluate
+    from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
 
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, TrainingDiverged) as error:
         sys.exit(f"error: {error}")
 
 

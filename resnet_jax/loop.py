@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
@@ -35,6 +36,23 @@ RESUME_KEYS = ("model", "num_classes", "residual", "zero_init_residual", "optimi
 
 class ConfigError(ValueError):
     """The config or the command line cannot work; the message says what to change."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The train loss became NaN or infinite; nothing after the last good step was saved."""
+
+
+def check_finite(recent: list[tuple[int, dict[str, jax.Array]]],
+                 manager: ocp.CheckpointManager) -> None:
+    """Raise TrainingDiverged naming the first step whose loss is not finite."""
+    for step, metrics in jax.device_get(recent):
+        if not np.isfinite(metrics["train_loss"]):
+            manager.wait_until_finished()
+            raise TrainingDiverged(
+                f"train loss became {metrics['train_loss']} at step {step} (learning rate "
+                f"{metrics['learning_rate']:.4g}); nothing after it was saved, the last good "
+                f"checkpoint is step {manager.latest_step()}; lower --config.learning_rate "
+                "(or add warm-up) and start again with the same --workdir to resume from it")
 
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -139,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     steps_per_epoch = len(dataset.train) // config.batch_size
     last = config.num_train_steps
-    timed_steps, throughput, compile_seconds, interrupted = 0, [], 0.0, False
+    timed_steps, throughput, compile_seconds, recent = 0, [], 0.0, []
     with stop_requests() as stop, tqdm(total=last, initial=start, unit="step",
                                        dynamic_ncols=True, mininterval=1.0) as bar:
         for step in range(start, last):
@@ -153,7 +171,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 timed_steps += 1
             bar.update(1)
             done, record = step + 1, {}
-            if _due(done, config.log_every_steps, last):
+            recent.append((done, metrics))
+            interrupted = bool(stop)
+            save_now = _due(done, config.checkpoint_every_steps, last) or interrupted
+            eval_now = _due(done, config.eval_every_steps, last)
+            log_now = _due(done, config.log_every_steps, last)
+            if save_now or eval_now or log_now:
+                check_finite(recent, manager)
+                recent = []
+            if log_now:
                 record = mean_metrics(jax.device_get(state.metric_sums))
                 state = state.replace(metric_sums=jax.device_put(
                     zero_metric_sums(config, state.params), replicated))
@@ -167,14 +193,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 timed_steps, window_start = 0, time.time()
             pause_start = time.time()
             eval_metrics = None
-            if _due(done, config.eval_every_steps, last):
+            if eval_now:
                 eval_metrics = evaluate(p_eval, state, test, len(dataset.test),
                                         config.eval_batch_size, len(devices))
                 record.update(eval_metrics)
             if record:
                 writer.write(done, {"epoch": done / steps_per_epoch, **record})
-            interrupted = bool(stop)
-            if _due(done, config.checkpoint_every_steps, last) or interrupted:
+            if save_now:
                 best_metric = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
                 checkpoints.save(manager, state, best_metric)
             window_start += time.time() - pause_start  # evaluation is not training time

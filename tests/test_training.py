@@ -15,7 +15,7 @@ import pytest
 from helpers import metric_rows, overrides_as_flags, tiny_config
 
 from resnet_jax import data, restore
-from resnet_jax.loop import ConfigError, train_and_evaluate
+from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
 from resnet_jax.training import build_model, create_train_state, parallel_steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,6 +140,19 @@ def test_resuming_with_a_different_model_is_refused(tmp_path):
     train_and_evaluate(tiny_config(num_train_steps=4, eval_every_steps=4), tmp_path)
     with pytest.raises(ConfigError, match="different setup .*model: 'resnet20' -> 'resnet32'"):
         train_and_evaluate(tiny_config(model="resnet32"), tmp_path)
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_good_checkpoints(tmp_path):
+    good = tiny_config(num_train_steps=8, eval_every_steps=8)
+    train_and_evaluate(good, tmp_path)
+    before = metric_rows(tmp_path)
+    diverging = tiny_config(num_train_steps=24, learning_rate=1e30)
+    with pytest.raises(TrainingDiverged, match=r"train loss became (nan|inf) at step (9|1\d|2\d) "
+                       r"\(learning rate 1e\+30\).*last good checkpoint is step 8"):
+        train_and_evaluate(diverging, tmp_path)
+    assert metric_rows(tmp_path)[:len(before)] == before
+    _, variables = restore(tmp_path)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(variables))
 
 
 @pytest.mark.parametrize("flag,message", [
