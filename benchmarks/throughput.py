@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from benchmarks.torch_models import torch_model
 from configs import smoke
 from resnet_jax import create_model
-from resnet_jax.training import build_model, create_train_state, parallel_steps
+from resnet_jax.training import build_model, create_train_state, parallel_steps, replicated
 
 FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
              ("resnet50", 224, 128)]
@@ -65,7 +65,7 @@ def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict
     state = create_train_state(config, build_model(config), (size, size, 3))
     p_train, _ = parallel_steps(config)
     indices = np.arange(batch, dtype=np.int32).reshape(devices, -1)
-    images, labels = jax.device_put((images, labels))
+    images, labels = jax.device_put((images, labels), replicated(jax.local_devices()))
     cost = p_train.lower(state, images, labels, indices).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     holder = {"state": state}

@@ -14,19 +14,16 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from resnet_jax import checkpoints, data, list_models
 from resnet_jax.metrics import MetricWriter, plot_curves, read_metrics, write_summary
 from resnet_jax.training import (
-    AXIS,
     build_model,
     create_train_state,
     mean_metrics,
     parallel_steps,
-    zero_metric_sums,
+    replicated,
 )
 
 # Changing any of these makes a saved run a different experiment: resuming is refused.
@@ -143,15 +140,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     dataset = data.load_dataset(config)
     check_dataset(dataset, config)
 
-    replicated = NamedSharding(Mesh(np.array(devices), (AXIS,)), P())
+    placement = replicated(devices)
     model = build_model(config)
     state = create_train_state(config, model, dataset.train.images.shape[1:])
-    state = jax.device_put(state, replicated)
+    state = jax.device_put(state, placement)
     manager = checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)
     state = checkpoints.restore_latest(manager, state)
     start = int(state.step)
-    train = jax.device_put((dataset.train.images, dataset.train.labels), replicated)
-    test = jax.device_put((dataset.test.images, dataset.test.labels), replicated)
+    train = jax.device_put((dataset.train.images, dataset.train.labels), placement)
+    test = jax.device_put((dataset.test.images, dataset.test.labels), placement)
     p_train, p_eval = parallel_steps(config)
     writer = MetricWriter(workdir, resume_step=start)
 
@@ -180,9 +177,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 check_finite(recent, manager)
                 recent = []
             if log_now:
-                record = mean_metrics(jax.device_get(state.metric_sums))
+                record_sums = jax.device_get(state.metric_sums)
+                record = mean_metrics(record_sums)
                 state = state.replace(metric_sums=jax.device_put(
-                    zero_metric_sums(config, state.params), replicated))
+                    jax.tree.map(np.zeros_like, record_sums), placement))
                 if timed_steps:
                     record["images_per_sec"] = (timed_steps * config.batch_size
                                                 / (time.time() - window_start))

@@ -15,9 +15,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax.training import train_state
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from resnet_jax import data
 from resnet_jax.models import ResNet, create_model
@@ -161,6 +164,11 @@ def eval_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
         "count": jnp.sum(mask),
     }
     return lax.psum(sums, AXIS)
+
+
+def replicated(devices: list[jax.Device]) -> NamedSharding:
+    """Placement of one whole copy on each device: the state, and the dataset, for pmap."""
+    return NamedSharding(Mesh(np.array(devices), (AXIS,)), P())
 
 
 def parallel_steps(config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
