@@ -17,6 +17,7 @@ TensorFlow is imported for the TFDS source alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pickle
 import socket
 import urllib.parse
@@ -207,9 +208,12 @@ def _read_tfds_split(builder, split: str) -> Split:
     return Split(np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32))
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
     """The order of the training examples in one epoch: a function of (seed, epoch) alone."""
-    return np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+    order.flags.writeable = False  # shared by every step of the epoch
+    return order
 
 
 def train_indices(seed: int, step: int, batch_size: int, num_examples: int) -> np.ndarray:

@@ -10,8 +10,9 @@ import pytest
 from helpers import metric_rows, tiny_config
 
 from benchmarks import torch_train
-from resnet_jax import data
+from resnet_jax import create_model, data
 from resnet_jax.loop import train_and_evaluate
+from resnet_jax.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,9 @@ def test_throughput_benchmark_writes_its_table_and_json(tmp_path):
     assert (row["model"], row["batch"], row["image_size"]) == ("resnet20", 16, 16)
     assert row["jax_fp32"] > 0 and row["torch_eager_fp32"] > 0
     assert row["ratio_fp32"] == row["jax_fp32"] / row["torch_eager_fp32"]
-    assert row["jax_fp32_tflops"] > 0
+    forward_macs = summarize(create_model("resnet20"), (16, 16, 3)).total_macs
+    flops_per_image = row["jax_fp32_tflops"] * 1e12 / row["jax_fp32"]
+    assert flops_per_image == pytest.approx(6 * forward_macs)
     assert {"jax", "flax", "torch"} <= set(report["versions"])
     assert "| resnet20 | 16 | 16 |" in stdout
 
