@@ -32,7 +32,7 @@ from benchmarks.torch_models import torch_model
 from configs import smoke
 from resnet_jax import create_model
 from resnet_jax.summary import summarize
-from resnet_jax.training import build_model, create_train_state, parallel_steps, replicated
+from resnet_jax.training import build_model, create_train_state, parallel_steps, placement
 
 FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
              ("resnet50", 224, 128)]
@@ -61,14 +61,13 @@ def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict
     config = smoke.get_config()
     config.update(model=model, num_classes=create_model(model).num_classes, batch_size=batch,
                   dtype=dtype)
-    devices = jax.local_device_count()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, config.num_classes, 2 * batch).astype(np.int32)
     state = create_train_state(config, build_model(config), (size, size, 3))
     p_train, _ = parallel_steps(config)
-    indices = np.arange(batch, dtype=np.int32).reshape(devices, -1)
-    images, labels = jax.device_put((images, labels), replicated(jax.local_devices()))
+    indices = np.arange(batch, dtype=np.int32)
+    images, labels = jax.device_put((images, labels), placement(config))
     holder = {"state": state}
 
     def step() -> None:

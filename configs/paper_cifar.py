@@ -38,6 +38,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.decay_norm_and_bias = True  # False: no weight decay on BN parameters and biases
     config.label_smoothing = 0.0
     config.sync_batch_stats = True  # False: per-device BN statistics, as PyTorch DDP
+    config.parallel = "pmap"  # or "shard_map": the same per-device step over a jax Mesh
 
     config.log_grad_norms = False  # per-stage gradient norms in the metrics
     config.seed = 0

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from resnet_jax import checkpoints, data, list_models
@@ -23,7 +24,8 @@ from resnet_jax.training import (
     create_train_state,
     mean_metrics,
     parallel_steps,
-    replicated,
+    placement,
+    process_share,
 )
 
 # Changing any of these makes a saved run a different experiment: resuming is refused.
@@ -54,7 +56,8 @@ def check_finite(recent: list[tuple[int, dict[str, jax.Array]]],
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     choices = {"model": list_models(), "optimizer": ("sgd", "adam", "adamw"),
-               "schedule": ("piecewise", "cosine", "onecycle"), "dtype": ("float32", "bfloat16")}
+               "schedule": ("piecewise", "cosine", "onecycle"), "dtype": ("float32", "bfloat16"),
+               "parallel": ("pmap", "shard_map")}
     for key, valid in choices.items():
         if config[key] not in valid:
             raise ConfigError(f"unknown {key} {config[key]!r}; set --config.{key} to one of: "
@@ -66,10 +69,11 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Create the work directory, refuse to resume a different experiment, save the config."""
+    """Create the work directory, refuse to resume a different experiment, save the config
+    (process 0 alone writes it)."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
+        probe = workdir / f".write_test.{jax.process_index()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
@@ -82,7 +86,8 @@ def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
             details = ", ".join(f"{k}: {saved[k]!r} -> {config[k]!r}" for k in changed)
             raise ConfigError(f"{workdir} holds a run with a different setup ({details}); "
                               "use a new --workdir, or the saved config to resume")
-    checkpoints.save_config(workdir, config)
+    if jax.process_index() == 0:
+        checkpoints.save_config(workdir, config)
 
 
 def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:
@@ -93,6 +98,16 @@ def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> N
     if config.batch_size > len(dataset.train):
         raise ConfigError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} "
                           "training examples; use a smaller --config.batch_size")
+
+
+def agreed_stop(received: list[int], at_log_step: bool) -> bool:
+    """Whether to stop after this step. Several processes must stop at the same step:
+    they compare their signals at log steps (a collective), and stop if any got one."""
+    if jax.process_count() == 1:
+        return bool(received)
+    if not at_log_step:
+        return False
+    return bool(multihost_utils.process_allgather(np.int32(bool(received))).any())
 
 
 @contextlib.contextmanager
@@ -109,12 +124,11 @@ def stop_requests() -> Iterator[list[int]]:
 
 
 def evaluate(p_eval, state, test: tuple[jax.Array, jax.Array], num_examples: int,
-             batch_size: int, num_devices: int) -> dict[str, float]:
+             batch_size: int) -> dict[str, float]:
     """Loss and accuracy over the whole test split, each example exactly once."""
     sums = []
     for indices, mask in data.eval_batches(num_examples, batch_size):
-        sums.append(p_eval(state, *test, indices.reshape(num_devices, -1),
-                           mask.reshape(num_devices, -1)))
+        sums.append(p_eval(state, *test, process_share(indices), process_share(mask)))
     totals = {k: float(np.sum([s[k] for s in jax.device_get(sums)])) for k in sums[0]}
     return {"test_loss": totals["loss"] / totals["count"],
             "test_accuracy": totals["correct"] / totals["count"],
@@ -126,40 +140,43 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train ``config`` on every local device, resuming from ``workdir`` if it holds a run.
+    """Train ``config`` on every device, resuming from ``workdir`` if it holds a run.
 
     Writes metrics.jsonl, TensorBoard events, checkpoints, summary.json and
     curves.png under ``workdir``; returns the summary. SIGTERM or SIGINT saves a
     checkpoint of the current step and returns early (``summary['interrupted']``).
+    Under ``jax.distributed`` every process calls this with the same arguments:
+    each feeds its own devices, all save checkpoints together, process 0 alone
+    writes metrics, summary and plot.
     """
     started = time.time()
     workdir = Path(workdir)
-    devices = jax.local_devices()
-    check_config(config, len(devices))
+    chief = jax.process_index() == 0
+    check_config(config, jax.device_count())
     prepare_workdir(workdir, config)
     dataset = data.load_dataset(config)
     check_dataset(dataset, config)
 
-    placement = replicated(devices)
+    where = placement(config)
     model = build_model(config)
     state = create_train_state(config, model, dataset.train.images.shape[1:])
-    state = jax.device_put(state, placement)
+    state = jax.device_put(state, where)
     manager = checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)
     state = checkpoints.restore_latest(manager, state)
     start = int(state.step)
-    train = jax.device_put((dataset.train.images, dataset.train.labels), placement)
-    test = jax.device_put((dataset.test.images, dataset.test.labels), placement)
+    train = jax.device_put((dataset.train.images, dataset.train.labels), where)
+    test = jax.device_put((dataset.test.images, dataset.test.labels), where)
     p_train, p_eval = parallel_steps(config)
-    writer = MetricWriter(workdir, resume_step=start)
+    writer = MetricWriter(workdir, resume_step=start) if chief else None
 
     steps_per_epoch = len(dataset.train) // config.batch_size
     last = config.num_train_steps
     timed_steps, throughput, compile_seconds, recent = 0, [], 0.0, []
-    with stop_requests() as stop, tqdm(total=last, initial=start, unit="step",
+    with stop_requests() as stop, tqdm(total=last, initial=start, unit="step", disable=not chief,
                                        dynamic_ncols=True, mininterval=1.0) as bar:
         for step in range(start, last):
             indices = data.train_indices(config.seed, step, config.batch_size, len(dataset.train))
-            state, metrics = p_train(state, *train, indices.reshape(len(devices), -1))
+            state, metrics = p_train(state, *train, process_share(indices))
             if step == start:  # the first step compiles: time it, keep it out of images/s
                 jax.block_until_ready(metrics)
                 compile_seconds = time.time() - started
@@ -169,10 +186,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             bar.update(1)
             done, record = step + 1, {}
             recent.append((done, metrics))
-            interrupted = bool(stop)
+            log_now = _due(done, config.log_every_steps, last)
+            interrupted = agreed_stop(stop, log_now)
             save_now = _due(done, config.checkpoint_every_steps, last) or interrupted
             eval_now = _due(done, config.eval_every_steps, last)
-            log_now = _due(done, config.log_every_steps, last)
             if save_now or eval_now or log_now:
                 check_finite(recent, manager)
                 recent = []
@@ -180,7 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 record_sums = jax.device_get(state.metric_sums)
                 record = mean_metrics(record_sums)
                 state = state.replace(metric_sums=jax.device_put(
-                    jax.tree.map(np.zeros_like, record_sums), placement))
+                    jax.tree.map(np.zeros_like, record_sums), where))
                 if timed_steps:
                     record["images_per_sec"] = (timed_steps * config.batch_size
                                                 / (time.time() - window_start))
@@ -193,9 +210,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             eval_metrics = None
             if eval_now:
                 eval_metrics = evaluate(p_eval, state, test, len(dataset.test),
-                                        config.eval_batch_size, len(devices))
+                                        config.eval_batch_size)
                 record.update(eval_metrics)
-            if record:
+            if record and writer:
                 writer.write(done, {"epoch": done / steps_per_epoch, **record})
             if save_now:
                 best_metric = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
@@ -206,15 +223,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 break
     manager.wait_until_finished()
     manager.close()
-    writer.close()
+    if writer:
+        writer.close()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("resnet_jax: metrics written")
     return finish_run(workdir, config, int(state.step), started, compile_seconds, throughput,
-                      interrupted, devices=len(devices))
+                      interrupted, devices=jax.device_count(), write=chief)
 
 
 def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int, started: float,
                compile_seconds: float, throughput: list[float], interrupted: bool,
-               devices: int | str) -> dict[str, Any]:
-    """Write summary.json and curves.png from metrics.jsonl, print the table, return it."""
+               devices: int | str, write: bool = True) -> dict[str, Any]:
+    """The summary of metrics.jsonl; with ``write``, also summary.json, curves.png and
+    the printed table."""
     records = read_metrics(workdir)
     evals = [r for r in records if "test_accuracy" in r]
     best = max(evals, key=lambda r: r["test_accuracy"], default={})
@@ -236,10 +257,11 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int, sta
         "devices": devices,
         "interrupted": interrupted,
     }
-    write_summary(workdir, summary)
-    if records:
-        plot_curves(records, workdir / "curves.png")
-    print(format_summary(summary))
+    if write:
+        write_summary(workdir, summary)
+        if records:
+            plot_curves(records, workdir / "curves.png")
+        print(format_summary(summary))
     return summary
 
 

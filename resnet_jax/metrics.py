@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Replace ``path`` by ``text`` whole: a kill at any moment leaves the old or the new file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
@@ -30,7 +39,7 @@ class MetricWriter:
 
         self.path = Path(workdir) / METRICS_FILE
         kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -46,7 +55,7 @@ class MetricWriter:
 
 
 def write_summary(workdir: str | Path, summary: dict[str, Any]) -> None:
-    (Path(workdir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomically(Path(workdir) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path,

@@ -1,9 +1,10 @@
 """The train state, the optimizer, and the per-device train and eval steps.
 
 Each step is written for one device with collectives over the axis 'batch';
-:func:`parallel_steps` maps it over every local device with ``jax.pmap``. The
-state enters and leaves unreplicated (one global array per leaf), so Orbax
-saves ordinary arrays.
+:func:`parallel_steps` runs it on every device of every process, with
+``jax.pmap`` or with ``jax.shard_map`` over a one-axis Mesh (config.parallel).
+The state and the dataset hold one whole copy per device (:func:`placement`);
+each process passes only its own share of the global batch.
 """
 
 from __future__ import annotations
@@ -167,20 +168,69 @@ def eval_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
 
 
 def replicated(devices: list[jax.Device]) -> NamedSharding:
-    """Placement of one whole copy on each device: the state, and the dataset, for pmap."""
+    """Placement of one whole copy on each of ``devices``."""
     return NamedSharding(Mesh(np.array(devices), (AXIS,)), P())
 
 
-def parallel_steps(config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
-    """(train_step, eval_step) mapped over all local devices.
+def placement(config: ml_collections.ConfigDict) -> NamedSharding:
+    """Where the state and the dataset live for :func:`parallel_steps`: pmap takes this
+    process's devices, shard_map one array over the devices of all processes."""
+    return replicated(jax.devices() if config.parallel == "shard_map" else jax.local_devices())
 
-    Arguments: the unreplicated state, the dataset's images and labels (placed
-    once, replicated), and per-device index arrays shaped (devices, batch/devices).
+
+def process_share(global_batch: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of a global batch (all of it in a single process)."""
+    return np.split(global_batch, jax.process_count())[jax.process_index()]
+
+
+def parallel_steps(config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
+    """(train_step, eval_step) over every device of every process.
+
+    Both take the state and the dataset's images and labels, placed with
+    :func:`placement`, then this process's share of the global batch: flat index
+    arrays (and, for eval, the mask). Each returns what every device agrees on.
     """
-    p_train = jax.pmap(
-        functools.partial(train_step, config=config, schedule=learning_rate_schedule(config)),
-        axis_name=AXIS, in_axes=(None, None, None, 0), out_axes=(None, None),
-        donate_argnums=(0,))
-    p_eval = jax.pmap(functools.partial(eval_step, config=config), axis_name=AXIS,
-                      in_axes=(None, None, None, 0, 0), out_axes=None)
-    return p_train, p_eval
+    train = functools.partial(train_step, config=config, schedule=learning_rate_schedule(config))
+    evaluate = functools.partial(eval_step, config=config)
+    if config.parallel == "shard_map":
+        return _shard_mapped(train, evaluate)
+    return _pmapped(train, evaluate)
+
+
+def _pmapped(train: Callable, evaluate: Callable) -> tuple[Callable, Callable]:
+    p_train = jax.pmap(train, axis_name=AXIS, in_axes=(None, None, None, 0),
+                       out_axes=(None, None), donate_argnums=(0,))
+    p_eval = jax.pmap(evaluate, axis_name=AXIS, in_axes=(None, None, None, 0, 0), out_axes=None)
+
+    def per_device(batch: np.ndarray) -> np.ndarray:
+        return batch.reshape(jax.local_device_count(), -1)
+
+    def train_fn(state, images, labels, indices):
+        return p_train(state, images, labels, per_device(indices))
+
+    def eval_fn(state, images, labels, indices, mask):
+        return p_eval(state, images, labels, per_device(indices), per_device(mask))
+
+    return train_fn, eval_fn
+
+
+def _shard_mapped(train: Callable, evaluate: Callable) -> tuple[Callable, Callable]:
+    mesh = Mesh(np.array(jax.devices()), (AXIS,))
+    split = NamedSharding(mesh, P(AXIS))
+    # check_vma=False keeps pmap's semantics: with it on, the gradient with respect to the
+    # replicated parameters would already be summed over devices before the step's pmean.
+    s_train = jax.jit(jax.shard_map(train, mesh=mesh, in_specs=(P(), P(), P(), P(AXIS)),
+                                    out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
+    s_eval = jax.jit(jax.shard_map(evaluate, mesh=mesh, in_specs=(P(), P(), P(), P(AXIS), P(AXIS)),
+                                   out_specs=P(), check_vma=False))
+
+    def global_batch(share: np.ndarray) -> jax.Array:
+        return jax.make_array_from_process_local_data(split, share)
+
+    def train_fn(state, images, labels, indices):
+        return s_train(state, images, labels, global_batch(indices))
+
+    def eval_fn(state, images, labels, indices, mask):
+        return s_eval(state, images, labels, global_batch(indices), global_batch(mask))
+
+    return train_fn, eval_fn

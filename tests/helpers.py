@@ -1,9 +1,14 @@
 """Small configs and runs shared by the training tests."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from configs import smoke
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides):
@@ -38,3 +43,17 @@ def _flag_value(value) -> str:
 def metric_rows(workdir: Path, drop=("images_per_sec",)) -> list[dict]:
     rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in drop} for row in rows]
+
+
+def run_train_py(workdir, config, *, devices=8, wait=True, extra=()):
+    """train.py on configs/smoke.py turned into ``config``, on ``devices`` fake CPU devices.
+
+    ``wait=False``: the running Popen, its output piped.
+    """
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    command = [sys.executable, "train.py", "--config", "configs/smoke.py", "--workdir",
+               str(workdir), *overrides_as_flags(config), *extra]
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)

@@ -1,7 +1,6 @@
 """Training runs end to end: learning, determinism, devices, resume, outputs, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import metric_rows, overrides_as_flags, tiny_config
+from helpers import metric_rows, run_train_py, tiny_config
 
 from resnet_jax import data, restore
 from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
@@ -21,23 +20,13 @@ from resnet_jax.training import build_model, create_train_state, parallel_steps
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_train_py(workdir, config, *, devices=8, wait=True):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    command = [sys.executable, "train.py", "--config", "configs/smoke.py", "--workdir",
-               str(workdir), *overrides_as_flags(config)]
-    if not wait:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-
-
 def test_a_tiny_model_overfits_a_fixed_batch():
     config = tiny_config(augment=False, learning_rate=0.05, lr_boundaries=(1000,))
     dataset = data.load_dataset(config)
     state = create_train_state(config, build_model(config), dataset.train.images.shape[1:])
     p_train, _ = parallel_steps(config)
     images, labels = jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels)
-    fixed = np.arange(32, dtype=np.int32).reshape(8, 4)
+    fixed = np.arange(32, dtype=np.int32)
     losses = []
     for _ in range(40):
         state, metrics = p_train(state, images, labels, fixed)
@@ -59,6 +48,21 @@ def test_one_device_and_eight_give_the_same_loss_curve(tmp_path):
     curve_eight = [r["train_loss"] for r in metric_rows(tmp_path / "eight")]
     np.testing.assert_allclose(curve_one, curve_eight, rtol=1e-4)
     assert one["final_test_accuracy"] == pytest.approx(eight["final_test_accuracy"], abs=0.02)
+
+
+def test_shard_map_gives_the_same_numbers_as_pmap(tmp_path):
+    config = tiny_config(num_train_steps=8, eval_every_steps=8, log_every_steps=1)
+    train_and_evaluate(config, tmp_path / "pmap")
+    config.parallel = "shard_map"
+    train_and_evaluate(config, tmp_path / "shard_map")
+    pmap_rows, shard_map_rows = metric_rows(tmp_path / "pmap"), metric_rows(tmp_path / "shard_map")
+    assert [r.keys() for r in pmap_rows] == [r.keys() for r in shard_map_rows]
+    for ours, theirs in zip(shard_map_rows, pmap_rows, strict=True):
+        for key in ours:
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-6), (ours["step"], key)
+    _, ours = restore(tmp_path / "shard_map")
+    _, theirs = restore(tmp_path / "pmap")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ours, theirs)
 
 
 def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
