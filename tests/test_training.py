@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import metric_rows, run_train_py, tiny_config
+from PIL import Image
 
 from resnet_jax import data, restore
 from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
@@ -159,15 +160,30 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_good_checkpoints(tm
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(variables))
 
 
-@pytest.mark.parametrize("flag,message", [
-    ("--config.batch_sise=64", "unknown config key 'batch_sise'. Did you mean \"batch_size\""),
-    ("--config.model=resnet19", "unknown model 'resnet19'; set --config.model to one of"),
-    ("--config.batch_size=60", "batch_size=60 is not divisible by the 8 devices"),
+def three_class_folder(root: Path) -> Path:
+    for split in ("train", "test"):
+        for label in ("cat", "dog", "frog"):
+            (root / split / label).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(root / split / label / "0.png")
+    return root
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--config.batch_sise=64"], "unknown config key 'batch_sise'. Did you mean \"batch_size\""),
+    (["--config.model=resnet19"], "unknown model 'resnet19'; set --config.model to one of"),
+    (["--config.batch_size=60"], "batch_size=60 is not divisible by the 8 devices"),
+    (["--workdir={tmp}/a_file/run"], "cannot write to workdir {tmp}/a_file/run (Not a directory)"),
+    (["--config.dataset=folder:{tmp}/images", "--config.num_classes=2"],
+     "labels run from 0 to 2 but num_classes=2; set --config.num_classes=3"),
+    (["--num_processes=2"], "--coordinator_address, --num_processes and --process_id go together"),
 ])
-def test_bad_command_lines_fail_with_one_clear_line(tmp_path, flag, message):
-    result = subprocess.run([sys.executable, "train.py", "--config", "configs/smoke.py",
-                             "--workdir", str(tmp_path), flag], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+def test_bad_command_lines_fail_with_one_clear_line(tmp_path, flags, message):
+    (tmp_path / "a_file").write_text("")
+    three_class_folder(tmp_path / "images")
+    command = [sys.executable, "train.py", "--config", "configs/smoke.py",
+               "--workdir", str(tmp_path / "run"), *(f.format(tmp=tmp_path) for f in flags)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert message in result.stderr.strip().splitlines()[-1]
+    assert message.format(tmp=tmp_path) in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "run").glob("checkpoints/*"))
