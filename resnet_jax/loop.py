@@ -69,8 +69,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Create the work directory, refuse to resume a different experiment, save the config
-    (process 0 alone writes it)."""
+    """Create the work directory; refuse to resume a different experiment there."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / f".write_test.{jax.process_index()}"
@@ -86,8 +85,6 @@ def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
             details = ", ".join(f"{k}: {saved[k]!r} -> {config[k]!r}" for k in changed)
             raise ConfigError(f"{workdir} holds a run with a different setup ({details}); "
                               "use a new --workdir, or the saved config to resume")
-    if jax.process_index() == 0:
-        checkpoints.save_config(workdir, config)
 
 
 def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:
@@ -156,6 +153,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     prepare_workdir(workdir, config)
     dataset = data.load_dataset(config)
     check_dataset(dataset, config)
+    if chief:
+        checkpoints.save_config(workdir, config)
 
     where = placement(config)
     model = build_model(config)
@@ -219,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 checkpoints.save(manager, state, best_metric)
             window_start += time.time() - pause_start  # evaluation is not training time
             if interrupted:
-                bar.write(f"signal {stop[0]} received: checkpoint saved at step {done}")
+                bar.write(f"stop requested by a signal: checkpoint saved at step {done}")
                 break
     manager.wait_until_finished()
     manager.close()

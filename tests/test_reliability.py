@@ -3,7 +3,9 @@
 import json
 import logging
 import random
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -117,7 +119,7 @@ def resident_mib(pid: int) -> float | None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_a_long_run_keeps_its_resident_memory_flat(tmp_path):
-    steps = 3000
+    steps = 2500
     config = tiny_config(num_train_steps=steps, batch_size=8, synthetic_examples=(64, 16),
                          log_every_steps=100, eval_every_steps=1000,
                          checkpoint_every_steps=500, lr_boundaries=(steps,))
@@ -131,10 +133,10 @@ def test_a_long_run_keeps_its_resident_memory_flat(tmp_path):
     # Warm once the eval step is compiled and a checkpoint written; the end (summary, plot)
     # is not training.
     warm = [rss for step, rss in samples if 1000 <= step < 1500]
-    late = [rss for step, rss in samples if 2500 <= step < steps]
+    late = [rss for step, rss in samples if 2000 <= step < steps]
     assert warm and late, samples
     growth = max(late) - max(warm)
-    assert growth < 25, f"resident memory grew by {growth:.1f} MiB from steps 1000-1500 to 2500+"
+    assert growth < 25, f"resident memory grew by {growth:.1f} MiB from steps 1000-1500 to 2000+"
 
 
 def free_port() -> int:
@@ -143,11 +145,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_two_processes(workdir: Path, config) -> list[str]:
+def start_two_processes(workdir: Path, config) -> list[subprocess.Popen]:
     address = f"127.0.0.1:{free_port()}"
-    processes = [run_train_py(workdir, config, devices=4, wait=False, extra=(
+    return [run_train_py(workdir, config, devices=4, wait=False, extra=(
         f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"))
         for i in range(2)]
+
+
+def outputs_of(processes: list[subprocess.Popen]) -> list[str]:
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
@@ -155,16 +160,23 @@ def run_two_processes(workdir: Path, config) -> list[str]:
 
 
 def test_two_processes_of_four_devices_train_as_one_of_eight(tmp_path):
-    # Augmentation off, as in the 1-vs-8-device test: rounding, not logic, differs there.
-    config = tiny_config(num_train_steps=12, eval_every_steps=6, checkpoint_every_steps=6,
-                         log_every_steps=2, augment=False)
+    # Augmentation off and a small learning rate: on this tiny problem float32 rounding
+    # differences (another reduction order across processes) grow chaotically otherwise.
+    config = tiny_config(num_train_steps=16, eval_every_steps=8, checkpoint_every_steps=4,
+                         log_every_steps=2, augment=False, learning_rate=0.01)
     single = train_and_evaluate(config, tmp_path / "one_process")
 
     workdir = tmp_path / "two_processes"
-    config.num_train_steps = 6
-    run_two_processes(workdir, config)
-    config.num_train_steps, config.parallel = 12, "shard_map"  # resumed by both processes
-    outputs = run_two_processes(workdir, config)
+    processes = start_two_processes(workdir, config)
+    assert wait_while_running(processes[1], lambda: logged_steps(workdir) >= 2)
+    processes[1].send_signal(signal.SIGTERM)  # to one process: both stop at the same step
+    outputs = outputs_of(processes)
+    stopped = json.loads((workdir / "summary.json").read_text())
+    assert stopped["interrupted"] and stopped["steps"] < 16, stopped
+    assert f"checkpoint saved at step {stopped['steps']}" in outputs[0]
+
+    config.parallel = "shard_map"  # the checkpoint is resumed by both processes, differently
+    outputs = outputs_of(start_two_processes(workdir, config))
 
     assert "final_test_accuracy" in outputs[0] and "final_test_accuracy" not in outputs[1]
     ours, theirs = metric_rows(workdir), metric_rows(tmp_path / "one_process")
@@ -175,5 +187,4 @@ def test_two_processes_of_four_devices_train_as_one_of_eight(tmp_path):
     assert summary["devices"] == single["devices"] == 8
     assert summary["final_test_accuracy"] == pytest.approx(single["final_test_accuracy"],
                                                            abs=0.02)
-    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps == [6, 12]
+    assert (workdir / "checkpoints" / "16").is_dir()

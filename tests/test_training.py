@@ -187,3 +187,4 @@ def test_bad_command_lines_fail_with_one_clear_line(tmp_path, flags, message):
     assert message.format(tmp=tmp_path) in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "run").glob("checkpoints/*"))
+    assert not (tmp_path / "run" / "config.json").exists()
