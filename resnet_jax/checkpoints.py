@@ -95,14 +95,14 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
     aside = Path(manager.directory).parent / SET_ASIDE_DIR
     if jax.process_index() == 0:
         aside.mkdir(exist_ok=True)
-        for step in failures:
-            shutil.move(Path(manager.directory) / str(step), _free_name(aside / str(step)))
+        for step, error in failures.items():
+            destination = _free_name(aside / str(step))
+            shutil.move(Path(manager.directory) / str(step), destination)
+            logging.warning("checkpoint %d cannot be read (%s); moved it to %s and resumed from "
+                            "step %d", step, error, destination, restored)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("resnet_jax: unreadable checkpoints moved")
     manager.reload()
-    for step, error in failures.items():
-        logging.warning("checkpoint %d cannot be read (%s); moved it to %s and resumed from "
-                        "step %d", step, error, aside / str(step), restored)
 
 
 def has_checkpoints(workdir: str | Path) -> bool:
