@@ -17,11 +17,12 @@ from resnet_jax.summary import summarize
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("augment,learning_rate", [(False, 0.01), (True, 0.002)])
+@pytest.mark.parametrize("augment,learning_rate", [(False, 0.002), (True, 0.002)])
 def test_ten_sgd_steps_give_the_same_losses_in_both_frameworks(tmp_path, augment, learning_rate):
     # This tiny problem is chaotic at the smoke config's lr 0.05: float32 rounding alone
-    # (1e-7) grows past 1e-3 within 7 steps, faster with zero-padded crops. The draws
-    # themselves are compared exactly below.
+    # (1e-7) grows past 1e-3 within 7 steps, faster with zero-padded crops; even at lr 0.01
+    # it reached 5e-3 by step 7 with torch 2.14.1 and jax 0.10.2. The draws themselves are
+    # compared exactly below.
     config = tiny_config(num_train_steps=10, log_every_steps=1, eval_every_steps=10,
                          synthetic_image_size=16, augment=augment,
                          learning_rate=learning_rate, lr_boundaries=(1000,))
