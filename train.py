@@ -8,12 +8,28 @@ command on each, adding --coordinator_address=HOST0:PORT --num_processes=N
 --process_id=I, or nothing on clusters JAX detects by itself (SLURM, TPU pods...).
 """
 
-import ast
+import os
+import signal
 import sys
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+
+def _exit_on_stop_signal(signum: int, frame: object) -> None:
+    # Nothing is on disk yet; an exception here could be swallowed by a library callback.
+    print(f"error: stopped by {signal.Signals(signum).name} while starting; nothing was "
+          "written", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+# Until the run installs its own handlers: Ctrl-C while importing gives one line, no traceback.
+signal.signal(signal.SIGINT, _exit_on_stop_signal)
+signal.signal(signal.SIGTERM, _exit_on_stop_signal)
+
+import ast  # noqa: E402
+import traceback  # noqa: E402
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -38,15 +54,48 @@ def _unquote(text: str) -> str:
     return text
 
 
+def _config_file(argv: list[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.removeprefix("--config=")
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def _config_file_error(error: BaseException, path: str | None) -> str | None:
+    """One line for an error raised while loading the config file itself, else None."""
+    if path is None:
+        return None
+    if isinstance(error, OSError) and "Failed loading config file" in str(error):
+        return f"cannot read config file {path} (no such file?); pass --config configs/NAME.py"
+    if isinstance(error, SyntaxError) and error.filename and error.filename.endswith(path):
+        return f"config file {path} line {error.lineno}: {error.msg}; fix the file"
+    frames = traceback.extract_tb(error.__traceback__)
+    line = next((f.lineno for f in reversed(frames) if f.filename.endswith(path)), None)
+    if line is None:
+        return None
+    return (f"config file {path} line {line} raised {type(error).__name__}: {error}; "
+            "fix the file (it must define get_config())")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with config mistakes (unknown key, bad value) as one line."""
+    """absl flag parsing, with config mistakes (unknown key, bad value, a config file that
+    does not load) as one line."""
     try:
-        return FLAGS(argv)
-    except (AttributeError, KeyError) as error:  # ml_collections: a key the config lacks
-        key, _, hint = _unquote(str(error)).partition("\n")
-        sys.exit(f"error: unknown config key {key}. {hint} (the config file lists valid keys)")
-    except (flags.Error, TypeError, ValueError) as error:
-        sys.exit(f"error: {error} (see python train.py --help)")
+        rest = FLAGS(argv)
+        FLAGS.config.keys()  # a config file that failed to load raises here
+        return rest
+    except Exception as error:  # noqa: BLE001 (each kind becomes one line below)
+        message = _config_file_error(error, _config_file(argv))
+        if message:
+            sys.exit(f"error: {message}")
+        if isinstance(error, AttributeError | KeyError):  # ml_collections: a key the config lacks
+            key, _, hint = _unquote(str(error)).partition("\n")
+            sys.exit(f"error: unknown config key {key}. {hint} (the config file lists valid keys)")
+        if isinstance(error, flags.Error | TypeError | ValueError):
+            sys.exit(f"error: {error} (see python train.py --help)")
+        raise
 
 
 def start_distributed() -> None:
@@ -67,17 +116,25 @@ def start_distributed() -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        sys.exit(f"error: unexpected arguments {' '.join(argv[1:])!r}; flags are written "
+                 "--name=value (see python train.py --help)")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the progress bar
     start_distributed()
     from resnet_jax.checkpoints import CheckpointError
+    from resnet_jax.config_schema import ConfigError
     from resnet_jax.data import DataError
-    from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
+    from resnet_jax.interrupts import StartInterrupted, StartRefused
+    from resnet_jax.loop import TrainingDiverged, train_and_evaluate
+    from resnet_jax.workdir import WorkdirError
 
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (CheckpointError, ConfigError, DataError, TrainingDiverged) as error:
+    except StartInterrupted as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        sys.exit(128 + stopped.signum)
+    except (CheckpointError, ConfigError, DataError, StartRefused, TrainingDiverged,
+            WorkdirError) as error:
         sys.exit(f"error: {error}")
 
 

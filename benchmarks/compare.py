@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from resnet_jax.metrics import SUMMARY_FILE, plot_curves, read_metrics
+from resnet_jax.metrics import plot_curves, read_metrics
+from resnet_jax.workdir import SUMMARY_FILE
 
 ROWS = [("final test accuracy", "final_test_accuracy"),
         ("best test accuracy", "best_test_accuracy"),

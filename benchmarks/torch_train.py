@@ -147,10 +147,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        metrics = {"steps": 1.0, "train_loss": float(loss.detach()),
+        metrics = {"train_loss": float(loss.detach()),
                    "train_accuracy": float((logits.argmax(-1) == y).float().mean()),
                    "learning_rate": float(rates[step])}
-        sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+        sums = {k: sums.get(k, np.zeros(2)) + (v, 1.0) for k, v in metrics.items()}
         if step == 0:  # the first step warms up (and compiles): not timed
             compile_seconds = time.time() - started
             window_start = time.time()

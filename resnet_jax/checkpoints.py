@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from orbax.checkpoint import checkpoint_managers as policies
 
-from resnet_jax.metrics import write_atomically
+from resnet_jax import workdir
 from resnet_jax.models import ResNet
 from resnet_jax.training import build_model, replicated
-
-CONFIG_FILE = "config.json"
-SET_ASIDE_DIR = "unreadable_checkpoints"
 
 
 class CheckpointError(RuntimeError):
     """No checkpoint of a run could be read; the message names each one and its error."""
 
 
-def checkpoint_manager(workdir: str | Path, keep: int) -> ocp.CheckpointManager:
+def checkpoint_manager(run_dir: str | Path, keep: int) -> ocp.CheckpointManager:
     """Keeps the latest ``keep`` checkpoints plus the best one by test accuracy."""
     preservation = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
@@ -35,7 +33,21 @@ def checkpoint_manager(workdir: str | Path, keep: int) -> ocp.CheckpointManager:
                        keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=preservation, create=True)
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options)
+    with orbax_errors_quiet():  # a damaged checkpoint is reported by restore_latest
+        return ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
+                                     options=options,
+                                     item_handlers=ocp.StandardCheckpointHandler())
+
+
+@contextlib.contextmanager
+def orbax_errors_quiet() -> Iterator[None]:
+    """Orbax logs each unreadable file as an error; we report them in one line instead."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def _resharded(tree: Any, sharding: NamedSharding) -> Any:
@@ -63,26 +75,93 @@ def save(manager: ocp.CheckpointManager, state: Any,
     manager.save(step, args=ocp.args.StandardSave(everywhere), metrics=metrics)
 
 
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint holds a state of another structure: another setup, not damage."""
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{'params.fc.kernel': shape, ...}, named as Orbax names a saved state's arrays."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _saved_shapes(saved: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree.leaves(saved, is_leaf=lambda leaf: hasattr(leaf, "shape"))
+    return {leaf.name: tuple(leaf.shape) for leaf in leaves}
+
+
+def _structure_difference(saved: dict[str, tuple], wanted: dict[str, tuple]) -> str | None:
+    """How two states differ (metric sums aside, which adapt), or None."""
+    def model_state(shapes: dict[str, tuple]) -> dict[str, tuple]:
+        return {k: v for k, v in shapes.items() if not k.startswith("metric_sums.")}
+
+    saved, wanted = model_state(saved), model_state(wanted)
+    differing = sorted((k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k)),
+                       key=lambda k: (not k.startswith("params."), k))
+    if not differing:
+        return None
+    key = differing[0]
+    return (f"{len(differing)} arrays differ, e.g. {key}: "
+            f"{saved.get(key, 'absent')} saved, {wanted.get(key, 'absent')} now")
+
+
+def _restore_target(state: Any, saved: dict[str, Any], everywhere: NamedSharding) -> Any:
+    """Abstract arrays to restore into: the state's, with the metric sums as saved."""
+    def abstract(leaf: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=everywhere)
+
+    sums = {name: abstract(leaf) for name, leaf in saved.get("metric_sums", {}).items()}
+    return jax.tree.map(abstract, state).replace(metric_sums=sums)
+
+
+def _adapt_metric_sums(saved: dict[str, jax.Array], wanted: dict[str, jax.Array]) -> dict:
+    """The saved sums of the metrics this run reports; zeros for metrics turned on now."""
+    return {name: saved[name] if name in saved and saved[name].shape == zero.shape else zero
+            for name, zero in wanted.items()}
+
+
 def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
     """The latest readable saved state, placed like ``state``; ``state`` if none was saved.
 
-    Checkpoints that cannot be read (truncated, damaged, unreadable files) are
-    moved to ``WORKDIR/unreadable_checkpoints/STEP``, never deleted, with a
-    warning, and the one before is restored. If none can be read, CheckpointError.
+    A checkpoint whose files cannot be read (truncated, damaged) is moved to
+    ``WORKDIR/unreadable_checkpoints/STEP``, never deleted, with a warning, and the
+    one before is restored; if none can be read, CheckpointError. A readable one
+    that holds a state of another structure raises CheckpointMismatch and moves
+    nothing. Metric sums adapt to the metrics turned on or off since.
     """
     everywhere = replicated(jax.devices())
-    target = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=everywhere), state)
+    wanted = _array_shapes(state)
     failures = {}
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            saved = manager.restore(step, args=ocp.args.StandardRestore(target))
+            with orbax_errors_quiet():
+                saved = manager.item_metadata(step).tree
+            difference = _structure_difference(_saved_shapes(saved), wanted)
+            if difference:
+                raise CheckpointMismatch(
+                    f"checkpoint {step} under {manager.directory} holds a state of another "
+                    f"structure ({difference}); resume with the config it was saved with, or "
+                    "pass another --workdir (nothing was changed)")
+            with orbax_errors_quiet():
+                restored = manager.restore(step, args=ocp.args.StandardRestore(
+                    _restore_target(state, saved, everywhere)))
+        except CheckpointMismatch:
+            raise
         except Exception as error:  # Orbax and TensorStore raise many kinds for damaged files
-            failures[step] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            failures[step] = _describe(error)
             continue
         if failures:
             _set_aside(manager, failures, step)
-        return _resharded(saved, state.step.sharding)
+        restored = restored.replace(metric_sums=_adapt_metric_sums(
+            restored.metric_sums, jax.device_put(state.metric_sums, everywhere)))
+        return _resharded(restored, state.step.sharding)
     if failures:
         listing = "; ".join(f"step {s}: {e}" for s, e in failures.items())
         raise CheckpointError(f"no checkpoint under {manager.directory} can be read ({listing}); "
@@ -91,8 +170,15 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
     return state
 
 
+def _describe(error: Exception) -> str:
+    """A short, readable reason (some TensorStore messages are bound-method reprs)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    readable = next((line for line in lines if "<bound method" not in line), "")
+    return f"{type(error).__name__}: {readable[:200]}" if readable else type(error).__name__
+
+
 def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restored: int) -> None:
-    aside = Path(manager.directory).parent / SET_ASIDE_DIR
+    aside = Path(manager.directory).parent / workdir.SET_ASIDE_DIR
     if jax.process_index() == 0:
         aside.mkdir(exist_ok=True)
         for step, error in failures.items():
@@ -105,33 +191,25 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
     manager.reload()
 
 
-def has_checkpoints(workdir: str | Path) -> bool:
-    directory = Path(workdir) / "checkpoints"
-    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+def save_config(directory: Path, config: ml_collections.ConfigDict) -> None:
+    workdir.write_atomically(directory / workdir.CONFIG_FILE,
+                             config.to_json_best_effort(indent=2))
 
 
-def save_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    write_atomically(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2))
-
-
-def load_config(workdir: str | Path) -> ml_collections.ConfigDict | None:
-    path = Path(workdir) / CONFIG_FILE
-    return ml_collections.ConfigDict(json.loads(path.read_text())) if path.exists() else None
-
-
-def restore(workdir: str | Path, step: int | None = None) -> tuple[ResNet, dict[str, Any]]:
+def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[str, Any]]:
     """The model and its ``{'params', 'batch_stats'}`` from a training run, for inference.
 
     ``step`` defaults to the latest checkpoint.
     """
-    config = load_config(workdir)
-    if config is None:
-        raise FileNotFoundError(f"{Path(workdir) / CONFIG_FILE} not found; is {workdir} the "
-                                "--workdir of a training run?")
-    with ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints") as manager:
+    saved = workdir.read_config(Path(run_dir))
+    if saved is None:
+        raise FileNotFoundError(f"{Path(run_dir) / workdir.CONFIG_FILE} not found; is {run_dir} "
+                                "the --workdir of a training run?")
+    config = ml_collections.ConfigDict(saved)
+    with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
+            raise FileNotFoundError(f"no checkpoint under {run_dir}/{workdir.CHECKPOINT_DIR}")
         saved = manager.restore(step, args=ocp.args.StandardRestore())
     model = build_model(config).clone(bn_axis_name=None)
     return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}

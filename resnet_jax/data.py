@@ -71,11 +71,25 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
         train_examples, test_examples = config.synthetic_examples
         return synthetic_dataset(train_examples, test_examples, config.num_classes,
                                  config.synthetic_image_size)
-    if name.startswith("folder:"):
-        return load_image_folder(Path(name.removeprefix("folder:")))
-    if name.startswith("cifar:"):
-        return load_cifar_python(Path(name.removeprefix("cifar:")))
+    for prefix, load in PATH_SOURCES.items():
+        if name.startswith(prefix):
+            return load(Path(name.removeprefix(prefix)).expanduser())
     return load_tfds(name, config.data_dir or None)
+
+
+def dataset_name_problem(name: str) -> str | None:
+    """What is wrong with a ``config.dataset`` value before anything is read, or None."""
+    if not name.strip():
+        return ("is empty; set --config.dataset to a TFDS name such as cifar10, folder:PATH, "
+                "cifar:PATH or synthetic")
+    prefix = next((p for p in PATH_SOURCES if name.startswith(p)), None)
+    if prefix and not name.removeprefix(prefix).strip():
+        return f"names no path; write --config.dataset={prefix}PATH"
+    looks_like_path = name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
+    if prefix is None and name != "synthetic" and looks_like_path:
+        guess = "cifar" if (Path(name).expanduser() / "data_batch_1").exists() else "folder"
+        return f"looks like a path, not a TFDS name; write --config.dataset={guess}:{name}"
+    return None
 
 
 def synthetic_dataset(train_examples: int, test_examples: int, num_classes: int,
@@ -97,24 +111,32 @@ def _class_folders(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path) -> np.ndarray | str:
+    """The image as RGB uint8, or why it cannot be read."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image"
+        return f"{path} ({type(error).__name__})"
 
 
 def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
     files, labels = [], []
     for label, name in enumerate(classes):
         found = sorted(p for p in (split_dir / name).iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES)
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         files += found
         labels += [label] * len(found)
     if not files:
         raise DataError(f"no images under {split_dir}; expected {split_dir}/<class>/*.jpg")
-    with ThreadPoolExecutor() as pool:
-        images = list(pool.map(_decode, files))
+    images = decode_all(files)
+    bad = [image for image in images if isinstance(image, str)]
+    if bad:
+        raise DataError(f"{len(bad)} file(s) under {split_dir} cannot be read as images: "
+                        f"{'; '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}; "
+                        "remove or replace them")
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         raise DataError(f"images under {split_dir} differ in size ({sorted(shapes)[:3]}...); "
@@ -122,10 +144,20 @@ def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
     return Split(np.stack(images), np.asarray(labels, np.int32))
 
 
+def decode_all(files: list[Path]) -> list[np.ndarray | str]:
+    """Decode ``files`` on every core; a stop request cancels what has not started."""
+    pool = ThreadPoolExecutor()
+    try:
+        return list(pool.map(_decode, files))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def load_image_folder(root: Path) -> Dataset:
     """Class-per-folder images: ``root/{train,test}/<class>/*``; classes sorted by name."""
     if not root.is_dir():
-        raise DataError(f"folder: path {root} does not exist; point it at a directory "
+        what = "is a file, not a directory" if root.exists() else "does not exist"
+        raise DataError(f"folder: path {root} {what}; point it at a directory "
                         "holding train/<class>/ and test/<class>/ image folders")
     train_classes = _class_folders(root / "train")
     test_classes = _class_folders(root / "test")
@@ -141,8 +173,12 @@ def load_image_folder(root: Path) -> Dataset:
 
 
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        raise DataError(f"{path} is not a CIFAR python batch ({type(error).__name__}); "
+                        "download the dataset again") from None
 
 
 def _cifar_split(batches: list[dict], label_key: bytes) -> Split:
@@ -154,16 +190,35 @@ def _cifar_split(batches: list[dict], label_key: bytes) -> Split:
 
 def load_cifar_python(root: Path) -> Dataset:
     """The pickled "python version" of CIFAR-10 or CIFAR-100, as torchvision downloads it."""
-    if (root / "data_batch_1").exists() and (root / "test_batch").exists():
-        train = [_unpickle(root / f"data_batch_{i}") for i in range(1, 6)]
-        test = [_unpickle(root / "test_batch")]
-        return Dataset(_cifar_split(train, b"labels"), _cifar_split(test, b"labels"), 10)
-    if (root / "train").exists() and (root / "test").exists():
-        train, test = _unpickle(root / "train"), _unpickle(root / "test")
+    cifar10 = [root / f"data_batch_{i}" for i in range(1, 6)] + [root / "test_batch"]
+    cifar100 = [root / "train", root / "test"]
+    if all(p.is_file() for p in cifar10):
+        train = [_unpickle(path) for path in cifar10[:5]]
+        return Dataset(_cifar_split(train, b"labels"),
+                       _cifar_split([_unpickle(cifar10[5])], b"labels"), 10)
+    if all(p.is_file() for p in cifar100):
+        train, test = (_unpickle(path) for path in cifar100)
         return Dataset(_cifar_split([train], b"fine_labels"),
                        _cifar_split([test], b"fine_labels"), 100)
     raise DataError(f"cifar: path {root} is not a cifar-10-batches-py directory (data_batch_1..5, "
-                    "test_batch) nor a cifar-100-python one (train, test); point it at one")
+                    f"test_batch) nor a cifar-100-python one (train, test files); found "
+                    f"{_listing(root)}{_folder_hint(root)}")
+
+
+def _listing(root: Path) -> str:
+    if not root.is_dir():
+        return "no directory there" if not root.exists() else "a file"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    return (", ".join(names[:6]) + (", ..." if len(names) > 6 else "")) if names else "nothing"
+
+
+def _folder_hint(root: Path) -> str:
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return f"; a class-per-folder tree is read with --config.dataset=folder:{root}"
+    return ""
+
+
+PATH_SOURCES = {"folder:": load_image_folder, "cifar:": load_cifar_python}
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import signal
+import json
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from resnet_jax import checkpoints, data, list_models
+from resnet_jax import checkpoints, config_schema, data
+from resnet_jax.config_schema import ConfigError
+from resnet_jax.interrupts import StopRequests, all_or_none, stop_requests
 from resnet_jax.metrics import MetricWriter, plot_curves, read_metrics, write_summary
 from resnet_jax.training import (
     build_model,
@@ -27,14 +29,17 @@ from resnet_jax.training import (
     placement,
     process_share,
 )
-
-# Changing any of these makes a saved run a different experiment: resuming is refused.
-RESUME_KEYS = ("model", "num_classes", "residual", "zero_init_residual", "optimizer",
-               "nesterov", "dataset", "batch_size", "seed", "dtype")
-
-
-class ConfigError(ValueError):
-    """The config or the command line cannot work; the message says what to change."""
+from resnet_jax.workdir import (
+    CURVES_FILE,
+    SUMMARY_FILE,
+    Lock,
+    check_ownership,
+    create,
+    latest_checkpoint_step,
+    read_config,
+    read_metrics_file,
+    remove_if_empty,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,77 +52,58 @@ def check_finite(recent: list[tuple[int, dict[str, jax.Array]]],
     for step, metrics in jax.device_get(recent):
         if not np.isfinite(metrics["train_loss"]):
             manager.wait_until_finished()
+            kept = manager.latest_step()
+            kept = (f"the last good checkpoint is step {kept}" if kept is not None
+                    else "no checkpoint had been saved yet")
             raise TrainingDiverged(
                 f"train loss became {metrics['train_loss']} at step {step} (learning rate "
-                f"{metrics['learning_rate']:.4g}); nothing after it was saved, the last good "
-                f"checkpoint is step {manager.latest_step()}; lower --config.learning_rate "
-                "(or add warm-up) and start again with the same --workdir to resume from it")
+                f"{metrics['learning_rate']:.4g}); nothing after it was saved, {kept}; lower "
+                "--config.learning_rate (or add warm-up) and start again with the same --workdir")
 
 
-def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    choices = {"model": list_models(), "optimizer": ("sgd", "adam", "adamw"),
-               "schedule": ("piecewise", "cosine", "onecycle"), "dtype": ("float32", "bfloat16"),
-               "parallel": ("pmap", "shard_map")}
-    for key, valid in choices.items():
-        if config[key] not in valid:
-            raise ConfigError(f"unknown {key} {config[key]!r}; set --config.{key} to one of: "
-                              f"{', '.join(valid)}")
-    for key in ("batch_size", "eval_batch_size"):
-        if config[key] % num_devices:
-            raise ConfigError(f"{key}={config[key]} is not divisible by the {num_devices} "
-                              f"devices; use a multiple of {num_devices}")
+def claim_workdir(workdir: Path, cleanup: contextlib.ExitStack) -> None:
+    """Make ``workdir`` this run's: refuse a directory of somebody else's or one in use;
+    undo on exit what a start that never trained created."""
+    check_ownership(workdir)
+    if jax.process_index() != 0:
+        return
+    cleanup.callback(remove_if_empty, create(workdir))
+    lock = Lock(workdir)
+    lock.acquire()
+    cleanup.callback(lock.release)
 
 
-def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Create the work directory; refuse to resume a different experiment there."""
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_test.{jax.process_index()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"cannot write to workdir {workdir} ({error.strerror}); "
-                          "pass a --workdir you can write to") from None
-    saved = checkpoints.load_config(workdir)
-    if saved is not None and checkpoints.has_checkpoints(workdir):
-        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config[k]]
-        if changed:
-            details = ", ".join(f"{k}: {saved[k]!r} -> {config[k]!r}" for k in changed)
-            raise ConfigError(f"{workdir} holds a run with a different setup ({details}); "
-                              "use a new --workdir, or the saved config to resume")
+def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int | None:
+    """Refuse to resume a run with changed fixed keys, damaged records or fewer steps
+    than it has done; the latest step saved, None if the run is new."""
+    saved = read_config(workdir)
+    read_metrics_file(workdir)
+    latest = latest_checkpoint_step(workdir)
+    if latest is None:
+        return None
+    changes = config_schema.changed_fixed_keys(saved or {}, config)
+    if changes:
+        raise ConfigError(f"{workdir} holds a run with a different setup ({'; '.join(changes)}); "
+                          "resume with the saved values, or pass a new --workdir for a new run")
+    if config.num_train_steps < latest:
+        raise ConfigError(f"num_train_steps={config.num_train_steps} is below step {latest}, "
+                          f"where the run in {workdir} stands; pass --config.num_train_steps="
+                          f"{latest} or more")
+    return latest
 
 
 def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:
-    top = int(max(dataset.train.labels.max(), dataset.test.labels.max()))
-    if top >= config.num_classes or min(dataset.train.labels.min(), dataset.test.labels.min()) < 0:
-        raise data.DataError(f"labels run from 0 to {top} but num_classes={config.num_classes}; "
-                             f"set --config.num_classes={top + 1}")
+    if dataset.num_classes != config.num_classes:
+        raise data.DataError(f"the dataset has {dataset.num_classes} classes but num_classes="
+                             f"{config.num_classes}; set --config.num_classes="
+                             f"{dataset.num_classes}")
+    labels = np.concatenate([dataset.train.labels, dataset.test.labels])
+    if labels.min() < 0 or labels.max() >= config.num_classes:
+        raise data.DataError(f"labels run from {labels.min()} to {labels.max()} but num_classes="
+                             f"{config.num_classes}; set --config.num_classes={labels.max() + 1}")
     if config.batch_size > len(dataset.train):
         raise ConfigError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} "
                           "training examples; use a smaller --config.batch_size")
-
-
-def agreed_stop(received: list[int], at_log_step: bool) -> bool:
-    """Whether to stop after this step. Several processes must stop at the same step:
-    they compare their signals at log steps (a collective), and stop if any got one."""
-    if jax.process_count() == 1:
-        return bool(received)
-    if not at_log_step:
-        return False
-    return bool(multihost_utils.process_allgather(np.int32(bool(received))).any())
-
-
-@contextlib.contextmanager
-def stop_requests() -> Iterator[list[int]]:
-    """Catch SIGTERM and SIGINT; the list holds the signals received."""
-    received: list[int] = []
-    handlers = {sig: signal.signal(sig, lambda s, _: received.append(s))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield received
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
 
 
 def evaluate(p_eval, state, test: tuple[jax.Array, jax.Array], num_examples: int,
@@ -140,94 +126,173 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Train ``config`` on every device, resuming from ``workdir`` if it holds a run.
 
     Writes metrics.jsonl, TensorBoard events, checkpoints, summary.json and
-    curves.png under ``workdir``; returns the summary. SIGTERM or SIGINT saves a
-    checkpoint of the current step and returns early (``summary['interrupted']``).
-    Under ``jax.distributed`` every process calls this with the same arguments:
-    each feeds its own devices, all save checkpoints together, process 0 alone
-    writes metrics, summary and plot.
+    curves.png under ``workdir``; returns the summary. Everything is checked
+    before anything is written: a refused start (ConfigError, DataError,
+    WorkdirError, CheckpointError) leaves ``workdir`` as it was, and so does
+    StartInterrupted (SIGTERM or SIGINT before the first step is done). After it,
+    such a signal saves a checkpoint of the current step and returns early
+    (``summary['interrupted']``). A finished run is not trained again: its
+    summary is returned. Under ``jax.distributed`` every process calls this
+    with the same arguments: each feeds its own devices, all save checkpoints
+    together, process 0 alone writes metrics, summary and plot.
     """
     started = time.time()
     workdir = Path(workdir)
-    chief = jax.process_index() == 0
-    check_config(config, jax.device_count())
-    prepare_workdir(workdir, config)
-    dataset = data.load_dataset(config)
-    check_dataset(dataset, config)
-    if chief:
-        checkpoints.save_config(workdir, config)
+    with stop_requests() as stop, contextlib.ExitStack() as cleanup:
+        with all_or_none():
+            config_schema.validate(config, jax.device_count())
+            claim_workdir(workdir, cleanup)
+            latest = check_previous_run(workdir, config)
+            if latest == config.num_train_steps:
+                return report_finished(workdir, config)
+            dataset = data.load_dataset(config)
+            check_dataset(dataset, config)
+        where = placement(config)
+        state = jax.device_put(create_train_state(config, build_model(config),
+                                                  dataset.train.images.shape[1:]), where)
+        manager = None
+        if latest is not None:
+            manager = cleanup.enter_context(
+                checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
+            state = checkpoints.restore_latest(manager, state)
+        start = int(state.step)
 
-    where = placement(config)
-    model = build_model(config)
-    state = create_train_state(config, model, dataset.train.images.shape[1:])
-    state = jax.device_put(state, where)
-    manager = checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)
-    state = checkpoints.restore_latest(manager, state)
-    start = int(state.step)
+        def begin() -> tuple[ocp.CheckpointManager, MetricWriter | None]:
+            """The first step is done (compiled): the run starts, and from here on writes."""
+            stop.training()
+            writer = None
+            if jax.process_index() == 0:
+                checkpoints.save_config(workdir, config)
+                writer = MetricWriter(workdir, resume_step=start)
+                cleanup.callback(writer.close)
+            return manager or cleanup.enter_context(
+                checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)), writer
+
+        state, timing, interrupted = train_loop(config, state, dataset, where, begin, stop)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("resnet_jax: metrics written")
+        return finish_run(workdir, config, int(state.step), started, timing.compile_seconds,
+                          timing.throughput, interrupted, devices=jax.device_count(),
+                          write=jax.process_index() == 0)
+
+
+class Timing:
+    """Compile time of the first step, and images/s of each log window after it."""
+
+    def __init__(self) -> None:
+        self.compile_seconds = 0.0
+        self.throughput: list[float] = []
+        self.timed_steps = 0
+        self.window_start = time.time()
+
+    def step_done(self, first: bool, started: float) -> None:
+        if first:  # the first step compiles: time it, keep it out of images/s
+            self.compile_seconds = time.time() - started
+            self.window_start = time.time()
+        else:
+            self.timed_steps += 1
+
+    def images_per_sec(self, batch_size: int) -> float | None:
+        """The rate of the window now ending; a new window starts."""
+        rate = None
+        if self.timed_steps:
+            rate = self.timed_steps * batch_size / (time.time() - self.window_start)
+            self.throughput.append(rate)
+        self.timed_steps, self.window_start = 0, time.time()
+        return rate
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent inside (evaluation, checkpoints) is not training time."""
+        pause_start = time.time()
+        yield
+        self.window_start += time.time() - pause_start
+
+
+def train_loop(config: ml_collections.ConfigDict, state: Any, dataset: data.Dataset,
+               where: Any, begin: Callable[[], tuple[ocp.CheckpointManager, Any]],
+               stop: StopRequests) -> tuple[Any, Timing, bool]:
+    """Train from ``state.step`` to ``config.num_train_steps`` (or a stop request), logging,
+    evaluating and saving on the config's cadences; (state, timing, interrupted).
+
+    ``begin()``, called once the first step is done, opens the checkpoint manager and
+    the metric writer (None outside process 0).
+    """
+    start, last = int(state.step), config.num_train_steps
     train = jax.device_put((dataset.train.images, dataset.train.labels), where)
     test = jax.device_put((dataset.test.images, dataset.test.labels), where)
     p_train, p_eval = parallel_steps(config)
-    writer = MetricWriter(workdir, resume_step=start) if chief else None
-
     steps_per_epoch = len(dataset.train) // config.batch_size
-    last = config.num_train_steps
-    timed_steps, throughput, compile_seconds, recent = 0, [], 0.0, []
-    with stop_requests() as stop, tqdm(total=last, initial=start, unit="step", disable=not chief,
-                                       dynamic_ncols=True, mininterval=1.0) as bar:
+    devices = jax.device_count()  # no larger eval batch than the test split, padded
+    eval_batch = min(config.eval_batch_size, -(-len(dataset.test) // devices) * devices)
+    timing, recent, interrupted, loop_started = Timing(), [], False, time.time()
+    with tqdm(total=last, initial=start, unit="step", disable=jax.process_index() != 0,
+              dynamic_ncols=True, mininterval=1.0) as bar:
         for step in range(start, last):
             indices = data.train_indices(config.seed, step, config.batch_size, len(dataset.train))
             state, metrics = p_train(state, *train, process_share(indices))
-            if step == start:  # the first step compiles: time it, keep it out of images/s
+            if step == start:
                 jax.block_until_ready(metrics)
-                compile_seconds = time.time() - started
-                window_start = time.time()
-            else:
-                timed_steps += 1
+                manager, writer = begin()
+            timing.step_done(step == start, loop_started)
             bar.update(1)
             done, record = step + 1, {}
             recent.append((done, metrics))
             log_now = _due(done, config.log_every_steps, last)
-            interrupted = agreed_stop(stop, log_now)
+            interrupted = stop.agreed(log_now)
             save_now = _due(done, config.checkpoint_every_steps, last) or interrupted
             eval_now = _due(done, config.eval_every_steps, last)
             if save_now or eval_now or log_now:
                 check_finite(recent, manager)
                 recent = []
             if log_now:
-                record_sums = jax.device_get(state.metric_sums)
-                record = mean_metrics(record_sums)
-                state = state.replace(metric_sums=jax.device_put(
-                    jax.tree.map(np.zeros_like, record_sums), where))
-                if timed_steps:
-                    record["images_per_sec"] = (timed_steps * config.batch_size
-                                                / (time.time() - window_start))
-                    throughput.append(record["images_per_sec"])
+                state, record = log_window(state, timing, config.batch_size, where)
                 bar.set_postfix(loss=f"{record['train_loss']:.3f}",
                                 acc=f"{record['train_accuracy']:.3f}",
                                 img_s=f"{record.get('images_per_sec', 0):.0f}")
-                timed_steps, window_start = 0, time.time()
-            pause_start = time.time()
-            eval_metrics = None
-            if eval_now:
-                eval_metrics = evaluate(p_eval, state, test, len(dataset.test),
-                                        config.eval_batch_size)
-                record.update(eval_metrics)
-            if record and writer:
-                writer.write(done, {"epoch": done / steps_per_epoch, **record})
-            if save_now:
-                best_metric = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
-                checkpoints.save(manager, state, best_metric)
-            window_start += time.time() - pause_start  # evaluation is not training time
+            with timing.paused():
+                eval_metrics = None
+                if eval_now:
+                    eval_metrics = evaluate(p_eval, state, test, len(dataset.test), eval_batch)
+                    record.update(eval_metrics)
+                if record and writer:
+                    writer.write(done, {"epoch": done / steps_per_epoch, **record})
+                if save_now:
+                    best = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
+                    checkpoints.save(manager, state, best)
             if interrupted:
                 bar.write(f"stop requested by a signal: checkpoint saved at step {done}")
                 break
     manager.wait_until_finished()
-    manager.close()
-    if writer:
-        writer.close()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("resnet_jax: metrics written")
-    return finish_run(workdir, config, int(state.step), started, compile_seconds, throughput,
-                      interrupted, devices=jax.device_count(), write=chief)
+    return state, timing, interrupted
+
+
+def log_window(state: Any, timing: Timing, batch_size: int,
+               where: Any) -> tuple[Any, dict[str, float]]:
+    """The means of the metrics summed since the last log (then reset), and images/s."""
+    sums = jax.device_get(state.metric_sums)
+    record = mean_metrics(sums)
+    state = state.replace(metric_sums=jax.device_put(jax.tree.map(np.zeros_like, sums), where))
+    rate = timing.images_per_sec(batch_size)
+    if rate is not None:
+        record["images_per_sec"] = rate
+    return state, record
+
+
+def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A finished run started again: its summary, printed by process 0; nothing changes
+    (a summary lost to a kill after the last checkpoint is written again)."""
+    path = workdir / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return finish_run(workdir, config, config.num_train_steps, time.time(), 0.0, [], False,
+                          devices=jax.device_count(), write=jax.process_index() == 0)
+    if jax.process_index() == 0:
+        print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
+              "longer, raise --config.num_train_steps")
+        print(format_summary(summary))
+    return summary
 
 
 def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int, started: float,
@@ -259,7 +324,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int, sta
     if write:
         write_summary(workdir, summary)
         if records:
-            plot_curves(records, workdir / "curves.png")
+            plot_curves(records, workdir / CURVES_FILE)
         print(format_summary(summary))
     return summary
 

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-CURVES_FILE = "curves.png"
+from absl import logging
+
+from resnet_jax import workdir
 
 
-def write_atomically(path: str | Path, text: str) -> None:
-    """Replace ``path`` by ``text`` whole: a kill at any moment leaves the old or the new file."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
-    path = Path(workdir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (a last line cut short by a kill is left out)."""
+    return workdir.read_metrics_file(Path(run_dir)).rows
 
 
 class MetricWriter:
@@ -34,13 +23,17 @@ class MetricWriter:
     writes them again, identically.
     """
 
-    def __init__(self, workdir: str | Path, resume_step: int = 0):
+    def __init__(self, run_dir: str | Path, resume_step: int = 0):
         from tensorboardX import SummaryWriter
 
-        self.path = Path(workdir) / METRICS_FILE
-        kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
-        write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        self.path = Path(run_dir) / workdir.METRICS_FILE
+        found = workdir.read_metrics_file(Path(run_dir))
+        if found.cut_last_line:
+            logging.warning("the last line of %s was cut short (an interrupted write); dropped "
+                            "it: its step is logged again", self.path)
+        kept = [r for r in found.rows if r["step"] <= resume_step]
+        workdir.write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.tensorboard = SummaryWriter(str(Path(run_dir) / workdir.TENSORBOARD_DIR))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         with self.path.open("a") as f:
@@ -54,8 +47,9 @@ class MetricWriter:
         self.tensorboard.close()
 
 
-def write_summary(workdir: str | Path, summary: dict[str, Any]) -> None:
-    write_atomically(Path(workdir) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
+    workdir.write_atomically(Path(run_dir) / workdir.SUMMARY_FILE,
+                             json.dumps(summary, indent=2) + "\n")
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 from typing import Any
 
 import flax.linen as nn
@@ -75,6 +76,9 @@ def summarize(module: nn.Module, input_shape: tuple[int, ...], **call_kwargs: An
     """
     if len(input_shape) == 3:
         input_shape = (1, *input_shape)
+    if len(input_shape) != 4 or not all(isinstance(n, int) and n > 0 for n in input_shape):
+        raise ValueError(f"input_shape must be (height, width, channels) or (batch, height, "
+                         f"width, channels) of positive sizes, got {tuple(input_shape)}")
     records = []
 
     def record(next_fun, args, kwargs, context):
@@ -107,7 +111,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="image side (default: 224 for ImageNet layouts, 32 for CIFAR)")
     args = parser.parse_args(argv)
     model = create_model(args.name)
-    size = args.input_size or (224 if model.stem == "imagenet" else 32)
+    size = args.input_size if args.input_size is not None else (
+        224 if model.stem == "imagenet" else 32)
+    if size < 1:
+        sys.exit(f"error: --input-size must be at least 1 pixel, got {size}")
     print(f"{args.name} at {size}x{size}")
     print(summarize(model, (size, size, model.input_channels)))
 

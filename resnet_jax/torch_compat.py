@@ -17,13 +17,14 @@ matters for BatchNorm with ``momentum=None``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 from flax import traverse_util
 
-from resnet_jax.models import create_model
+from resnet_jax.models import MODELS, create_model
 
 # Flax (collection, leaf) -> torch parameter suffix.
 _LEAF_NAMES = {
@@ -78,22 +79,23 @@ def _variable_shapes(name: str, **model_overrides: Any) -> dict[tuple[str, ...],
     return traverse_util.flatten_dict(dict(shapes))
 
 
-def from_torchvision(state_dict: dict[str, Any], name: str,
+def from_torchvision(state_dict: Mapping[str, Any], name: str,
                      **model_overrides: Any) -> dict[str, Any]:
     """Flax variables ``{'params', 'batch_stats'}`` for ``create_model(name)`` from a state_dict.
 
-    Raises ValueError naming every missing, unexpected or mis-shaped key.
+    Raises TypeError for anything but a mapping of names to tensors, and ValueError
+    naming the missing, unexpected or mis-shaped keys, with a hint where the keys
+    carry DataParallel's ``module.`` prefix or fit another depth.
     """
+    if not isinstance(state_dict, Mapping):
+        hint = (" (a module: pass model.state_dict())" if hasattr(state_dict, "state_dict")
+                else "")
+        raise TypeError(f"from_torchvision takes a state_dict, a mapping of parameter names to "
+                        f"tensors; got {type(state_dict).__name__}{hint}")
     shapes = _variable_shapes(name, **model_overrides)
     expected = {_torch_key(path): path for path in shapes}
     given = {k: v for k, v in state_dict.items() if not k.endswith(_UNMAPPED_SUFFIX)}
-    problems = []
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
+    problems = _key_problems(set(expected), set(given))
     flat = {}
     for key in sorted(set(expected) & set(given)):
         path = expected[key]
@@ -105,9 +107,48 @@ def from_torchvision(state_dict: dict[str, Any], name: str,
             continue
         flat[path] = array.astype(shapes[path].dtype)
     if problems:
-        raise ValueError(f"state_dict does not fit {name}: " + "; ".join(problems)
-                         + ". Check the model name and num_classes.")
+        raise ValueError(f"state_dict does not fit {name}: " + "; ".join(problems[:4])
+                         + (f"; {len(problems) - 4} more" if len(problems) > 4 else "")
+                         + f". {_hint(given, name)}")
     return traverse_util.unflatten_dict(flat)
+
+
+def _key_problems(expected: set[str], given: set[str]) -> list[str]:
+    problems = []
+    for what, keys in (("missing", expected - given), ("unexpected", given - expected)):
+        if keys:
+            shown = sorted(keys)[:3]
+            problems.append(f"{len(keys)} {what} keys ({', '.join(shown)}"
+                            f"{', ...' if len(keys) > 3 else ''})")
+    return problems
+
+
+def _hint(given: Mapping[str, Any], name: str) -> str:
+    if given and all(k.startswith("module.") for k in given):
+        return ("Its keys carry DataParallel's 'module.' prefix: pass "
+                "{k.removeprefix('module.'): v for k, v in state_dict.items()}")
+    guess = _looks_like(given)
+    if guess and guess != name:
+        return f"It looks like a {guess} state_dict: pass name={guess!r}"
+    return "Check the model name and num_classes"
+
+
+def _looks_like(given: Mapping[str, Any]) -> str | None:
+    """The model whose depth table fits the keys of a state_dict, if one does."""
+    blocks: dict[int, set[int]] = {}
+    for key in given:
+        match = re.match(r"layer(\d+)\.(\d+)\.", key)
+        if match:
+            blocks.setdefault(int(match[1]), set()).add(int(match[2]))
+    stage_sizes = tuple(len(blocks[stage]) for stage in sorted(blocks))
+    bottleneck = any(".conv3." in key for key in given)
+    stem = np.shape(given.get("conv1.weight", np.empty((0, 0, 0, 0))))[-1]
+    for candidate, spec in MODELS.items():
+        layout_stem = 3 if spec.get("stem") == "cifar" else 7
+        if (tuple(spec["stage_sizes"]) == stage_sizes and layout_stem == stem
+                and (spec["block_cls"].expansion == 4) == bottleneck):
+            return candidate
+    return None
 
 
 def _torch_shape(flax_shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:

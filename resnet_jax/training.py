@@ -9,6 +9,7 @@ each process passes only its own share of the global batch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -37,17 +38,27 @@ class TrainState(train_state.TrainState):
     metric_sums: dict[str, jax.Array]
 
 
-def zero_metric_sums(config: ml_collections.ConfigDict, params: Any) -> dict[str, jax.Array]:
-    names = ["steps", "train_loss", "train_accuracy", "learning_rate"]
+DTYPES = ("float32", "bfloat16")
+
+
+def metric_names(config: ml_collections.ConfigDict, params: Any) -> list[str]:
+    """The train metrics the step reports, in the order they are logged."""
+    names = ["train_loss", "train_accuracy", "learning_rate"]
     if config.log_grad_norms:
         names += list(stage_grad_norms(params))
-    return {name: jnp.zeros((), jnp.float32) for name in names}
+    return names
+
+
+def zero_metric_sums(names: list[str]) -> dict[str, jax.Array]:
+    """Per metric: [sum, count]. Each metric keeps its own count, so one turned on when a
+    run resumes averages over the steps it was measured."""
+    return {name: jnp.zeros((2,), jnp.float32) for name in names}
 
 
 def mean_metrics(sums: dict[str, Any]) -> dict[str, float]:
-    """Averages of the summed train metrics (host values)."""
-    steps = float(sums["steps"])
-    return {name: float(value) / steps for name, value in sums.items() if name != "steps"}
+    """Averages of the summed train metrics (host values); metrics not yet measured are left
+    out."""
+    return {name: float(total) / float(count) for name, (total, count) in sums.items() if count}
 
 
 def build_model(config: ml_collections.ConfigDict) -> ResNet:
@@ -58,17 +69,29 @@ def build_model(config: ml_collections.ConfigDict) -> ResNet:
         bn_axis_name=AXIS if config.sync_batch_stats else None)
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A learning-rate schedule: how to build it, and the config keys it reads."""
+
+    build: Callable[[ml_collections.ConfigDict], optax.Schedule]
+    keys: tuple[str, ...]
+
+
+SCHEDULES = {
+    "piecewise": Schedule(lambda c: optax.piecewise_constant_schedule(
+        c.learning_rate, dict(zip(c.lr_boundaries, c.lr_scales, strict=True))),
+        ("learning_rate", "lr_boundaries", "lr_scales")),
+    "cosine": Schedule(lambda c: optax.warmup_cosine_decay_schedule(
+        0.0, c.learning_rate, c.warmup_steps, c.num_train_steps),
+        ("learning_rate", "warmup_steps", "num_train_steps")),
+    "onecycle": Schedule(lambda c: optax.cosine_onecycle_schedule(
+        c.num_train_steps, c.learning_rate), ("learning_rate", "num_train_steps")),
+}
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     """Learning rate as a function of the step, from ``config.schedule``."""
-    if config.schedule == "piecewise":
-        return optax.piecewise_constant_schedule(
-            config.learning_rate, dict(zip(config.lr_boundaries, config.lr_scales, strict=True)))
-    if config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0, config.learning_rate, config.warmup_steps, config.num_train_steps)
-    if config.schedule == "onecycle":
-        return optax.cosine_onecycle_schedule(config.num_train_steps, config.learning_rate)
-    raise ValueError(f"unknown schedule {config.schedule!r}; use piecewise, cosine or onecycle")
+    return SCHEDULES[config.schedule].build(config)
 
 
 def _decay_mask(params: Any) -> Any:
@@ -76,19 +99,28 @@ def _decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda leaf: leaf.ndim > 1, params)
 
 
+def _sgd(config: ml_collections.ConfigDict, schedule: optax.Schedule, mask: Any):
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask),
+                       optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov))
+
+
+def _adam(config: ml_collections.ConfigDict, schedule: optax.Schedule, mask: Any):
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask), optax.adam(schedule))
+
+
+def _adamw(config: ml_collections.ConfigDict, schedule: optax.Schedule, mask: Any):
+    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=mask)
+
+
+# SGD and Adam add weight decay to the gradient (PyTorch's semantics); AdamW decouples it.
+OPTIMIZERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw}
+
+
 def make_optimizer(config: ml_collections.ConfigDict,
                    schedule: optax.Schedule) -> optax.GradientTransformation:
-    """SGD (PyTorch semantics: weight decay added to the gradient), Adam or AdamW."""
+    """The optimizer ``config.optimizer`` names, driven by ``schedule``."""
     mask = None if config.decay_norm_and_bias else _decay_mask
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay, mask=mask)
-    if config.optimizer == "sgd":
-        update = optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)
-    elif config.optimizer == "adam":
-        update = optax.adam(schedule)
-    else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; use sgd, adam or adamw")
-    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask), update)
+    return OPTIMIZERS[config.optimizer](config, schedule, mask)
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: ResNet,
@@ -97,9 +129,9 @@ def create_train_state(config: ml_collections.ConfigDict, model: ResNet,
     variables = jax.jit(model.init)(jax.random.key(config.seed),
                                     jnp.zeros((1, *image_shape), model.dtype))
     tx = make_optimizer(config, learning_rate_schedule(config))
+    sums = zero_metric_sums(metric_names(config, variables["params"]))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables["batch_stats"],
-                             metric_sums=zero_metric_sums(config, variables["params"]))
+                             batch_stats=variables["batch_stats"], metric_sums=sums)
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float) -> jnp.ndarray:
@@ -139,14 +171,14 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
     # Synced BN already agrees across devices; per-device statistics are averaged.
     batch_stats = lax.pmean(batch_stats, AXIS)
     metrics = {
-        "steps": jnp.ones((), jnp.float32),
         "train_loss": lax.pmean(loss, AXIS),
         "train_accuracy": lax.pmean(jnp.mean(jnp.argmax(logits, -1) == y), AXIS),
         "learning_rate": schedule(state.step),
     }
     if config.log_grad_norms:
         metrics.update(stage_grad_norms(grads))
-    sums = {name: total + metrics[name] for name, total in state.metric_sums.items()}
+    sums = {name: total + jnp.stack([metrics[name], 1.0])
+            for name, total in state.metric_sums.items()}
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats, metric_sums=sums)
     return new_state, metrics
 
@@ -192,9 +224,7 @@ def parallel_steps(config: ml_collections.ConfigDict) -> tuple[Callable, Callabl
     """
     train = functools.partial(train_step, config=config, schedule=learning_rate_schedule(config))
     evaluate = functools.partial(eval_step, config=config)
-    if config.parallel == "shard_map":
-        return _shard_mapped(train, evaluate)
-    return _pmapped(train, evaluate)
+    return PARALLEL[config.parallel](train, evaluate)
 
 
 def _pmapped(train: Callable, evaluate: Callable) -> tuple[Callable, Callable]:
@@ -234,3 +264,7 @@ def _shard_mapped(train: Callable, evaluate: Callable) -> tuple[Callable, Callab
         return s_eval(state, images, labels, global_batch(indices), global_batch(mask))
 
     return train_fn, eval_fn
+
+
+# config.parallel: how the per-device steps run on every device.
+PARALLEL = {"pmap": _pmapped, "shard_map": _shard_mapped}

@@ -9,12 +9,17 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import create_model
-from resnet_jax.training import cross_entropy, learning_rate_schedule, make_optimizer
+from resnet_jax import list_models
+from resnet_jax.config_schema import KEYS, ConfigError, changed_fixed_keys, validate
+from resnet_jax.training import (
+    OPTIMIZERS,
+    PARALLEL,
+    SCHEDULES,
+    cross_entropy,
+    learning_rate_schedule,
+    make_optimizer,
+)
 
-REQUIRED_KEYS = ("model", "num_classes", "dataset", "data_dir", "batch_size", "num_train_steps",
-                 "eval_every_steps", "checkpoint_every_steps", "log_every_steps",
-                 "learning_rate", "seed", "dtype")
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.stem != "__init__")
 
@@ -24,13 +29,50 @@ def load(name):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_config_has_the_documented_keys_and_a_real_model(name):
+def test_every_config_uses_exactly_the_classified_keys_and_valid_values(name):
     config = load(name)
-    for key in REQUIRED_KEYS:
-        assert key in config, key
-    create_model(config.model)
-    schedule = learning_rate_schedule(config)
-    assert float(schedule(0)) >= 0.0
+    assert set(config) == set(KEYS), "a key is missing from the table in config_schema.py"
+    validate(config, num_devices=8)
+    assert float(learning_rate_schedule(config)(0)) >= 0.0
+
+
+def test_a_new_key_must_be_classified_before_a_run_accepts_it():
+    config = load("smoke")
+    config.unlock()
+    config.new_key = 1
+    with pytest.raises(ConfigError, match="unknown config key 'new_key'"):
+        validate(config, num_devices=1)
+
+
+def test_choices_come_from_the_registries_the_code_uses():
+    config = load("smoke")
+    for key, registry in (("model", list_models()), ("optimizer", OPTIMIZERS),
+                          ("schedule", SCHEDULES), ("parallel", PARALLEL)):
+        for choice in registry:
+            config[key] = choice
+            assert KEYS[key].check(choice) is None, (key, choice)
+        config[key] = "nonsense"
+        with pytest.raises(ConfigError, match=f"{key}='nonsense' must be one of: "):
+            validate(config, num_devices=1)
+        config[key] = load("smoke")[key]
+
+
+def test_which_keys_a_resume_may_change():
+    saved = load("smoke").to_dict()
+    config = load("smoke")
+    config.update(num_train_steps=100, log_grad_norms=True, eval_every_steps=7,
+                  keep_checkpoints=9, parallel="shard_map", eval_batch_size=8)
+    assert changed_fixed_keys(saved, config) == []
+    config.update(learning_rate=0.2, decay_norm_and_bias=False, seed=3)
+    assert changed_fixed_keys(saved, config) == [
+        "decay_norm_and_bias: True -> False", "learning_rate: 0.05 -> 0.2", "seed: 0 -> 3"]
+
+
+def test_a_schedule_that_reads_num_train_steps_fixes_it():
+    saved = {**load("smoke").to_dict(), "schedule": "cosine"}
+    config = load("smoke")
+    config.update(schedule="cosine", num_train_steps=80)
+    assert changed_fixed_keys(saved, config) == ["num_train_steps: 40 -> 80"]
 
 
 def test_resnet20_follows_the_paper():

@@ -42,3 +42,14 @@ def test_command_line_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "layer3_2/conv2" in out and "(8, 8, 64)" in out
     assert "total params: 269,722" in out
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_command_line_refuses_an_input_size_below_one_pixel(size):
+    with pytest.raises(SystemExit, match=f"--input-size must be at least 1 pixel, got {size}"):
+        main(["resnet20", "--input-size", size])
+
+
+def test_summarize_refuses_empty_shapes():
+    with pytest.raises(ValueError, match=r"positive sizes, got \(1, 0, 0, 3\)"):
+        summarize(create_model("resnet20"), (0, 0, 3))

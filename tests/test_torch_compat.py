@@ -96,9 +96,31 @@ def test_bad_state_dict_names_every_problem():
     with pytest.raises(ValueError) as error:
         from_torchvision(state_dict, "resnet18")
     message = str(error.value)
-    assert "missing keys ['layer1.0.conv1.weight']" in message
-    assert "unexpected keys ['head.weight']" in message
+    assert "1 missing keys (layer1.0.conv1.weight)" in message
+    assert "1 unexpected keys (head.weight)" in message
     assert "fc.weight: shape (1000, 512) expected, got (10, 512)" in message
+
+
+def test_a_module_instead_of_its_state_dict_is_named():
+    with pytest.raises(TypeError, match=r"got ResNet \(a module: pass model.state_dict\(\)\)"):
+        from_torchvision(torchvision.models.resnet18(), "resnet18")
+
+
+def test_a_data_parallel_state_dict_gets_a_hint():
+    state_dict = {f"module.{k}": v for k, v in
+                  randomised_torchvision("resnet18").state_dict().items()}
+    with pytest.raises(ValueError, match="carry DataParallel's 'module.' prefix: pass "
+                       r"\{k.removeprefix\('module.'\): v"):
+        from_torchvision(state_dict, "resnet18")
+
+
+def test_a_state_dict_of_another_depth_names_the_depth_it_fits():
+    state_dict = torchvision.models.resnet50().state_dict()
+    with pytest.raises(ValueError) as error:
+        from_torchvision(state_dict, "resnet101")
+    message = str(error.value)
+    assert message.endswith("It looks like a resnet50 state_dict: pass name='resnet50'")
+    assert len(message) < 600, "one short line, not hundreds of keys"
 
 
 def test_variables_of_another_model_are_refused():

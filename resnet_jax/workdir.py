@@ -1,0 +1,202 @@
+"""The work directory of a training run: its layout, its lock, and what it already holds.
+
+Everything a run writes has its name here. A directory counts as a run's when
+it holds our config.json or checkpoints/, or nothing but what an interrupted
+start of ours leaves behind (the lock, temporary files); anything else is the
+user's, and a run refuses to move in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CURVES_FILE = "curves.png"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_DIR = "checkpoints"
+SET_ASIDE_DIR = "unreadable_checkpoints"
+LOCK_FILE = ".lock"
+PARTIAL_SUFFIX = ".partial"
+# Keys every resnet_jax config.json holds: a config.json without them is somebody else's.
+IDENTIFYING_KEYS = ("model", "dataset", "batch_size", "seed")
+
+
+class WorkdirError(ValueError):
+    """The work directory cannot take this run; the message says what to do."""
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Replace ``path`` by ``text`` whole: a kill at any moment leaves the old or the new file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _is_leftover(name: str) -> bool:
+    """What an interrupted start of ours may leave: the lock, temporary files."""
+    return name == LOCK_FILE or name.endswith(PARTIAL_SUFFIX) or name.startswith(".write_test.")
+
+
+def read_config(workdir: Path) -> dict[str, Any] | None:
+    """The saved config as a dict; None if there is none. WorkdirError if it is not ours."""
+    path = workdir / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        line = getattr(error, "lineno", 1)
+        raise WorkdirError(f"{path} line {line} is not valid JSON ({_reason(error)}); repair it "
+                           "or move it away to resume with the config you pass") from None
+    if not isinstance(saved, dict) or not all(k in saved for k in IDENTIFYING_KEYS):
+        raise WorkdirError(f"{path} is not a resnet_jax config (it lacks "
+                           f"{', '.join(IDENTIFYING_KEYS)}); pass a new or empty --workdir")
+    return saved
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "msg", None) or type(error).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsFile:
+    """The rows of metrics.jsonl, and whether its last line was cut short by a kill."""
+
+    rows: list[dict[str, Any]]
+    cut_last_line: bool
+
+
+def read_metrics_file(workdir: Path) -> MetricsFile:
+    """Parse metrics.jsonl; a last line without its newline that does not parse was an
+    interrupted append (dropped); any other bad line raises WorkdirError naming it."""
+    path = workdir / METRICS_FILE
+    if not path.exists():
+        return MetricsFile([], False)
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        row = _parse_row(line)
+        if row is None and number == len(lines) and not text.endswith("\n"):
+            return MetricsFile(rows, True)
+        if row is None:
+            raise WorkdirError(f"{path} line {number} is not a metrics row (a JSON object with "
+                               "an integer step); repair or delete that line")
+        rows.append(row)
+    return MetricsFile(rows, False)
+
+
+def _parse_row(line: str) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    ok = isinstance(row, dict) and isinstance(row.get("step"), int)
+    return row if ok else None
+
+
+def latest_checkpoint_step(workdir: Path) -> int | None:
+    """The newest step saved under checkpoints/ (read or not), None if there is none."""
+    directory = workdir / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return None
+    return max((int(p.name) for p in directory.iterdir() if p.name.isdigit()), default=None)
+
+
+def check_ownership(workdir: Path) -> None:
+    """WorkdirError unless ``workdir`` is missing, empty, or holds a run of ours."""
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"--workdir {workdir} is a file; pass a directory")
+    if not workdir.is_dir():
+        return
+    names = sorted(p.name for p in workdir.iterdir())
+    ours = CONFIG_FILE in names or (workdir / CHECKPOINT_DIR).is_dir()
+    if ours or all(_is_leftover(name) for name in names):
+        return
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise WorkdirError(f"--workdir {workdir} is not empty and holds no resnet_jax run "
+                       f"(found {shown}); pass a new or empty --workdir")
+
+
+class Lock:
+    """One run at a time per work directory: an exclusive flock on ``WORKDIR/.lock``.
+
+    The kernel releases it when the process ends in any way, kill -9 included; the
+    file then left behind is stale and taken over by the next run.
+    """
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise WorkdirError(f"{self.path.parent} is in use by another train.py ({holder}); "
+                                   "wait for it to end or stop it, or pass another "
+                                   "--workdir") from None
+            if self._still_the_file(fd):
+                break
+            os.close(fd)  # the holder removed the file as we opened it: take the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+        self.fd = fd
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise WorkdirError(f"cannot write to workdir {self.path.parent} ({error.strerror}); "
+                               "pass a --workdir you can write to") from None
+
+    def _still_the_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
+def create(workdir: Path) -> list[Path]:
+    """Create ``workdir`` and its missing parents; return those created, deepest first."""
+    created = []
+    for directory in [workdir, *workdir.parents]:
+        if directory.exists():
+            break
+        created.append(directory)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WorkdirError(f"cannot write to workdir {workdir} ({error.strerror}); "
+                           "pass a --workdir you can write to") from None
+    return created
+
+
+def remove_if_empty(directories: list[Path]) -> None:
+    """Remove directories we created for a run that never started (deepest first)."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return

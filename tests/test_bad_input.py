@@ -1,0 +1,313 @@
+"""Bad input costs nothing: one clear line, exit 1, and every byte on disk as it was.
+
+Each case runs the real train.py. A refused start is checked three ways: the
+exit status, a single stderr line (no traceback) holding the expected message,
+and a byte-for-byte snapshot of the case's directory before and after.
+"""
+
+import dataclasses
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import REPO, metric_rows, overrides_as_flags, run_train_py, tiny_config
+from PIL import Image
+
+from resnet_jax.loop import train_and_evaluate
+
+RUN_CONFIG = tiny_config(num_train_steps=8, eval_every_steps=8, checkpoint_every_steps=4)
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every directory (None) under ``root``."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
+
+
+def image_folder(root: Path, classes=("cat", "dog", "frog")) -> Path:
+    for split in ("train", "test"):
+        for label in classes:
+            (root / split / label).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (40 * i, 90, 0)).save(root / split / label / f"{i}.png")
+    return root
+
+
+def damage(step_dir: Path) -> None:
+    for path in step_dir.rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@dataclasses.dataclass
+class Case:
+    """A command line (``{case}`` is the case's own directory, ``{run}`` its work directory)
+    and the line it must print. ``prepare(case_dir)`` lays out files first."""
+
+    flags: list[str]
+    message: str
+    prepare: Callable[[Path], None] = lambda case_dir: None
+    on_finished_run: bool = False  # start from a copy of a finished 8-step run
+    status: int = 1
+
+
+def _write(relative: str, text: str) -> Callable[[Path], None]:
+    def prepare(case_dir: Path) -> None:
+        path = case_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return prepare
+
+
+def _images(case_dir: Path) -> None:
+    image_folder(case_dir / "images")
+
+
+def _with_non_image(case_dir: Path) -> None:
+    _images(case_dir)
+    (case_dir / "images" / "train" / "dog" / "x.jpg").write_text("not an image")
+
+
+def _damage_all(case_dir: Path) -> None:
+    for step in ("4", "8"):
+        damage(case_dir / "run" / "checkpoints" / step)
+
+
+def _drop_config(case_dir: Path) -> None:
+    (case_dir / "run" / "config.json").unlink()
+
+
+def _bad_metrics_line(case_dir: Path) -> None:
+    path = case_dir / "run" / "metrics.jsonl"
+    path.write_text("oops\n" + path.read_text())
+
+
+CASES = {
+    # Values: each checked before anything is read or written.
+    "zero and negative values": Case(
+        ["--config.batch_size=0", "--config.eval_every_steps=0", "--config.log_every_steps=0",
+         "--config.checkpoint_every_steps=0", "--config.eval_batch_size=0", "--config.seed=-1",
+         "--config.learning_rate=-1", "--config.label_smoothing=1.0"],
+        "batch_size=0 must be an integer >= 1; set --config.batch_size; eval_batch_size=0 must "
+        "be an integer >= 1; set --config.eval_batch_size; eval_every_steps=0 must be an "
+        "integer >= 1; set --config.eval_every_steps; checkpoint_every_steps=0 must be an "
+        "integer >= 1; set --config.checkpoint_every_steps; log_every_steps=0 must be an "
+        "integer >= 1; set --config.log_every_steps; learning_rate=-1.0 must be a number >= 0; "
+        "set --config.learning_rate; label_smoothing=1.0 must be a number in [0, 1); set "
+        "--config.label_smoothing; seed=-1 must be an integer in [0, 2147483647]; set "
+        "--config.seed"),
+    "num_train_steps=0": Case(["--config.num_train_steps=0"],
+                              "num_train_steps=0 must be an integer >= 1"),
+    "boundaries without scales": Case(
+        ["--config.lr_scales=(0.1,0.2)"],
+        "lr_boundaries has 1 steps but lr_scales 2 factors; give one factor per boundary"),
+    "unknown model": Case(["--config.model=resnet19"],
+                          "model='resnet19' must be one of: resnet18, resnet34"),
+    "unknown key": Case(["--config.batch_sise=64"],
+                        "unknown config key 'batch_sise'. Did you mean \"batch_size\""),
+    "indivisible batch": Case(["--config.batch_size=60"],
+                              "batch_size=60 is not divisible by the 8 devices"),
+    "missing config file": Case(["--config={case}/nothing.py"],
+                                "cannot read config file {case}/nothing.py"),
+    "config file syntax error": Case(["--config={case}/broken.py"],
+                                     "config file {case}/broken.py line 1: '(' was never closed",
+                                     _write("broken.py", "x = (\n")),
+    "stray argument": Case(["extra"], "unexpected arguments 'extra'"),
+    "half the distributed flags": Case(
+        ["--num_processes=2"],
+        "--coordinator_address, --num_processes and --process_id go together"),
+    # Data.
+    "folder: prefix forgotten": Case(
+        ["--config.dataset={case}/images"],
+        "looks like a path, not a TFDS name; write --config.dataset=folder:{case}/images",
+        _images),
+    "folder: names a file": Case(["--config.dataset=folder:{case}/a_file"],
+                                 "folder: path {case}/a_file is a file, not a directory",
+                                 _write("a_file", "")),
+    "cifar: names a class-per-folder tree": Case(
+        ["--config.dataset=cifar:{case}/images"],
+        "found test/, train/; a class-per-folder tree is read with "
+        "--config.dataset=folder:{case}/images", _images),
+    "a file that is not an image": Case(
+        ["--config.dataset=folder:{case}/images", "--config.num_classes=3"],
+        "1 file(s) under {case}/images/train cannot be read as images: "
+        "{case}/images/train/dog/x.jpg (UnidentifiedImageError)", _with_non_image),
+    "class count differs": Case(
+        ["--config.dataset=folder:{case}/images"],
+        "the dataset has 3 classes but num_classes=10; set --config.num_classes=3",
+        _images),
+    # Work directories.
+    "workdir under a file": Case(["--workdir={case}/a_file/run"],
+                                 "cannot write to workdir {case}/a_file/run (Not a directory)",
+                                 _write("a_file", "")),
+    "workdir is a file": Case(["--workdir={case}/a_file"], "--workdir {case}/a_file is a file",
+                              _write("a_file", "")),
+    "workdir of somebody else": Case(
+        [], "--workdir {case}/run is not empty and holds no resnet_jax run (found "
+        "metrics.jsonl); pass a new or empty --workdir", _write("run/metrics.jsonl", "{}\n")),
+    "config.json of somebody else": Case(
+        [], "{case}/run/config.json is not a resnet_jax config", _write("run/config.json", "{}")),
+    # Resuming a run.
+    "a finished run started again": Case([], "holds a finished run of 8 steps",
+                                         on_finished_run=True, status=0),
+    "a fixed key changed": Case(
+        ["--config.decay_norm_and_bias=False", "--config.learning_rate=0.1"],
+        "holds a run with a different setup (decay_norm_and_bias: True -> False; "
+        "learning_rate: 0.05 -> 0.1)", on_finished_run=True),
+    "fewer steps than done": Case(
+        ["--config.num_train_steps=4"],
+        "num_train_steps=4 is below step 8, where the run in {case}/run stands",
+        on_finished_run=True),
+    "garbage in config.json": Case(
+        [], "{case}/run/config.json line 1 is not valid JSON", _write("run/config.json", "{oops"),
+        on_finished_run=True),
+    "garbage in metrics.jsonl": Case(
+        [], "{case}/run/metrics.jsonl line 1 is not a metrics row", _bad_metrics_line,
+        on_finished_run=True),
+    "every checkpoint damaged": Case(
+        ["--config.num_train_steps=12"], "no checkpoint under {case}/run/checkpoints can be read "
+        "(step 8: ", _damage_all, on_finished_run=True),
+    "a checkpoint of another structure": Case(
+        ["--config.num_train_steps=12", "--config.num_classes=5"],
+        "checkpoint 8 under {case}/run/checkpoints holds a state of another structure "
+        "(4 arrays differ, e.g. params.fc.bias: (10,) saved, (5,) now)", _drop_config,
+        on_finished_run=True),
+}
+
+
+def run_case(case: Case, case_dir: Path, finished_run: Path) -> tuple:
+    case_dir.mkdir()
+    if case.on_finished_run:
+        shutil.copytree(finished_run, case_dir / "run")
+    case.prepare(case_dir)
+    flags = [f.format(case=case_dir) for f in case.flags]
+    if not any(f.startswith("--workdir") for f in flags):
+        flags.append(f"--workdir={case_dir / 'run'}")
+    before = snapshot(case_dir)
+    config = [] if any(f.startswith("--config=") for f in flags) else [
+        "--config=configs/smoke.py", *overrides_as_flags(RUN_CONFIG)]
+    command = [sys.executable, "train.py", *config, *flags]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return result, before, snapshot(case_dir)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    train_and_evaluate(RUN_CONFIG, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, finished_run):
+    """Every case's (result, before, after), two at a time (they are mostly start-up)."""
+    root = tmp_path_factory.mktemp("cases")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run_case, case, root / f"case{i}", finished_run)
+                   for i, (name, case) in enumerate(CASES.items())}
+        return {name: (future.result(), root / f"case{i}")
+                for i, (name, future) in enumerate(futures.items())}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gets_one_line_and_changes_nothing(outcomes, name):
+    case = CASES[name]
+    (result, before, after), case_dir = outcomes[name]
+    output = result.stderr if case.status else result.stdout
+    assert result.returncode == case.status, result.stderr[-3000:]
+    assert case.message.format(case=case_dir) in output, output[-3000:]
+    if case.status:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-3000:]
+        assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    assert after == before, "the case's files changed"
+
+
+def test_free_keys_take_effect_on_resume(tmp_path, finished_run):
+    """log_grad_norms turned on and num_train_steps raised: the run goes on, logs the norms
+    from then on, and config.json says so."""
+    workdir = shutil.copytree(finished_run, tmp_path / "run")
+    result = run_train_py(workdir, tiny_config(**{**RUN_CONFIG, "num_train_steps": 12,
+                                                  "log_grad_norms": True}))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = metric_rows(workdir)
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert "grad_norm/stage1" in rows[2] and "grad_norm/stage1" not in rows[1]
+    saved = (workdir / "config.json").read_text()
+    assert '"log_grad_norms": true' in saved and '"num_train_steps": 12' in saved
+
+
+def test_a_metrics_line_cut_by_a_kill_is_dropped_and_logged_again(tmp_path, finished_run):
+    workdir = shutil.copytree(finished_run, tmp_path / "run")
+    with (workdir / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 12, "train_lo')  # an append cut short: no newline
+    result = run_train_py(workdir, tiny_config(**{**RUN_CONFIG, "num_train_steps": 12}))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "the last line of" in result.stderr and "was cut short" in result.stderr
+    assert [r["step"] for r in metric_rows(workdir)] == [4, 8, 12]
+
+
+def lock_holder(workdir: Path) -> str:
+    path = workdir / ".lock"
+    return path.read_text() if path.exists() else ""
+
+
+def wait_for(condition, process, timeout=120.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None and time.time() < deadline, "the run ended first"
+        time.sleep(0.01)
+
+
+def test_a_second_train_py_on_a_busy_workdir_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    config = tiny_config(num_train_steps=400, checkpoint_every_steps=100, eval_every_steps=400)
+    first = run_train_py(workdir, config, wait=False)
+    wait_for(lambda: (workdir / "metrics.jsonl").exists(), first)  # training
+    assert f"process {first.pid} on" in lock_holder(workdir)
+    second = run_train_py(workdir, config)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert second.returncode == 1
+    assert f"{workdir} is in use by another train.py (process {first.pid} on" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert first.returncode == 0  # the first run was not disturbed, and stopped cleanly
+    assert not (workdir / ".lock").exists()
+
+
+@pytest.mark.parametrize("moment", ["importing", "loading data"])
+def test_a_stop_signal_before_training_leaves_nothing_behind(tmp_path, moment):
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 600), ("test", 50)):  # long enough to load to be caught
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    workdir = tmp_path / "new" / "run"
+    config = tiny_config(dataset=f"folder:{root}", num_classes=2)
+    process = run_train_py(workdir, config, wait=False)
+    if moment == "importing":
+        time.sleep(0.5)
+        stop = signal.SIGINT
+    else:  # the lock is taken just before the data is read
+        wait_for(lambda: (workdir / ".lock").exists(), process)
+        stop = signal.SIGTERM
+    assert process.poll() is None
+    process.send_signal(stop)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop, output[-2000:]
+    assert output.strip().splitlines()[-1].startswith(f"error: stopped by {stop.name}")
+    assert "nothing was written" in output and "Traceback" not in output
+    assert not (tmp_path / "new").exists()
+
