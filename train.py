@@ -25,6 +25,7 @@ signal.signal(signal.SIGINT, _exit_on_stop_signal)
 signal.signal(signal.SIGTERM, _exit_on_stop_signal)
 
 import ast  # noqa: E402
+import re  # noqa: E402
 import traceback  # noqa: E402
 
 import jax  # noqa: E402
@@ -79,6 +80,16 @@ def _config_file_error(error: BaseException, path: str | None) -> str | None:
             "fix the file (it must define get_config())")
 
 
+def _flag_value_message(message: str) -> str:
+    """Python's parse errors ("invalid literal for int()") in the flag's own terms."""
+    bad = re.match(r"flag (--config\.\S+?=.*?): (invalid literal for int|could not convert "
+                   r"string to float)", message)
+    if bad:
+        kind = "an integer" if "int" in bad[2] else "a number"
+        return f"{bad[1]} is not {kind}; pass {kind} (see the config file)"
+    return f"{message} (see python train.py --help)"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with config mistakes (unknown key, bad value, a config file that
     does not load) as one line."""
@@ -94,7 +105,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             key, _, hint = _unquote(str(error)).partition("\n")
             sys.exit(f"error: unknown config key {key}. {hint} (the config file lists valid keys)")
         if isinstance(error, flags.Error | TypeError | ValueError):
-            sys.exit(f"error: {error} (see python train.py --help)")
+            sys.exit(f"error: {_flag_value_message(str(error))}")
         raise
 
 
@@ -131,8 +142,9 @@ def main(argv: list[str]) -> None:
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except StartInterrupted as stopped:
-        print(f"error: {stopped}", file=sys.stderr)
-        sys.exit(128 + stopped.signum)
+        print(f"error: {stopped}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(128 + stopped.signum)  # XLA threads cut short can crash a normal teardown
     except (CheckpointError, ConfigError, DataError, StartRefused, TrainingDiverged,
             WorkdirError) as error:
         sys.exit(f"error: {error}")

@@ -171,10 +171,11 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
 
 
 def _describe(error: Exception) -> str:
-    """A short, readable reason (some TensorStore messages are bound-method reprs)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    readable = next((line for line in lines if "<bound method" not in line), "")
-    return f"{type(error).__name__}: {readable[:200]}" if readable else type(error).__name__
+    """A short, one-line reason (some TensorStore messages are bound-method reprs)."""
+    text = " ".join(str(error).split())
+    if "<bound method" in text:
+        text = text.split("<bound method")[0].strip()
+    return f"{type(error).__name__}: {text[:240]}" if text else type(error).__name__
 
 
 def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restored: int) -> None:

@@ -49,7 +49,7 @@ def number(low: float, high: float | None = None, *, below_high: bool = False) -
         ok = _is_number(value) and value >= low and value != float("inf")
         if ok and high is not None:
             ok = value < high if below_high else value <= high
-        return None if ok else f"must be a number {_range(low, high, below_high)}"
+        return None if ok else f"must be a finite number {_range(low, high, below_high)}"
     return check
 
 
@@ -98,6 +98,7 @@ class Key:
 
 
 FIXED, FREE = True, False
+STEPS = integer(1, 2**31 - 1)  # the step counter is int32
 POSITIVE = integer(1)
 KEYS: dict[str, Key] = {
     # The model.
@@ -115,10 +116,10 @@ KEYS: dict[str, Key] = {
     "batch_size": Key(FIXED, POSITIVE),
     "eval_batch_size": Key(FREE, POSITIVE),
     # Length and cadences.
-    "num_train_steps": Key(FREE, POSITIVE),  # fixed too where the schedule reads it
-    "eval_every_steps": Key(FREE, POSITIVE),
-    "checkpoint_every_steps": Key(FREE, POSITIVE),
-    "log_every_steps": Key(FREE, POSITIVE),
+    "num_train_steps": Key(FREE, STEPS),  # fixed too where the schedule reads it
+    "eval_every_steps": Key(FREE, STEPS),
+    "checkpoint_every_steps": Key(FREE, STEPS),
+    "log_every_steps": Key(FREE, STEPS),
     "keep_checkpoints": Key(FREE, POSITIVE),
     # The optimizer and its schedule.
     "optimizer": Key(FIXED, one_of(lambda: training.OPTIMIZERS)),
@@ -126,9 +127,9 @@ KEYS: dict[str, Key] = {
     "nesterov": Key(FIXED, boolean),
     "learning_rate": Key(FIXED, number(0)),
     "schedule": Key(FIXED, one_of(lambda: training.SCHEDULES)),
-    "lr_boundaries": Key(FIXED, sequence(integer(0))),
+    "lr_boundaries": Key(FIXED, sequence(integer(0, 2**31 - 1))),
     "lr_scales": Key(FIXED, sequence(number(0))),
-    "warmup_steps": Key(FIXED, integer(0)),
+    "warmup_steps": Key(FIXED, integer(0, 2**31 - 1)),
     "weight_decay": Key(FIXED, number(0)),
     "decay_norm_and_bias": Key(FIXED, boolean),
     "label_smoothing": Key(FIXED, number(0, 1, below_high=True)),

@@ -165,11 +165,18 @@ def load_image_folder(root: Path) -> Dataset:
         raise DataError(f"{root} needs train/<class>/ and test/<class>/ image folders; "
                         f"found train: {len(train_classes)} classes, test: {len(test_classes)}")
     if train_classes != test_classes:
-        differ = sorted(set(train_classes) ^ set(test_classes))
-        raise DataError(f"train and test class folders under {root} differ ({differ}); "
-                        "both splits need the same class folders")
-    return Dataset(_read_folder_split(root / "train", train_classes),
-                   _read_folder_split(root / "test", train_classes), len(train_classes))
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise DataError(f"train and test class folders under {root} differ (only in train: "
+                        f"{only_train}, only in test: {only_test}); both splits need the same "
+                        "class folders")
+    train = _read_folder_split(root / "train", train_classes)
+    empty = [name for name, count in zip(train_classes, np.bincount(
+        train.labels, minlength=len(train_classes)), strict=True) if count == 0]
+    if empty:
+        raise DataError(f"class folder(s) {empty} under {root / 'train'} hold no images; every "
+                        "class needs training images (remove the empty folders)")
+    return Dataset(train, _read_folder_split(root / "test", train_classes), len(train_classes))
 
 
 def _unpickle(path: Path) -> dict:

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
@@ -81,7 +82,11 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
     latest = latest_checkpoint_step(workdir)
     if latest is None:
         return None
-    changes = config_schema.changed_fixed_keys(saved or {}, config)
+    if saved is None:
+        raise ConfigError(f"{workdir} holds checkpoints but no config.json, so a resume cannot "
+                          "be checked against the run's settings; put config.json back, or "
+                          "pass a new --workdir")
+    changes = config_schema.changed_fixed_keys(saved, config)
     if changes:
         raise ConfigError(f"{workdir} holds a run with a different setup ({'; '.join(changes)}); "
                           "resume with the saved values, or pass a new --workdir for a new run")
@@ -93,6 +98,9 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
 
 
 def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:
+    if dataset.num_classes < 2:
+        raise data.DataError(f"the dataset has {dataset.num_classes} class; a classifier needs "
+                             "at least 2: add class folders")
     if dataset.num_classes != config.num_classes:
         raise data.DataError(f"the dataset has {dataset.num_classes} classes but num_classes="
                              f"{config.num_classes}; set --config.num_classes="
@@ -286,7 +294,10 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
-        return finish_run(workdir, config, config.num_train_steps, time.time(), 0.0, [], False,
+        logging.warning("%s is missing or unreadable; rebuilt it from metrics.jsonl (the wall "
+                        "and compile times of the run are unknown)", path)
+        rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
+        return finish_run(workdir, config, config.num_train_steps, None, None, rates, False,
                           devices=jax.device_count(), write=jax.process_index() == 0)
     if jax.process_index() == 0:
         print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
@@ -295,8 +306,9 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
     return summary
 
 
-def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int, started: float,
-               compile_seconds: float, throughput: list[float], interrupted: bool,
+def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
+               started: float | None, compile_seconds: float | None, throughput: list[float],
+               interrupted: bool,
                devices: int | str, write: bool = True) -> dict[str, Any]:
     """The summary of metrics.jsonl; with ``write``, also summary.json, curves.png and
     the printed table."""
@@ -315,7 +327,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int, sta
         "eval_examples": evals[-1]["eval_examples"] if evals else 0,
         "final_train_loss": next((r["train_loss"] for r in reversed(records)
                                   if "train_loss" in r), None),
-        "wall_seconds": time.time() - started,
+        "wall_seconds": None if started is None else time.time() - started,
         "compile_seconds": compile_seconds,
         "median_images_per_sec": statistics.median(throughput) if throughput else None,
         "devices": devices,

@@ -6,6 +6,7 @@ and a byte-for-byte snapshot of the case's directory before and after.
 """
 
 import dataclasses
+import json
 import shutil
 import signal
 import subprocess
@@ -86,6 +87,17 @@ def _drop_config(case_dir: Path) -> None:
     (case_dir / "run" / "config.json").unlink()
 
 
+def _claim_five_classes(case_dir: Path) -> None:
+    path = case_dir / "run" / "config.json"
+    path.write_text(path.read_text().replace('"num_classes": 10', '"num_classes": 5'))
+
+
+def _with_empty_class(case_dir: Path) -> None:
+    _images(case_dir)
+    for image in (case_dir / "images" / "train" / "dog").iterdir():
+        image.unlink()
+
+
 def _bad_metrics_line(case_dir: Path) -> None:
     path = case_dir / "run" / "metrics.jsonl"
     path.write_text("oops\n" + path.read_text())
@@ -99,14 +111,21 @@ CASES = {
          "--config.learning_rate=-1", "--config.label_smoothing=1.0"],
         "batch_size=0 must be an integer >= 1; set --config.batch_size; eval_batch_size=0 must "
         "be an integer >= 1; set --config.eval_batch_size; eval_every_steps=0 must be an "
-        "integer >= 1; set --config.eval_every_steps; checkpoint_every_steps=0 must be an "
-        "integer >= 1; set --config.checkpoint_every_steps; log_every_steps=0 must be an "
-        "integer >= 1; set --config.log_every_steps; learning_rate=-1.0 must be a number >= 0; "
-        "set --config.learning_rate; label_smoothing=1.0 must be a number in [0, 1); set "
-        "--config.label_smoothing; seed=-1 must be an integer in [0, 2147483647]; set "
-        "--config.seed"),
+        "integer in [1, 2147483647]; set --config.eval_every_steps; checkpoint_every_steps=0 "
+        "must be an integer in [1, 2147483647]; set --config.checkpoint_every_steps; "
+        "log_every_steps=0 must be an integer in [1, 2147483647]; set --config.log_every_steps; "
+        "learning_rate=-1.0 must be a finite number >= 0; set --config.learning_rate; "
+        "label_smoothing=1.0 must be a finite number in [0, 1); set --config.label_smoothing; "
+        "seed=-1 must be an integer in [0, 2147483647]; set --config.seed"),
     "num_train_steps=0": Case(["--config.num_train_steps=0"],
-                              "num_train_steps=0 must be an integer >= 1"),
+                              "num_train_steps=0 must be an integer in [1, 2147483647]"),
+    "more steps than the step counter holds": Case(
+        ["--config.num_train_steps=99999999999999999999"],
+        "num_train_steps=99999999999999999999 must be an integer in [1, 2147483647]"),
+    "an infinite learning rate": Case(["--config.learning_rate=inf"],
+                                      "learning_rate=inf must be a finite number >= 0"),
+    "a fraction for an integer": Case(["--config.batch_size=64.5"],
+                                      "--config.batch_size=64.5 is not an integer"),
     "boundaries without scales": Case(
         ["--config.lr_scales=(0.1,0.2)"],
         "lr_boundaries has 1 steps but lr_scales 2 factors; give one factor per boundary"),
@@ -141,6 +160,13 @@ CASES = {
         ["--config.dataset=folder:{case}/images", "--config.num_classes=3"],
         "1 file(s) under {case}/images/train cannot be read as images: "
         "{case}/images/train/dog/x.jpg (UnidentifiedImageError)", _with_non_image),
+    "a single class": Case(
+        ["--config.dataset=folder:{case}/images", "--config.num_classes=2"],
+        "the dataset has 1 class; a classifier needs at least 2: add class folders",
+        lambda case_dir: image_folder(case_dir / "images", classes=("cat",))),
+    "an empty class folder": Case(
+        ["--config.dataset=folder:{case}/images", "--config.num_classes=3"],
+        "class folder(s) ['dog'] under {case}/images/train hold no images", _with_empty_class),
     "class count differs": Case(
         ["--config.dataset=folder:{case}/images"],
         "the dataset has 3 classes but num_classes=10; set --config.num_classes=3",
@@ -176,10 +202,13 @@ CASES = {
     "every checkpoint damaged": Case(
         ["--config.num_train_steps=12"], "no checkpoint under {case}/run/checkpoints can be read "
         "(step 8: ", _damage_all, on_finished_run=True),
-    "a checkpoint of another structure": Case(
+    "checkpoints without config.json": Case(
+        ["--config.num_train_steps=12"], "{case}/run holds checkpoints but no config.json",
+        _drop_config, on_finished_run=True),
+    "a checkpoint of another structure": Case(  # config.json edited to match the new setup
         ["--config.num_train_steps=12", "--config.num_classes=5"],
         "checkpoint 8 under {case}/run/checkpoints holds a state of another structure "
-        "(4 arrays differ, e.g. params.fc.bias: (10,) saved, (5,) now)", _drop_config,
+        "(4 arrays differ, e.g. params.fc.bias: (10,) saved, (5,) now)", _claim_five_classes,
         on_finished_run=True),
 }
 
@@ -254,6 +283,19 @@ def test_a_metrics_line_cut_by_a_kill_is_dropped_and_logged_again(tmp_path, fini
     assert result.returncode == 0, result.stderr[-2000:]
     assert "the last line of" in result.stderr and "was cut short" in result.stderr
     assert [r["step"] for r in metric_rows(workdir)] == [4, 8, 12]
+
+
+def test_a_finished_run_without_its_summary_gets_it_back_from_the_metrics(tmp_path,
+                                                                         finished_run):
+    workdir = shutil.copytree(finished_run, tmp_path / "run")
+    (workdir / "summary.json").unlink()
+    result = run_train_py(workdir, RUN_CONFIG)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "summary.json is missing or unreadable; rebuilt it from metrics.jsonl" in result.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    rates = [r["images_per_sec"] for r in metric_rows(workdir, drop=())]
+    assert summary["median_images_per_sec"] == pytest.approx(np.median(rates))
+    assert summary["wall_seconds"] is None and summary["steps"] == 8
 
 
 def lock_holder(workdir: Path) -> str:
