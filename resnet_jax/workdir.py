@@ -56,7 +56,7 @@ def read_config(workdir: Path) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         line = getattr(error, "lineno", 1)
         raise WorkdirError(f"{path} line {line} is not valid JSON ({_reason(error)}); repair it "
-                           "or move it away to resume with the config you pass") from None
+                           "(it records the run's settings), or pass a new --workdir") from None
     if not isinstance(saved, dict) or not all(k in saved for k in IDENTIFYING_KEYS):
         raise WorkdirError(f"{path} is not a resnet_jax config (it lacks "
                            f"{', '.join(IDENTIFYING_KEYS)}); pass a new or empty --workdir")
