@@ -5,9 +5,13 @@
 Steady-state training images/s: the first steps (compilation, warm-up) are
 excluded, then the median of several timed windows, each ended by a device
 synchronisation. Both sides train on device-resident synthetic data; the JAX
-step also gathers, crops and flips its batch on the device. Rows: resnet20 at
-32x32 (batch 128 and 1024), resnet18_cifar (batch 512), resnet50 at 224x224
-(batch 128); --quick: resnet20 at batch 128, JAX and PyTorch eager fp32 only.
+step also gathers, crops and flips its batch on the device. Next to the bare
+JAX step (one step per call, the same batch each time, no host work) stands the
+whole trainer, ``train_and_evaluate`` on synthetic data: its log windows after
+the first, so compilation, evaluation and checkpoints are left out; the ratio
+trainer / bare step shows what the host costs. Rows: resnet20 at 32x32 (batch
+128 and 1024), resnet18_cifar (batch 512), resnet50 at 224x224 (batch 128);
+--quick: resnet20 at batch 128, JAX (step and trainer) and PyTorch eager fp32 only.
 Achieved FLOP/s count 6 FLOPs per multiply-accumulate of the forward pass
 (forward, and twice that backward): XLA's cost analysis cannot be used, as it
 leaves out the cuDNN convolutions on GPU.
@@ -19,7 +23,7 @@ import argparse
 import json
 import platform
 import statistics
-import time
+import tempfile
 from collections.abc import Callable
 
 import flax
@@ -30,9 +34,14 @@ import torch.nn.functional as F
 
 from benchmarks.torch_models import torch_model
 from configs import smoke
-from resnet_jax import create_model
+from resnet_jax import create_model, data
+from resnet_jax.loop import train_and_evaluate
+from resnet_jax.metrics import Throughput, read_metrics
+from resnet_jax.models import build_model
+from resnet_jax.parallel import placement
+from resnet_jax.pipelines.in_memory import InMemory
 from resnet_jax.summary import summarize
-from resnet_jax.training import build_model, create_train_state, parallel_steps, placement
+from resnet_jax.training import create_train_state, parallel_steps
 
 FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
              ("resnet50", 224, 128)]
@@ -41,42 +50,66 @@ PEAK_FLOPS = {"H100": (494.7e12, 989.4e12), "H200": (494.7e12, 989.4e12),
               "A100": (156e12, 312e12)}
 
 
-def time_windows(step: Callable[[], None], sync: Callable[[], None], warmup: int,
+def time_windows(step: Callable[[], None], sync: Callable[[], None], batch: int, warmup: int,
                  windows: int, window_steps: int) -> float:
-    """Median seconds per step over timed windows, after ``warmup`` untimed steps."""
+    """Median images/s over timed windows, after ``warmup`` untimed steps."""
     for _ in range(warmup):
         step()
     sync()
-    per_step = []
+    throughput = Throughput(batch)
     for _ in range(windows):
-        start = time.perf_counter()
         for _ in range(window_steps):
             step()
         sync()
-        per_step.append((time.perf_counter() - start) / window_steps)
-    return statistics.median(per_step)
+        throughput.count(window_steps)
+        throughput.window()
+    return statistics.median(throughput.rates)
+
+
+def bench_config(model: str, size: int, batch: int, dtype: str):
+    config = smoke.get_config()
+    config.update(model=model, num_classes=create_model(model).num_classes, batch_size=batch,
+                  dtype=dtype, synthetic_image_size=size, synthetic_examples=(2 * batch, batch))
+    return config
 
 
 def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict:
-    config = smoke.get_config()
-    config.update(model=model, num_classes=create_model(model).num_classes, batch_size=batch,
-                  dtype=dtype)
+    """The bare step: one step per call on the same batch, nothing else on the host."""
+    config = bench_config(model, size, batch, dtype)
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8)
-    labels = rng.integers(0, config.num_classes, 2 * batch).astype(np.int32)
-    state = create_train_state(config, build_model(config), (size, size, 3))
-    p_train, _ = parallel_steps(config)
-    indices = np.arange(batch, dtype=np.int32)
-    images, labels = jax.device_put((images, labels), placement(config))
+    split = data.Split(rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8),
+                       rng.integers(0, config.num_classes, 2 * batch).astype(np.int32))
+    pipeline = InMemory(data.make_dataset(split, split, config.num_classes),
+                        batch_size=batch, seed=0, augment=True, dtype=dtype)
+    state = jax.device_put(create_train_state(config, build_model(config), (size, size, 3)),
+                           placement(config))
+    resident = jax.device_put(pipeline.resident(), placement(config))
+    p_train, _ = parallel_steps(config, pipeline, looped=False)
+    batches, one = pipeline.train_batches(0, 1), np.int32(1)
     holder = {"state": state}
 
     def step() -> None:
-        holder["state"], holder["metrics"] = p_train(holder["state"], images, labels, indices)
+        holder["state"], holder["watched"] = p_train(holder["state"], resident, one, batches)
 
-    seconds = time_windows(step, lambda: jax.block_until_ready(holder["metrics"]), **timing)
+    rate = time_windows(step, lambda: jax.block_until_ready(holder["watched"]), batch, **timing)
     flops = 6.0 * summarize(build_model(config), (size, size, 3)).total_macs * batch
-    return {"images_per_sec": batch / seconds, "step_flops": flops,
-            "achieved_flops_per_sec": flops / seconds}
+    return {"images_per_sec": rate, "step_flops": flops,
+            "achieved_flops_per_sec": flops * rate / batch}
+
+
+def trainer_row(model: str, size: int, batch: int, dtype: str, timing: dict,
+                steps_per_call: int) -> float:
+    """train_and_evaluate on synthetic data: median images/s of its log windows, the first
+    (warm-up) left out; compilation, evaluation and checkpoints are outside the windows."""
+    config = bench_config(model, size, batch, dtype)
+    window, steps = timing["window_steps"], (timing["windows"] + 1) * timing["window_steps"]
+    config.update(num_train_steps=steps, log_every_steps=window, eval_every_steps=steps,
+                  checkpoint_every_steps=steps, lr_boundaries=(steps,),
+                  steps_per_call=steps_per_call)
+    with tempfile.TemporaryDirectory() as workdir:
+        train_and_evaluate(config, workdir)
+        rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
+    return statistics.median(rates[1:])
 
 
 def torch_row(model: str, size: int, batch: int, amp: bool, channels_last: bool,
@@ -101,7 +134,7 @@ def torch_row(model: str, size: int, batch: int, amp: bool, channels_last: bool,
         optimizer.step()
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    return {"images_per_sec": batch / time_windows(step, sync, **timing)}
+    return {"images_per_sec": time_windows(step, sync, batch, **timing)}
 
 
 def peak_fraction(achieved: float, dtype: str) -> float | None:
@@ -112,7 +145,8 @@ def peak_fraction(achieved: float, dtype: str) -> float | None:
     return None
 
 
-def measure(rows: list[tuple[str, int, int]], quick: bool, timing: dict) -> list[dict]:
+def measure(rows: list[tuple[str, int, int]], quick: bool, timing: dict,
+            steps_per_call: int) -> list[dict]:
     results = []
     for model, size, batch in rows:
         row = {"model": model, "image_size": size, "batch": batch}
@@ -120,12 +154,17 @@ def measure(rows: list[tuple[str, int, int]], quick: bool, timing: dict) -> list
         row["jax_fp32"] = jax32["images_per_sec"]
         row["jax_fp32_tflops"] = jax32["achieved_flops_per_sec"] / 1e12
         row["jax_fp32_peak_fraction"] = peak_fraction(jax32["achieved_flops_per_sec"], "float32")
+        row["trainer_fp32"] = trainer_row(model, size, batch, "float32", timing, steps_per_call)
+        row["trainer_over_step_fp32"] = row["trainer_fp32"] / row["jax_fp32"]
         row["torch_eager_fp32"] = torch_row(model, size, batch, False, False, False,
                                             timing)["images_per_sec"]
         row["ratio_fp32"] = row["jax_fp32"] / row["torch_eager_fp32"]
         if not quick:
             jax16 = jax_row(model, size, batch, "bfloat16", timing)
             row["jax_bf16"] = jax16["images_per_sec"]
+            row["trainer_bf16"] = trainer_row(model, size, batch, "bfloat16", timing,
+                                              steps_per_call)
+            row["trainer_over_step_bf16"] = row["trainer_bf16"] / row["jax_bf16"]
             row["jax_bf16_peak_fraction"] = peak_fraction(jax16["achieved_flops_per_sec"],
                                                           "bfloat16")
             row["torch_amp_bf16_channels_last"] = torch_row(
@@ -160,19 +199,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="override every row's batch size")
     parser.add_argument("--image-size", type=int, help="override every row's image size")
     parser.add_argument("--models", help="comma-separated: keep only these models' rows")
+    parser.add_argument("--steps-per-call", type=int, default=100,
+                        help="the trainer's config.steps_per_call (its calls end at each "
+                        "window's log too)")
     args = parser.parse_args()
     rows = [FULL_ROWS[0]] if args.quick else FULL_ROWS
     if args.models:
         rows = [row for row in rows if row[0] in args.models.split(",")]
     rows = [(m, args.image_size or s, args.batch_size or b) for m, s, b in rows]
     timing = {"warmup": args.warmup, "windows": args.windows, "window_steps": args.window_steps}
-    results = measure(rows, args.quick, timing)
+    results = measure(rows, args.quick, timing, args.steps_per_call)
     report = {
         "device": jax.devices()[0].device_kind, "jax_devices": jax.local_device_count(),
         "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "versions": {"jax": jax.__version__, "flax": flax.__version__,
                      "torch": torch.__version__, "python": platform.python_version()},
-        "timing": timing, "rows": results,
+        "timing": timing, "steps_per_call": args.steps_per_call, "rows": results,
     }
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

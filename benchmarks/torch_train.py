@@ -27,15 +27,13 @@ from tqdm import tqdm
 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
-from resnet_jax.loop import check_dataset, finish_run
-from resnet_jax.metrics import MetricWriter
+from resnet_jax.loop import finish_run
+from resnet_jax.metrics import MetricWriter, Throughput
+from resnet_jax.models import build_model
+from resnet_jax.pipelines import build_pipeline, step_key
+from resnet_jax.pipelines.in_memory import augmentation_draws, eval_batches
 from resnet_jax.torch_compat import to_torchvision
-from resnet_jax.training import (
-    build_model,
-    create_train_state,
-    learning_rate_schedule,
-    mean_metrics,
-)
+from resnet_jax.training import create_train_state, learning_rate_schedule, mean_metrics
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
@@ -76,9 +74,9 @@ def make_optimizer(config: ml_collections.ConfigDict,
 
 
 def augment(images: np.ndarray, seed: int, step: int, pad: int = 4) -> np.ndarray:
-    """The crop and flip of resnet_jax.data.augment, with the very same draws."""
-    offsets, flips = jax.device_get(data.augmentation_draws(
-        data.step_key(seed, step), np.arange(len(images)), pad))
+    """The crop and flip of the in-memory pipeline, with the very same draws."""
+    offsets, flips = jax.device_get(augmentation_draws(
+        step_key(seed, step), np.arange(len(images)), pad))
     height, width = images.shape[1:3]
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     crops = np.stack([padded[i, dy:dy + height, dx:dx + width]
@@ -86,23 +84,25 @@ def augment(images: np.ndarray, seed: int, step: int, pad: int = 4) -> np.ndarra
     return np.where(flips[:, None, None, None], crops[:, :, ::-1], crops)
 
 
-def to_input(images: np.ndarray, dev: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 NHWC -> normalised float NCHW, as resnet_jax.data.normalize."""
+def to_input(images: np.ndarray, dataset: data.Dataset, dev: torch.device,
+             channels_last: bool) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW normalised with the dataset's statistics, as the pipeline."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(dev).float()
-    mean = torch.tensor(data.CIFAR_MEAN, device=dev) * 255.0
-    std = torch.tensor(data.CIFAR_STD, device=dev) * 255.0
+    mean = torch.tensor(dataset.mean, device=dev) * 255.0
+    std = torch.tensor(dataset.std, device=dev) * 255.0
     x = ((x - mean) / std).permute(0, 3, 1, 2)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=layout)
 
 
-def evaluate(model: torch.nn.Module, split: data.Split, batch_size: int, dev: torch.device,
-             channels_last: bool, amp: bool) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, dataset: data.Dataset, batch_size: int,
+             dev: torch.device, channels_last: bool, amp: bool) -> dict[str, float]:
     model.eval()
     loss = correct = count = 0.0
+    split = dataset.test
     with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=amp):
-        for indices, mask in data.eval_batches(len(split), batch_size):
-            logits = model(to_input(split.images[indices], dev, channels_last)).float()
+        for indices, mask in eval_batches(len(split), batch_size):
+            logits = model(to_input(split.images[indices], dataset, dev, channels_last)).float()
             labels = torch.from_numpy(split.labels[indices]).long().to(dev)
             weight = torch.from_numpy(mask).to(dev)
             loss += float((F.cross_entropy(logits, labels, reduction="none") * weight).sum())
@@ -119,25 +119,24 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
     started = time.time()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    dataset = data.load_dataset(config)
-    check_dataset(dataset, config)
+    pipeline = build_pipeline(config)
+    dataset = pipeline.dataset
     dev = device()
-    model = initial_model(config, dataset.train.images.shape[1:]).to(dev)
+    model = initial_model(config, pipeline.image_shape).to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
     forward = torch.compile(model) if compile_model else model
     rates = np.asarray(jax.vmap(learning_rate_schedule(config))(np.arange(config.num_train_steps)))
     writer = MetricWriter(workdir)
-    steps_per_epoch = len(dataset.train) // config.batch_size
-    sums, timed_steps, throughput, compile_seconds = {}, 0, [], 0.0
+    sums, throughput, compile_seconds = {}, Throughput(config.batch_size), 0.0
     model.train()
     for step in tqdm(range(config.num_train_steps), unit="step", mininterval=1.0):
-        indices = data.train_indices(config.seed, step, config.batch_size, len(dataset.train))
+        indices = pipeline.train_batches(step, 1)["indices"][0]
         images = dataset.train.images[indices]
         if config.augment:
             images = augment(images, config.seed, step)
-        x = to_input(images, dev, channels_last)
+        x = to_input(images, dataset, dev, channels_last)
         y = torch.from_numpy(dataset.train.labels[indices]).long().to(dev)
         for group in optimizer.param_groups:
             group["lr"] = float(rates[step])
@@ -153,27 +152,25 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
         sums = {k: sums.get(k, np.zeros(2)) + (v, 1.0) for k, v in metrics.items()}
         if step == 0:  # the first step warms up (and compiles): not timed
             compile_seconds = time.time() - started
-            window_start = time.time()
+            throughput.restart()
         else:
-            timed_steps += 1
+            throughput.count(1)
         done, record = step + 1, {}
         if done % config.log_every_steps == 0 or done == config.num_train_steps:
             record = mean_metrics(sums)
-            if timed_steps:
-                record["images_per_sec"] = (timed_steps * config.batch_size
-                                            / (time.time() - window_start))
-                throughput.append(record["images_per_sec"])
-            sums, timed_steps, window_start = {}, 0, time.time()
+            rate = throughput.window()
+            if rate is not None:
+                record["images_per_sec"] = rate
+            sums = {}
         if done % config.eval_every_steps == 0 or done == config.num_train_steps:
-            pause = time.time()
-            record.update(evaluate(model, dataset.test, config.eval_batch_size, dev,
-                                   channels_last, amp))
-            window_start += time.time() - pause
+            with throughput.paused():
+                record.update(evaluate(model, dataset, config.eval_batch_size, dev,
+                                       channels_last, amp))
         if record:
-            writer.write(done, {"epoch": done / steps_per_epoch, **record})
+            writer.write(done, {"epoch": done / pipeline.steps_per_epoch, **record})
     writer.close()
     return finish_run(workdir, config, config.num_train_steps, started, compile_seconds,
-                      throughput, False, devices=str(dev))
+                      throughput.rates, False, devices=str(dev))
 
 
 def main(argv: list[str]) -> None:

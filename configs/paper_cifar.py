@@ -39,6 +39,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.label_smoothing = 0.0
     config.sync_batch_stats = True  # False: per-device BN statistics, as PyTorch DDP
     config.parallel = "pmap"  # or "shard_map": the same per-device step over a jax Mesh
+    config.steps_per_call = 100  # train steps per compiled call, at most (host events end one)
 
     config.log_grad_norms = False  # per-stage gradient norms in the metrics
     config.seed = 0

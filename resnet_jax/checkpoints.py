@@ -17,8 +17,8 @@ from jax.sharding import NamedSharding
 from orbax.checkpoint import checkpoint_managers as policies
 
 from resnet_jax import workdir
-from resnet_jax.models import ResNet
-from resnet_jax.training import build_model, replicated
+from resnet_jax.models import ResNet, build_model
+from resnet_jax.parallel import replicated
 
 
 class CheckpointError(RuntimeError):

@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from resnet_jax import data, training
+from resnet_jax import data, parallel, training
 from resnet_jax.models import list_models
 
 
@@ -98,7 +98,8 @@ class Key:
 
 
 FIXED, FREE = True, False
-STEPS = integer(1, 2**31 - 1)  # the step counter is int32
+INT32_MAX = 2**31 - 1  # the step counter is int32
+STEPS = integer(1, INT32_MAX)
 POSITIVE = integer(1)
 KEYS: dict[str, Key] = {
     # The model.
@@ -127,17 +128,18 @@ KEYS: dict[str, Key] = {
     "nesterov": Key(FIXED, boolean),
     "learning_rate": Key(FIXED, number(0)),
     "schedule": Key(FIXED, one_of(lambda: training.SCHEDULES)),
-    "lr_boundaries": Key(FIXED, sequence(integer(0, 2**31 - 1))),
+    "lr_boundaries": Key(FIXED, sequence(integer(0, INT32_MAX))),
     "lr_scales": Key(FIXED, sequence(number(0))),
-    "warmup_steps": Key(FIXED, integer(0, 2**31 - 1)),
+    "warmup_steps": Key(FIXED, integer(0, INT32_MAX)),
     "weight_decay": Key(FIXED, number(0)),
     "decay_norm_and_bias": Key(FIXED, boolean),
     "label_smoothing": Key(FIXED, number(0, 1, below_high=True)),
     "sync_batch_stats": Key(FIXED, boolean),
     # How it runs.
-    "parallel": Key(FREE, one_of(lambda: training.PARALLEL)),
+    "parallel": Key(FREE, one_of(lambda: parallel.PARALLEL)),
+    "steps_per_call": Key(FREE, integer(1, 10_000)),  # the batches of a call are held at once
     "log_grad_norms": Key(FREE, boolean),
-    "seed": Key(FIXED, integer(0, 2**31 - 1)),
+    "seed": Key(FIXED, integer(0, INT32_MAX)),
 }
 
 

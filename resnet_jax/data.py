@@ -1,10 +1,5 @@
-"""Image-classification data held in memory: sources, batch order, device-side augmentation.
-
-A source yields uint8 NHWC arrays once; they go to device memory once; each
-train step gathers its batch by index and augments it on the device. The batch
-order and the augmentation draws are functions of (seed, step) and of an
-example's position in the global batch, so any number of devices sees the same
-numbers.
+"""Image-classification datasets read whole into host memory: uint8 NHWC images, int32
+labels, and the per-channel statistics that normalise them.
 
 Sources (``config.dataset``):
   - a TFDS name (``cifar10``, ``cifar100``, ...), read from ``config.data_dir``
@@ -17,21 +12,19 @@ TensorFlow is imported for the TFDS source alone.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pickle
 import socket
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-# Per-channel statistics of the CIFAR-10 training set, on the 0..1 scale.
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# Per-channel (mean, std) of the training sets, on the 0..1 scale, as commonly published.
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+TFDS_STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
@@ -52,9 +45,37 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+    """Both splits, the class count, and the per-channel mean and standard deviation (0..1
+    scale) that normalise these images: published ones for CIFAR, else the training split's."""
+
     train: Split
     test: Split
     num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def make_dataset(train: Split, test: Split, num_classes: int,
+                 stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
+    """A Dataset with ``stats`` (mean, std), measured on ``train`` if not given."""
+    mean, std = stats or channel_stats(train.images)
+    return Dataset(train, test, num_classes, tuple(mean), tuple(std))
+
+
+def channel_stats(images: np.ndarray, rows: int = 1 << 22) -> tuple[tuple[float, ...], ...]:
+    """Per-channel mean and standard deviation of uint8 NHWC images on the 0..1 scale,
+    summed in slices (no float copy of the whole set)."""
+    pixels = images.reshape(-1, images.shape[-1])
+    total = np.zeros(pixels.shape[1], np.float64)
+    squares = np.zeros(pixels.shape[1], np.float64)
+    for start in range(0, len(pixels), rows):
+        part = pixels[start:start + rows].astype(np.float64)
+        total += part.sum(0)
+        squares += np.square(part).sum(0)
+    mean = total / len(pixels)
+    std = np.sqrt(np.maximum(squares / len(pixels) - mean**2, 0.0))
+    std = np.maximum(std, 1.0)  # a constant channel: no division by zero
+    return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in std / 255.0)
 
 
 HOW_TO_PROVIDE = (
@@ -104,7 +125,7 @@ def synthetic_dataset(train_examples: int, test_examples: int, num_classes: int,
         images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
         return Split(images, labels)
 
-    return Dataset(split(train_examples), split(test_examples), num_classes)
+    return make_dataset(split(train_examples), split(test_examples), num_classes)
 
 
 def _class_folders(split_dir: Path) -> list[str]:
@@ -176,7 +197,8 @@ def load_image_folder(root: Path) -> Dataset:
     if empty:
         raise DataError(f"class folder(s) {empty} under {root / 'train'} hold no images; every "
                         "class needs training images (remove the empty folders)")
-    return Dataset(train, _read_folder_split(root / "test", train_classes), len(train_classes))
+    return make_dataset(train, _read_folder_split(root / "test", train_classes),
+                        len(train_classes))
 
 
 def _unpickle(path: Path) -> dict:
@@ -201,12 +223,12 @@ def load_cifar_python(root: Path) -> Dataset:
     cifar100 = [root / "train", root / "test"]
     if all(p.is_file() for p in cifar10):
         train = [_unpickle(path) for path in cifar10[:5]]
-        return Dataset(_cifar_split(train, b"labels"),
-                       _cifar_split([_unpickle(cifar10[5])], b"labels"), 10)
+        return make_dataset(_cifar_split(train, b"labels"),
+                            _cifar_split([_unpickle(cifar10[5])], b"labels"), 10, CIFAR10_STATS)
     if all(p.is_file() for p in cifar100):
         train, test = (_unpickle(path) for path in cifar100)
-        return Dataset(_cifar_split([train], b"fine_labels"),
-                       _cifar_split([test], b"fine_labels"), 100)
+        return make_dataset(_cifar_split([train], b"fine_labels"),
+                            _cifar_split([test], b"fine_labels"), 100, CIFAR100_STATS)
     raise DataError(f"cifar: path {root} is not a cifar-10-batches-py directory (data_batch_1..5, "
                     f"test_batch) nor a cifar-100-python one (train, test files); found "
                     f"{_listing(root)}{_folder_hint(root)}")
@@ -255,8 +277,9 @@ def load_tfds(name: str, data_dir: str | None) -> Dataset:
             raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir} and "
                             f"cannot be downloaded from here (no network); {HOW_TO_PROVIDE}")
         builder.download_and_prepare()
-    return Dataset(_read_tfds_split(builder, "train"), _read_tfds_split(builder, "test"),
-                   builder.info.features["label"].num_classes)
+    return make_dataset(_read_tfds_split(builder, "train"), _read_tfds_split(builder, "test"),
+                        builder.info.features["label"].num_classes,
+                        TFDS_STATS.get(name.split(":")[0].split("/")[0]))
 
 
 def _read_tfds_split(builder, split: str) -> Split:
@@ -268,70 +291,3 @@ def _read_tfds_split(builder, split: str) -> Split:
         images.append(batch["image"])
         labels.append(batch["label"])
     return Split(np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32))
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
-    """The order of the training examples in one epoch: a function of (seed, epoch) alone."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
-    order.flags.writeable = False  # shared by every step of the epoch
-    return order
-
-
-def train_indices(seed: int, step: int, batch_size: int, num_examples: int) -> np.ndarray:
-    """Indices of the global batch of ``step`` (the last partial batch of an epoch is dropped)."""
-    steps_per_epoch = num_examples // batch_size
-    epoch, position = divmod(step, steps_per_epoch)
-    start = position * batch_size
-    return epoch_permutation(seed, epoch, num_examples)[start:start + batch_size]
-
-
-def eval_batches(num_examples: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(indices, mask) per eval batch: every example once, the last batch padded and masked."""
-    batches = []
-    for start in range(0, num_examples, batch_size):
-        indices = np.arange(start, start + batch_size)
-        mask = indices < num_examples
-        batches.append((np.where(mask, indices, 0).astype(np.int32), mask.astype(np.float32)))
-    return batches
-
-
-def augmentation_draws(key: jax.Array, positions: jnp.ndarray,
-                       pad: int = 4) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Per example: the crop offset (dy, dx) in [0, 2 * pad] and whether to flip.
-
-    Each draw depends on ``key`` and the example's position in the global batch,
-    so any number of devices, or another framework, can make the same draws.
-    """
-    def one(position: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        crop_key, flip_key = jax.random.split(jax.random.fold_in(key, position))
-        return (jax.random.randint(crop_key, (2,), 0, 2 * pad + 1),
-                jax.random.bernoulli(flip_key))
-
-    return jax.vmap(one)(positions)
-
-
-def augment(images: jnp.ndarray, key: jax.Array, positions: jnp.ndarray,
-            pad: int = 4) -> jnp.ndarray:
-    """Pad ``pad`` pixels (zeros), crop back at a random offset, flip half the images."""
-    offsets, flips = augmentation_draws(key, positions, pad)
-    height, width, channels = images.shape[1:]
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-
-    def one(image: jnp.ndarray, offset: jnp.ndarray, flip: jnp.ndarray) -> jnp.ndarray:
-        crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
-        return jnp.where(flip, crop[:, ::-1], crop)
-
-    return jax.vmap(one)(padded, offsets, flips)
-
-
-def step_key(seed: int, step: jnp.ndarray | int) -> jax.Array:
-    """The augmentation key of one train step."""
-    return jax.random.fold_in(jax.random.key(seed), step)
-
-
-def normalize(images: jnp.ndarray, dtype: jnp.dtype = jnp.float32) -> jnp.ndarray:
-    """uint8 -> float, standardised per channel with the CIFAR-10 statistics."""
-    mean = jnp.asarray(CIFAR_MEAN) * 255.0
-    std = jnp.asarray(CIFAR_STD) * 255.0
-    return ((images.astype(jnp.float32) - mean) / std).astype(dtype)

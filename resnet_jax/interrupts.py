@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 
 
 class StartInterrupted(BaseException):
-    """A stop signal arrived before the first step; nothing was written.
+    """A stop signal arrived before training began; nothing was written.
 
     A BaseException, like KeyboardInterrupt, so that no ``except Exception`` takes it
     for an ordinary error. Where a library swallows it, :meth:`StopRequests.training`

@@ -18,18 +18,14 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from resnet_jax import checkpoints, config_schema, data
+from resnet_jax import checkpoints, config_schema
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.interrupts import StopRequests, all_or_none, stop_requests
-from resnet_jax.metrics import MetricWriter, plot_curves, read_metrics, write_summary
-from resnet_jax.training import (
-    build_model,
-    create_train_state,
-    mean_metrics,
-    parallel_steps,
-    placement,
-    process_share,
-)
+from resnet_jax.metrics import MetricWriter, Throughput, plot_curves, read_metrics, write_summary
+from resnet_jax.models import build_model
+from resnet_jax.parallel import placement
+from resnet_jax.pipelines import Pipeline, build_pipeline
+from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
 from resnet_jax.workdir import (
     CURVES_FILE,
     SUMMARY_FILE,
@@ -47,19 +43,25 @@ class TrainingDiverged(RuntimeError):
     """The train loss became NaN or infinite; nothing after the last good step was saved."""
 
 
-def check_finite(recent: list[tuple[int, dict[str, jax.Array]]],
+def check_finite(recent: list[tuple[int, int, dict[str, jax.Array]]],
                  manager: ocp.CheckpointManager) -> None:
-    """Raise TrainingDiverged naming the first step whose loss is not finite."""
-    for step, metrics in jax.device_get(recent):
-        if not np.isfinite(metrics["train_loss"]):
-            manager.wait_until_finished()
-            kept = manager.latest_step()
-            kept = (f"the last good checkpoint is step {kept}" if kept is not None
-                    else "no checkpoint had been saved yet")
-            raise TrainingDiverged(
-                f"train loss became {metrics['train_loss']} at step {step} (learning rate "
-                f"{metrics['learning_rate']:.4g}); nothing after it was saved, {kept}; lower "
-                "--config.learning_rate (or add warm-up) and start again with the same --workdir")
+    """Raise TrainingDiverged naming the first step whose loss is not finite; ``recent``
+    holds (first step, steps run, per-step watched metrics) of the calls since the last
+    check."""
+    for first, count, watched in jax.device_get(recent):
+        losses = watched["train_loss"][:count]
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if not bad.size:
+            continue
+        manager.wait_until_finished()
+        kept = manager.latest_step()
+        kept = (f"the last good checkpoint is step {kept}" if kept is not None
+                else "no checkpoint had been saved yet")
+        i = bad[0]
+        raise TrainingDiverged(
+            f"train loss became {losses[i]} at step {first + i + 1} (learning rate "
+            f"{watched['learning_rate'][i]:.4g}); nothing after it was saved, {kept}; lower "
+            "--config.learning_rate (or add warm-up) and start again with the same --workdir")
 
 
 def claim_workdir(workdir: Path, cleanup: contextlib.ExitStack) -> None:
@@ -97,29 +99,10 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
     return latest
 
 
-def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:
-    if dataset.num_classes < 2:
-        raise data.DataError(f"the dataset has {dataset.num_classes} class; a classifier needs "
-                             "at least 2: add class folders")
-    if dataset.num_classes != config.num_classes:
-        raise data.DataError(f"the dataset has {dataset.num_classes} classes but num_classes="
-                             f"{config.num_classes}; set --config.num_classes="
-                             f"{dataset.num_classes}")
-    labels = np.concatenate([dataset.train.labels, dataset.test.labels])
-    if labels.min() < 0 or labels.max() >= config.num_classes:
-        raise data.DataError(f"labels run from {labels.min()} to {labels.max()} but num_classes="
-                             f"{config.num_classes}; set --config.num_classes={labels.max() + 1}")
-    if config.batch_size > len(dataset.train):
-        raise ConfigError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} "
-                          "training examples; use a smaller --config.batch_size")
-
-
-def evaluate(p_eval, state, test: tuple[jax.Array, jax.Array], num_examples: int,
+def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
              batch_size: int) -> dict[str, float]:
     """Loss and accuracy over the whole test split, each example exactly once."""
-    sums = []
-    for indices, mask in data.eval_batches(num_examples, batch_size):
-        sums.append(p_eval(state, *test, process_share(indices), process_share(mask)))
+    sums = [p_eval(state, resident, batch) for batch in pipeline.eval_batches(batch_size)]
     totals = {k: float(np.sum([s[k] for s in jax.device_get(sums)])) for k in sums[0]}
     return {"test_loss": totals["loss"] / totals["count"],
             "test_accuracy": totals["correct"] / totals["count"],
@@ -137,10 +120,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     curves.png under ``workdir``; returns the summary. Everything is checked
     before anything is written: a refused start (ConfigError, DataError,
     WorkdirError, CheckpointError) leaves ``workdir`` as it was, and so does
-    StartInterrupted (SIGTERM or SIGINT before the first step is done). After it,
-    such a signal saves a checkpoint of the current step and returns early
-    (``summary['interrupted']``). A finished run is not trained again: its
-    summary is returned. Under ``jax.distributed`` every process calls this
+    StartInterrupted (SIGTERM or SIGINT before the train step is compiled). After
+    that, such a signal ends the compiled call under way, saves a checkpoint of the
+    step reached and returns early (``summary['interrupted']``). A finished run is
+    not trained again: its summary is returned. Under ``jax.distributed`` every process calls this
     with the same arguments: each feeds its own devices, all save checkpoints
     together, process 0 alone writes metrics, summary and plot.
     """
@@ -153,11 +136,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             latest = check_previous_run(workdir, config)
             if latest == config.num_train_steps:
                 return report_finished(workdir, config)
-            dataset = data.load_dataset(config)
-            check_dataset(dataset, config)
+            pipeline = build_pipeline(config)
+            cleanup.callback(pipeline.close)
         where = placement(config)
         state = jax.device_put(create_train_state(config, build_model(config),
-                                                  dataset.train.images.shape[1:]), where)
+                                                  pipeline.image_shape), where)
         manager = None
         if latest is not None:
             manager = cleanup.enter_context(
@@ -166,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         start = int(state.step)
 
         def begin() -> tuple[ocp.CheckpointManager, MetricWriter | None]:
-            """The first step is done (compiled): the run starts, and from here on writes."""
+            """The train step is compiled: the run starts, and from here on writes."""
             stop.training()
             writer = None
             if jax.process_index() == 0:
@@ -176,112 +159,123 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             return manager or cleanup.enter_context(
                 checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)), writer
 
-        state, timing, interrupted = train_loop(config, state, dataset, where, begin, stop)
+        state, compile_seconds, throughput, interrupted = train_loop(
+            config, state, pipeline, where, begin, stop)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("resnet_jax: metrics written")
-        return finish_run(workdir, config, int(state.step), started, timing.compile_seconds,
-                          timing.throughput, interrupted, devices=jax.device_count(),
+        return finish_run(workdir, config, int(state.step), started, compile_seconds,
+                          throughput.rates, interrupted, devices=jax.device_count(),
                           write=jax.process_index() == 0)
 
 
-class Timing:
-    """Compile time of the first step, and images/s of each log window after it."""
-
-    def __init__(self) -> None:
-        self.compile_seconds = 0.0
-        self.throughput: list[float] = []
-        self.timed_steps = 0
-        self.window_start = time.time()
-
-    def step_done(self, first: bool, started: float) -> None:
-        if first:  # the first step compiles: time it, keep it out of images/s
-            self.compile_seconds = time.time() - started
-            self.window_start = time.time()
-        else:
-            self.timed_steps += 1
-
-    def images_per_sec(self, batch_size: int) -> float | None:
-        """The rate of the window now ending; a new window starts."""
-        rate = None
-        if self.timed_steps:
-            rate = self.timed_steps * batch_size / (time.time() - self.window_start)
-            self.throughput.append(rate)
-        self.timed_steps, self.window_start = 0, time.time()
-        return rate
-
-    @contextlib.contextmanager
-    def paused(self):
-        """Time spent inside (evaluation, checkpoints) is not training time."""
-        pause_start = time.time()
-        yield
-        self.window_start += time.time() - pause_start
+# XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop than outside
+# (measured with jax 0.10.2: jax-ml/jax#12868), so on a CPU each call runs one step,
+# without a loop (whose rounding differs).
+LOOPS_ON_CPU = False
 
 
-def train_loop(config: ml_collections.ConfigDict, state: Any, dataset: data.Dataset,
+def compiled_loops(config: ml_collections.ConfigDict) -> bool:
+    """Whether train steps run in compiled loops here (not on a CPU, unless LOOPS_ON_CPU)."""
+    if jax.default_backend() != "cpu" or LOOPS_ON_CPU:
+        return True
+    if config.steps_per_call > 1 and jax.process_index() == 0:
+        print("on CPU one train step runs per compiled call: XLA:CPU runs gradient "
+              "convolutions 10-20x slower inside a compiled loop")
+    return False
+
+
+def next_event(step: int, config: ml_collections.ConfigDict) -> int:
+    """The first step after ``step`` at which the host logs, evaluates, saves or ends."""
+    cadences = (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps)
+    return min([config.num_train_steps] + [(step // every + 1) * every for every in cadences])
+
+
+def padded(batches: Any, capacity: int) -> Any:
+    """``batches`` (leading axis: steps) filled with zeros up to ``capacity`` steps, so
+    that every call has the same shapes and runs one compiled program."""
+    def fill(leaf: np.ndarray) -> np.ndarray:
+        missing = capacity - leaf.shape[0]
+        return np.concatenate([leaf, np.zeros((missing, *leaf.shape[1:]), leaf.dtype)])
+
+    return jax.tree.map(fill, batches)
+
+
+def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline,
                where: Any, begin: Callable[[], tuple[ocp.CheckpointManager, Any]],
-               stop: StopRequests) -> tuple[Any, Timing, bool]:
+               stop: StopRequests) -> tuple[Any, float, Throughput, bool]:
     """Train from ``state.step`` to ``config.num_train_steps`` (or a stop request), logging,
-    evaluating and saving on the config's cadences; (state, timing, interrupted).
+    evaluating and saving on the config's cadences; the steps between two of these host
+    events run in compiled calls of at most ``config.steps_per_call`` steps (one on a
+    CPU, see :func:`compiled_loops`). Returns
+    (state, compile seconds, throughput, interrupted).
 
-    ``begin()``, called once the first step is done, opens the checkpoint manager and
-    the metric writer (None outside process 0).
+    The first call compiles: its time is the compile time, its steps are left out of
+    the throughput, and ``begin()`` follows it, opening the checkpoint manager and the
+    metric writer (None outside process 0).
     """
-    start, last = int(state.step), config.num_train_steps
-    train = jax.device_put((dataset.train.images, dataset.train.labels), where)
-    test = jax.device_put((dataset.test.images, dataset.test.labels), where)
-    p_train, p_eval = parallel_steps(config)
-    steps_per_epoch = len(dataset.train) // config.batch_size
+    step, last = int(state.step), config.num_train_steps
+    resident = jax.device_put(pipeline.resident(), where)
+    looped = compiled_loops(config)
+    capacity = config.steps_per_call if looped else 1
+    p_train, p_eval = parallel_steps(config, pipeline, looped)
     devices = jax.device_count()  # no larger eval batch than the test split, padded
-    eval_batch = min(config.eval_batch_size, -(-len(dataset.test) // devices) * devices)
-    timing, recent, interrupted, loop_started = Timing(), [], False, time.time()
-    with tqdm(total=last, initial=start, unit="step", disable=jax.process_index() != 0,
-              dynamic_ncols=True, mininterval=1.0) as bar:
-        for step in range(start, last):
-            indices = data.train_indices(config.seed, step, config.batch_size, len(dataset.train))
-            state, metrics = p_train(state, *train, process_share(indices))
-            if step == start:
-                jax.block_until_ready(metrics)
-                manager, writer = begin()
-            timing.step_done(step == start, loop_started)
-            bar.update(1)
-            done, record = step + 1, {}
-            recent.append((done, metrics))
-            log_now = _due(done, config.log_every_steps, last)
-            interrupted = stop.agreed(log_now)
-            save_now = _due(done, config.checkpoint_every_steps, last) or interrupted
-            eval_now = _due(done, config.eval_every_steps, last)
-            if save_now or eval_now or log_now:
-                check_finite(recent, manager)
-                recent = []
-            if log_now:
-                state, record = log_window(state, timing, config.batch_size, where)
-                bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                                acc=f"{record['train_accuracy']:.3f}",
-                                img_s=f"{record.get('images_per_sec', 0):.0f}")
-            with timing.paused():
-                eval_metrics = None
-                if eval_now:
-                    eval_metrics = evaluate(p_eval, state, test, len(dataset.test), eval_batch)
-                    record.update(eval_metrics)
-                if record and writer:
-                    writer.write(done, {"epoch": done / steps_per_epoch, **record})
-                if save_now:
-                    best = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
-                    checkpoints.save(manager, state, best)
-            if interrupted:
-                bar.write(f"stop requested by a signal: checkpoint saved at step {done}")
-                break
+    eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)
+    throughput, recent, interrupted, bar = Throughput(config.batch_size), [], False, None
+    compile_started = time.perf_counter()
+    while True:
+        count = min(capacity, next_event(step, config) - step)
+        batches = padded(pipeline.train_batches(step, count), capacity)
+        state, watched = p_train(state, resident, np.int32(count), batches)
+        recent.append((step, count, watched))
+        step += count
+        if bar is None:  # the first call compiles: it is timed apart, and the run begins
+            jax.block_until_ready(watched)
+            compile_seconds = time.perf_counter() - compile_started
+            manager, writer = begin()
+            bar = tqdm(total=last, initial=step, unit="step", dynamic_ncols=True,
+                       mininterval=1.0, disable=jax.process_index() != 0)
+            throughput.restart()
+        else:
+            throughput.count(count)
+            bar.update(count)
+        record = {}
+        log_now = _due(step, config.log_every_steps, last)
+        interrupted = stop.agreed(log_now)
+        save_now = _due(step, config.checkpoint_every_steps, last) or interrupted
+        eval_now = _due(step, config.eval_every_steps, last)
+        if save_now or eval_now or log_now:
+            check_finite(recent, manager)
+            recent = []
+        if log_now:
+            state, record = log_window(state, throughput, where)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                            acc=f"{record['train_accuracy']:.3f}",
+                            img_s=f"{record.get('images_per_sec', 0):.0f}")
+        with throughput.paused():
+            eval_metrics = None
+            if eval_now:
+                eval_metrics = evaluate(p_eval, state, resident, pipeline, eval_batch)
+                record.update(eval_metrics)
+            if record and writer:
+                writer.write(step, {"epoch": step / pipeline.steps_per_epoch, **record})
+            if save_now:
+                best = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
+                checkpoints.save(manager, state, best)
+        if interrupted:
+            bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
+        if interrupted or step == last:
+            break
+    bar.close()
     manager.wait_until_finished()
-    return state, timing, interrupted
+    return state, compile_seconds, throughput, interrupted
 
 
-def log_window(state: Any, timing: Timing, batch_size: int,
-               where: Any) -> tuple[Any, dict[str, float]]:
+def log_window(state: Any, throughput: Throughput, where: Any) -> tuple[Any, dict[str, float]]:
     """The means of the metrics summed since the last log (then reset), and images/s."""
     sums = jax.device_get(state.metric_sums)
     record = mean_metrics(sums)
     state = state.replace(metric_sums=jax.device_put(jax.tree.map(np.zeros_like, sums), where))
-    rate = timing.images_per_sec(batch_size)
+    rate = throughput.window()
     if rate is not None:
         record["images_per_sec"] = rate
     return state, record

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,41 @@ from resnet_jax import workdir
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl (a last line cut short by a kill is left out)."""
     return workdir.read_metrics_file(Path(run_dir)).rows
+
+
+class Throughput:
+    """Training images per second over windows of steps, each ended by the caller once the
+    device has caught up; time spent inside :meth:`paused` (evaluation, checkpoints) is left
+    out. Shared by the trainer, the PyTorch twin and the benchmark."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.rates: list[float] = []
+        self.restart()
+
+    def restart(self) -> None:
+        """A new window starts now (after compilation or warm-up)."""
+        self._steps, self._start = 0, time.perf_counter()
+
+    def count(self, steps: int) -> None:
+        self._steps += steps
+
+    def window(self) -> float | None:
+        """The rate of the window now ending, None if it ran no steps; a new window starts."""
+        rate = None
+        if self._steps:
+            rate = self._steps * self.batch_size / (time.perf_counter() - self._start)
+            self.rates.append(rate)
+        self.restart()
+        return rate
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        pause_start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._start += time.perf_counter() - pause_start
 
 
 class MetricWriter:

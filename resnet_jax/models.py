@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from resnet_jax.parallel import AXIS
+
 ModuleDef = Any
 
 # Kaiming normal, fan_out, gain sqrt(2): torchvision's init for convolutions.
@@ -245,3 +247,12 @@ def create_model(name: str, **overrides: Any) -> ResNet:
     if unknown:
         raise ValueError(f"unknown ResNet option(s) {unknown}; valid ones: {sorted(fields)}.")
     return ResNet(**{**MODELS[name], **overrides})
+
+
+def build_model(config: Any) -> ResNet:
+    """The model a training config names, with BatchNorm statistics synced over the
+    device axis if ``config.sync_batch_stats``."""
+    return create_model(
+        config.model, num_classes=config.num_classes, residual=config.residual,
+        zero_init_residual=config.zero_init_residual, dtype=jnp.dtype(config.dtype),
+        bn_axis_name=AXIS if config.sync_batch_stats else None)

@@ -1,10 +1,10 @@
 """The train state, the optimizer, and the per-device train and eval steps.
 
-Each step is written for one device with collectives over the axis 'batch';
-:func:`parallel_steps` runs it on every device of every process, with
-``jax.pmap`` or with ``jax.shard_map`` over a one-axis Mesh (config.parallel).
-The state and the dataset hold one whole copy per device (:func:`placement`);
-each process passes only its own share of the global batch.
+Each step is written for one device with collectives over the axis 'batch' and
+receives images already prepared by the input pipeline. :func:`parallel_steps`
+puts the pipeline's device-side ``prepare`` in front of them, runs up to
+``config.steps_per_call`` train steps inside one compiled loop, and runs both on
+every device of every process (``config.parallel``, see :mod:`resnet_jax.parallel`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax.training import train_state
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from resnet_jax import data
-from resnet_jax.models import ResNet, create_model
-
-AXIS = "batch"
+from resnet_jax.models import ResNet
+from resnet_jax.parallel import AXIS, on_every_device
+from resnet_jax.pipelines.base import Pipeline, step_key
 
 
 class TrainState(train_state.TrainState):
@@ -59,14 +55,6 @@ def mean_metrics(sums: dict[str, Any]) -> dict[str, float]:
     """Averages of the summed train metrics (host values); metrics not yet measured are left
     out."""
     return {name: float(total) / float(count) for name, (total, count) in sums.items() if count}
-
-
-def build_model(config: ml_collections.ConfigDict) -> ResNet:
-    """The model a config names, with synced BatchNorm over the device axis if asked."""
-    return create_model(
-        config.model, num_classes=config.num_classes, residual=config.residual,
-        zero_init_residual=config.zero_init_residual, dtype=jnp.dtype(config.dtype),
-        bn_axis_name=AXIS if config.sync_batch_stats else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,21 +137,14 @@ def stage_grad_norms(grads: Any) -> dict[str, jnp.ndarray]:
     return {f"grad_norm/{group}": optax.tree.norm(trees) for group, trees in groups.items()}
 
 
-def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
-               indices: jnp.ndarray, *, config: ml_collections.ConfigDict,
+def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
+               config: ml_collections.ConfigDict,
                schedule: optax.Schedule) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-    """One SGD step on this device's share of the global batch (indices into the data)."""
-    local_batch = indices.shape[0]
-    positions = lax.axis_index(AXIS) * local_batch + jnp.arange(local_batch)
-    x, y = images[indices], labels[indices]
-    if config.augment:
-        x = data.augment(x, data.step_key(config.seed, state.step), positions)
-    x = data.normalize(x, jnp.dtype(config.dtype))
-
+    """One SGD step on this device's share of the global batch (images normalised)."""
     def loss_fn(params):
         logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
-                                         x, train=True, mutable=["batch_stats"])
-        loss = cross_entropy(logits, y, config.label_smoothing).mean()
+                                         images, train=True, mutable=["batch_stats"])
+        loss = cross_entropy(logits, labels, config.label_smoothing).mean()
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -172,7 +153,7 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
     batch_stats = lax.pmean(batch_stats, AXIS)
     metrics = {
         "train_loss": lax.pmean(loss, AXIS),
-        "train_accuracy": lax.pmean(jnp.mean(jnp.argmax(logits, -1) == y), AXIS),
+        "train_accuracy": lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), AXIS),
         "learning_rate": schedule(state.step),
     }
     if config.log_grad_norms:
@@ -183,88 +164,63 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
     return new_state, metrics
 
 
-def eval_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
-              indices: jnp.ndarray, mask: jnp.ndarray, *,
-              config: ml_collections.ConfigDict) -> dict[str, jnp.ndarray]:
+# Per step of a call, kept to name the step where training diverged.
+WATCHED = ("train_loss", "learning_rate")
+
+
+def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: Any, *,
+                prepare: Callable, config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                looped: bool = True) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    """The first ``count`` of ``batches`` (leading axis: one batch per step), one step each,
+    in one compiled loop; the metrics stay summed in the state. Returns the state and,
+    per step, the WATCHED metrics (zeros past ``count``). The loop's length is a traced
+    value, so every ``count`` runs the same compiled code. ``looped=False``: one batch,
+    its step run without a loop (``count`` must be 1)."""
+    capacity = jax.tree.leaves(batches)[0].shape[0]
+
+    def one_step(i, carry):
+        state, watched = carry
+        batch = jax.tree.map(lambda leaf: leaf[i], batches)
+        local = jax.tree.leaves(batch)[0].shape[0]
+        positions = lax.axis_index(AXIS) * local + jnp.arange(local)
+        images, labels = prepare(resident, batch, step_key(config.seed, state.step), positions)
+        state, metrics = train_step(state, images, labels, config=config, schedule=schedule)
+        return state, {k: v.at[i].set(metrics[k]) for k, v in watched.items()}
+
+    watched = {name: jnp.zeros((capacity,), jnp.float32) for name in WATCHED}
+    if not looped:
+        return one_step(0, (state, watched))
+    return lax.fori_loop(0, count, one_step, (state, watched))
+
+
+def eval_step(state: TrainState, resident: Any, batch: Any, *,
+              prepare: Callable) -> dict[str, jnp.ndarray]:
     """Summed loss, correct predictions and example count over the whole (masked) batch."""
-    x = data.normalize(images[indices], jnp.dtype(config.dtype))
-    y = labels[indices]
+    images, labels = prepare(resident, batch)
     logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                            x, train=False)
+                            images, train=False)
+    mask = batch["mask"]
     sums = {
-        "loss": jnp.sum(cross_entropy(logits, y, 0.0) * mask),
-        "correct": jnp.sum((jnp.argmax(logits, -1) == y) * mask),
+        "loss": jnp.sum(cross_entropy(logits, labels, 0.0) * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
         "count": jnp.sum(mask),
     }
     return lax.psum(sums, AXIS)
 
 
-def replicated(devices: list[jax.Device]) -> NamedSharding:
-    """Placement of one whole copy on each of ``devices``."""
-    return NamedSharding(Mesh(np.array(devices), (AXIS,)), P())
+def parallel_steps(config: ml_collections.ConfigDict, pipeline: Pipeline,
+                   looped: bool = True) -> tuple[Callable, Callable]:
+    """(train_steps, eval_step) with ``pipeline``'s preparation, on every device.
 
-
-def placement(config: ml_collections.ConfigDict) -> NamedSharding:
-    """Where the state and the dataset live for :func:`parallel_steps`: pmap takes this
-    process's devices, shard_map one array over the devices of all processes."""
-    return replicated(jax.devices() if config.parallel == "shard_map" else jax.local_devices())
-
-
-def process_share(global_batch: np.ndarray) -> np.ndarray:
-    """This process's contiguous share of a global batch (all of it in a single process)."""
-    return np.split(global_batch, jax.process_count())[jax.process_index()]
-
-
-def parallel_steps(config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
-    """(train_step, eval_step) over every device of every process.
-
-    Both take the state and the dataset's images and labels, placed with
-    :func:`placement`, then this process's share of the global batch: flat index
-    arrays (and, for eval, the mask). Each returns what every device agrees on.
+    ``train_steps(state, resident, count, batches)``: ``batches`` is this process's
+    share of ``pipeline.train_batches(step, n)`` padded to the call's capacity, of
+    which the first ``count`` run (in a compiled loop unless not ``looped``).
+    ``eval_step(state, resident, batch)`` takes one of ``pipeline.eval_batches``. The
+    state and ``resident`` are placed with :func:`resnet_jax.parallel.placement`; the
+    state is donated to train_steps.
     """
-    train = functools.partial(train_step, config=config, schedule=learning_rate_schedule(config))
-    evaluate = functools.partial(eval_step, config=config)
-    return PARALLEL[config.parallel](train, evaluate)
-
-
-def _pmapped(train: Callable, evaluate: Callable) -> tuple[Callable, Callable]:
-    p_train = jax.pmap(train, axis_name=AXIS, in_axes=(None, None, None, 0),
-                       out_axes=(None, None), donate_argnums=(0,))
-    p_eval = jax.pmap(evaluate, axis_name=AXIS, in_axes=(None, None, None, 0, 0), out_axes=None)
-
-    def per_device(batch: np.ndarray) -> np.ndarray:
-        return batch.reshape(jax.local_device_count(), -1)
-
-    def train_fn(state, images, labels, indices):
-        return p_train(state, images, labels, per_device(indices))
-
-    def eval_fn(state, images, labels, indices, mask):
-        return p_eval(state, images, labels, per_device(indices), per_device(mask))
-
-    return train_fn, eval_fn
-
-
-def _shard_mapped(train: Callable, evaluate: Callable) -> tuple[Callable, Callable]:
-    mesh = Mesh(np.array(jax.devices()), (AXIS,))
-    split = NamedSharding(mesh, P(AXIS))
-    # check_vma=False keeps pmap's semantics: with it on, the gradient with respect to the
-    # replicated parameters would already be summed over devices before the step's pmean.
-    s_train = jax.jit(jax.shard_map(train, mesh=mesh, in_specs=(P(), P(), P(), P(AXIS)),
-                                    out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
-    s_eval = jax.jit(jax.shard_map(evaluate, mesh=mesh, in_specs=(P(), P(), P(), P(AXIS), P(AXIS)),
-                                   out_specs=P(), check_vma=False))
-
-    def global_batch(share: np.ndarray) -> jax.Array:
-        return jax.make_array_from_process_local_data(split, share)
-
-    def train_fn(state, images, labels, indices):
-        return s_train(state, images, labels, global_batch(indices))
-
-    def eval_fn(state, images, labels, indices, mask):
-        return s_eval(state, images, labels, global_batch(indices), global_batch(mask))
-
-    return train_fn, eval_fn
-
-
-# config.parallel: how the per-device steps run on every device.
-PARALLEL = {"pmap": _pmapped, "shard_map": _shard_mapped}
+    train = functools.partial(train_steps, prepare=pipeline.prepare, config=config,
+                              schedule=learning_rate_schedule(config), looped=looped)
+    evaluate = functools.partial(eval_step, prepare=pipeline.prepare_eval)
+    return (on_every_device(train, config.parallel, batch_axis=1, donate_first=True),
+            on_every_device(evaluate, config.parallel))

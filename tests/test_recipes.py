@@ -11,9 +11,9 @@ import pytest
 
 from resnet_jax import list_models
 from resnet_jax.config_schema import KEYS, ConfigError, changed_fixed_keys, validate
+from resnet_jax.parallel import PARALLEL
 from resnet_jax.training import (
     OPTIMIZERS,
-    PARALLEL,
     SCHEDULES,
     cross_entropy,
     learning_rate_schedule,

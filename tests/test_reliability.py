@@ -161,9 +161,10 @@ def outputs_of(processes: list[subprocess.Popen]) -> list[str]:
 
 def test_two_processes_of_four_devices_train_as_one_of_eight(tmp_path):
     # Augmentation off and a small learning rate: on this tiny problem float32 rounding
-    # differences (another reduction order across processes) grow chaotically otherwise.
+    # differences (another reduction order across processes) grow chaotically otherwise
+    # (at lr 0.01: 2e-2 by step 16).
     config = tiny_config(num_train_steps=16, eval_every_steps=8, checkpoint_every_steps=4,
-                         log_every_steps=2, augment=False, learning_rate=0.01)
+                         log_every_steps=2, augment=False, learning_rate=0.002)
     single = train_and_evaluate(config, tmp_path / "one_process")
 
     workdir = tmp_path / "two_processes"
@@ -181,10 +182,8 @@ def test_two_processes_of_four_devices_train_as_one_of_eight(tmp_path):
     assert "final_test_accuracy" in outputs[0] and "final_test_accuracy" not in outputs[1]
     ours, theirs = metric_rows(workdir), metric_rows(tmp_path / "one_process")
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]
-    # Equal to 1e-6 up to step 8; then the cross-process reduction order shows: seen here,
-    # 1.2e-4 at step 10 growing to 1.1e-3 at 16, the same in an uninterrupted 2-process run.
     np.testing.assert_allclose([r["train_loss"] for r in ours],
-                               [r["train_loss"] for r in theirs], rtol=3e-3)
+                               [r["train_loss"] for r in theirs], rtol=1e-5)
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["devices"] == single["devices"] == 8
     assert summary["final_test_accuracy"] == pytest.approx(single["final_test_accuracy"],

@@ -10,8 +10,10 @@ import pytest
 from helpers import metric_rows, tiny_config
 
 from benchmarks import torch_train
-from resnet_jax import create_model, data
+from resnet_jax import create_model
 from resnet_jax.loop import train_and_evaluate
+from resnet_jax.pipelines import step_key
+from resnet_jax.pipelines.in_memory import augment
 from resnet_jax.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ def test_ten_sgd_steps_give_the_same_losses_in_both_frameworks(tmp_path, augment
 def test_the_torch_side_crops_and_flips_with_the_jax_draws():
     images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
     ours = torch_train.augment(images, seed=3, step=7)
-    theirs = data.augment(images, data.step_key(3, 7), np.arange(64))
+    theirs = augment(images, step_key(3, 7), np.arange(64))
     np.testing.assert_array_equal(ours, np.asarray(theirs))
 
 
@@ -69,6 +71,8 @@ def test_throughput_benchmark_writes_its_table_and_json(tmp_path):
     assert (row["model"], row["batch"], row["image_size"]) == ("resnet20", 16, 16)
     assert row["jax_fp32"] > 0 and row["torch_eager_fp32"] > 0
     assert row["ratio_fp32"] == row["jax_fp32"] / row["torch_eager_fp32"]
+    assert row["trainer_fp32"] > 0  # the whole train_and_evaluate, next to the bare step
+    assert row["trainer_over_step_fp32"] == row["trainer_fp32"] / row["jax_fp32"]
     forward_macs = summarize(create_model("resnet20"), (16, 16, 3)).total_macs
     flops_per_image = row["jax_fp32_tflops"] * 1e12 / row["jax_fp32"]
     assert flops_per_image == pytest.approx(6 * forward_macs)

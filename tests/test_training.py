@@ -10,30 +10,63 @@ import numpy as np
 import pytest
 from helpers import metric_rows, run_train_py, tiny_config
 
-from resnet_jax import data, restore
+from resnet_jax import loop, restore
 from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
-from resnet_jax.training import build_model, create_train_state, parallel_steps
+from resnet_jax.models import build_model
+from resnet_jax.pipelines import build_pipeline, normalize
+from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
 
 
 def test_a_tiny_model_overfits_a_fixed_batch():
-    config = tiny_config(augment=False, learning_rate=0.05, lr_boundaries=(1000,))
-    dataset = data.load_dataset(config)
-    state = create_train_state(config, build_model(config), dataset.train.images.shape[1:])
-    p_train, _ = parallel_steps(config)
-    images, labels = jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels)
-    fixed = np.arange(32, dtype=np.int32)
+    config = tiny_config(augment=False, learning_rate=0.05, lr_boundaries=(1000,),
+                         steps_per_call=10)
+    pipeline = build_pipeline(config)
+    state = create_train_state(config, build_model(config), pipeline.image_shape)
+    p_train, _ = parallel_steps(config, pipeline)
+    fixed = {"indices": np.tile(np.arange(32, dtype=np.int32), (10, 1))}  # 10 steps, 1 batch
+    resident = pipeline.resident()
     losses = []
-    for _ in range(40):
-        state, metrics = p_train(state, images, labels, fixed)
-        losses.append(float(metrics["train_loss"]))
+    for _ in range(4):
+        state, watched = p_train(state, resident, np.int32(10), fixed)
+        losses += list(np.asarray(watched["train_loss"]))
     assert losses[-1] < 0.05 * losses[0], losses
-    assert float(metrics["train_accuracy"]) == 1.0
+    last_call = mean_metrics(jax.device_get(state.metric_sums))
+    assert last_call["train_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_one_or_ten_steps_per_compiled_call_train_bit_for_bit_the_same(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "LOOPS_ON_CPU", True)
+    config = tiny_config(num_train_steps=20, eval_every_steps=10, log_every_steps=10,
+                         checkpoint_every_steps=20, steps_per_call=1)
+    train_and_evaluate(config, tmp_path / "one")
+    config.steps_per_call = 10
+    train_and_evaluate(config, tmp_path / "ten")
+    assert metric_rows(tmp_path / "one") == metric_rows(tmp_path / "ten")
+    _, ones = restore(tmp_path / "one")
+    _, tens = restore(tmp_path / "ten")
+    jax.tree.map(np.testing.assert_array_equal, ones, tens)
+
+
+def test_calls_end_at_every_log_eval_and_checkpoint_step(tmp_path, monkeypatch):
+    # steps_per_call 7 does not divide any cadence: each call still ends where the host acts
+    monkeypatch.setattr(loop, "LOOPS_ON_CPU", True)
+    config = tiny_config(num_train_steps=23, log_every_steps=5, eval_every_steps=9,
+                         checkpoint_every_steps=6, steps_per_call=7)
+    train_and_evaluate(config, tmp_path)
+    rows = metric_rows(tmp_path)
+    assert [r["step"] for r in rows] == [5, 9, 10, 15, 18, 20, 23]
+    assert [r["step"] for r in rows if "test_accuracy" in r] == [9, 18, 23]
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved[-1] == 23 and set(saved) <= {6, 12, 18, 23}
 
 
 def test_one_device_and_eight_give_the_same_loss_curve(tmp_path):
-    # Augmentation is device-count invariant too (test_data.py); off here, since on
-    # 8x8 images float32 rounding differences grow chaotically through tiny-batch BN.
-    config = tiny_config(num_train_steps=12, eval_every_steps=12, augment=False)
+    # Augmentation is device-count invariant too (test_pipelines.py). This tiny problem is
+    # chaotic at lr 0.05: another reduction order (1e-7) grew to 4e-4 in one step at step 3
+    # (measured with the synthetic set's own statistics); at lr 0.002 all 12 steps agree to
+    # 1.2e-7.
+    config = tiny_config(num_train_steps=12, eval_every_steps=12, augment=False,
+                         learning_rate=0.002)
     eight = train_and_evaluate(config, tmp_path / "eight")
     result = run_train_py(tmp_path / "one", config, devices=1)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -41,7 +74,7 @@ def test_one_device_and_eight_give_the_same_loss_curve(tmp_path):
     assert (one["devices"], eight["devices"]) == (1, 8)
     curve_one = [r["train_loss"] for r in metric_rows(tmp_path / "one")]
     curve_eight = [r["train_loss"] for r in metric_rows(tmp_path / "eight")]
-    np.testing.assert_allclose(curve_one, curve_eight, rtol=1e-4)
+    np.testing.assert_allclose(curve_one, curve_eight, rtol=1e-5)
     assert one["final_test_accuracy"] == pytest.approx(eight["final_test_accuracy"], abs=0.02)
 
 
@@ -121,8 +154,10 @@ def test_restore_gives_the_model_and_variables_for_inference(tmp_path):
     config = tiny_config(num_train_steps=8, eval_every_steps=8)
     summary = train_and_evaluate(config, tmp_path)
     model, variables = restore(tmp_path)
-    test = data.load_dataset(config).test
-    logits = model.apply(variables, data.normalize(jnp.asarray(test.images)), train=False)
+    pipeline = build_pipeline(config)
+    test = pipeline.dataset.test
+    images = normalize(jnp.asarray(test.images), pipeline.mean, pipeline.std)
+    logits = model.apply(variables, images, train=False)
     accuracy = float(jnp.mean(jnp.argmax(logits, -1) == test.labels))
     assert accuracy == pytest.approx(summary["final_test_accuracy"], abs=1e-6)
 

@@ -1,0 +1,83 @@
+"""The seam between data and step: what the trainer asks of an input pipeline.
+
+Host side, a pipeline hands out this process's share of the batches of the
+train steps from a given step on, and of the evaluation batches, as pytrees of
+NumPy arrays. Device side, inside the compiled step, its ``prepare`` turns a
+batch (and the arrays it keeps resident on every device) into normalised images
+and labels. The step never knows where the data lives; the trainer never knows
+how it is augmented.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Batch = dict[str, Any]
+
+
+class Pipeline(abc.ABC):
+    """An input pipeline for a run of global batch ``batch_size``.
+
+    Attributes: ``image_shape`` (H, W, C) of the images the model sees,
+    ``num_classes``, ``train_examples``, ``eval_examples``, and the dataset's
+    per-channel ``mean`` and ``std`` on the 0..1 scale.
+    """
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    train_examples: int
+    eval_examples: int
+    batch_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_examples // self.batch_size
+
+    @abc.abstractmethod
+    def resident(self) -> Batch:
+        """Host arrays to place on every device once, for the whole run (may be empty)."""
+
+    @abc.abstractmethod
+    def train_batches(self, step: int, count: int) -> Batch:
+        """This process's share of the global batches of steps ``step`` to
+        ``step + count - 1``: arrays of shape (count, local batch, ...)."""
+
+    @abc.abstractmethod
+    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
+        """This process's share of each evaluation batch of ``batch_size`` (global):
+        every example exactly once; ``batch['mask']`` is 1 for an example, 0 for padding."""
+
+    @abc.abstractmethod
+    def prepare(self, resident: Batch, batch: Batch, key: jax.Array,
+                positions: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Device side: (normalised images, labels) of one train batch on one device.
+        ``key`` is the step's random key, ``positions`` the examples' places in the
+        global batch (so that augmentation draws do not depend on the device count)."""
+
+    @abc.abstractmethod
+    def prepare_eval(self, resident: Batch, batch: Batch) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Device side: (normalised images, labels) of one evaluation batch."""
+
+    def close(self) -> None:  # noqa: B027 (optional: most pipelines hold nothing)
+        """Release workers and files (nothing to release by default)."""
+
+
+def step_key(seed: int, step: jnp.ndarray | int) -> jax.Array:
+    """The random key of one train step's augmentation draws."""
+    return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def normalize(images: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
+              dtype: jnp.dtype = jnp.float32) -> jnp.ndarray:
+    """uint8 -> float, standardised per channel (``mean``, ``std`` on the 0..1 scale)."""
+    mean = jnp.asarray(mean, jnp.float32) * 255.0
+    std = jnp.asarray(std, jnp.float32) * 255.0
+    return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+
