@@ -20,6 +20,8 @@ leaves out the cuDNN convolutions on GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import statistics
@@ -35,7 +37,8 @@ import torch.nn.functional as F
 from benchmarks.torch_models import torch_model
 from configs import smoke
 from resnet_jax import create_model, data
-from resnet_jax.loop import train_and_evaluate
+from resnet_jax.config_schema import ConfigError, validate
+from resnet_jax.loop import compiled_loops, train_and_evaluate
 from resnet_jax.metrics import Throughput, read_metrics
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
@@ -97,19 +100,31 @@ def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict
             "achieved_flops_per_sec": flops * rate / batch}
 
 
-def trainer_row(model: str, size: int, batch: int, dtype: str, timing: dict,
-                steps_per_call: int) -> float:
-    """train_and_evaluate on synthetic data: median images/s of its log windows, the first
-    (warm-up) left out; compilation, evaluation and checkpoints are outside the windows."""
+def trainer_config(model: str, size: int, batch: int, dtype: str, timing: dict,
+                   steps_per_call: int):
+    """One warm-up log window, then ``windows`` timed ones; evaluation and a checkpoint at
+    the end only."""
     config = bench_config(model, size, batch, dtype)
     window, steps = timing["window_steps"], (timing["windows"] + 1) * timing["window_steps"]
     config.update(num_train_steps=steps, log_every_steps=window, eval_every_steps=steps,
                   checkpoint_every_steps=steps, lr_boundaries=(steps,),
                   steps_per_call=steps_per_call)
+    return config
+
+
+def trainer_row(model: str, size: int, batch: int, dtype: str, timing: dict,
+                steps_per_call: int) -> float:
+    """train_and_evaluate on synthetic data: median images/s of its last ``windows`` log
+    windows (one more runs first, as warm-up); compilation, evaluation and checkpoints are
+    outside the windows."""
+    config = trainer_config(model, size, batch, dtype, timing, steps_per_call)
     with tempfile.TemporaryDirectory() as workdir:
-        train_and_evaluate(config, workdir)
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's summary table
+            summary = train_and_evaluate(config, workdir)
+        if summary["interrupted"]:
+            raise SystemExit("stopped by a signal during the trainer row; nothing written")
         rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
-    return statistics.median(rates[1:])
+    return statistics.median(rates[-timing["windows"]:])
 
 
 def torch_row(model: str, size: int, batch: int, amp: bool, channels_last: bool,
@@ -189,17 +204,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="resnet20, batch 128, fp32 only")
     parser.add_argument("--out", default="throughput.json", help="JSON file to write")
-    parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--window-steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, help="override every row's batch size")
-    parser.add_argument("--image-size", type=int, help="override every row's image size")
+    parser.add_argument("--windows", type=at_least(1), default=5)
+    parser.add_argument("--window-steps", type=at_least(1), default=10)
+    parser.add_argument("--warmup", type=at_least(0), default=3)
+    parser.add_argument("--batch-size", type=at_least(1), help="override every row's batch size")
+    parser.add_argument("--image-size", type=at_least(1), help="override every row's image size")
     parser.add_argument("--models", help="comma-separated: keep only these models' rows")
-    parser.add_argument("--steps-per-call", type=int, default=100,
+    parser.add_argument("--steps-per-call", type=at_least(1), default=100,
                         help="the trainer's config.steps_per_call (its calls end at each "
                         "window's log too)")
     args = parser.parse_args()
@@ -208,13 +233,20 @@ def main() -> None:
         rows = [row for row in rows if row[0] in args.models.split(",")]
     rows = [(m, args.image_size or s, args.batch_size or b) for m, s, b in rows]
     timing = {"warmup": args.warmup, "windows": args.windows, "window_steps": args.window_steps}
+    for model, size, batch in rows:  # refuse what the trainer would refuse, before measuring
+        try:
+            validate(trainer_config(model, size, batch, "float32", timing, args.steps_per_call),
+                     jax.device_count())
+        except ConfigError as error:
+            parser.error(str(error))
     results = measure(rows, args.quick, timing, args.steps_per_call)
     report = {
         "device": jax.devices()[0].device_kind, "jax_devices": jax.local_device_count(),
         "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "versions": {"jax": jax.__version__, "flax": flax.__version__,
                      "torch": torch.__version__, "python": platform.python_version()},
-        "timing": timing, "steps_per_call": args.steps_per_call, "rows": results,
+        "timing": timing, "rows": results,
+        "trainer_steps_per_call": args.steps_per_call if compiled_loops() else 1,
     }
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

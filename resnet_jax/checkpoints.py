@@ -198,7 +198,8 @@ def save_config(directory: Path, config: ml_collections.ConfigDict) -> None:
 
 
 def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[str, Any]]:
-    """The model and its ``{'params', 'batch_stats'}`` from a training run, for inference.
+    """The model and its ``{'params', 'batch_stats'}`` from a training run, for inference,
+    on this process's first device (any device count may have trained it).
 
     ``step`` defaults to the latest checkpoint.
     """
@@ -207,13 +208,27 @@ def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[
         raise FileNotFoundError(f"{Path(run_dir) / workdir.CONFIG_FILE} not found; is {run_dir} "
                                 "the --workdir of a training run?")
     config = ml_collections.ConfigDict(saved)
-    with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR) as manager:
+    with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
+                               item_handlers=ocp.StandardCheckpointHandler()) as manager:
+        saved_steps = sorted(manager.all_steps())
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {run_dir}/{workdir.CHECKPOINT_DIR}")
-        saved = manager.restore(step, args=ocp.args.StandardRestore())
+        if step not in saved_steps:
+            raise FileNotFoundError(f"no checkpoint of step {step} under {run_dir}/"
+                                    f"{workdir.CHECKPOINT_DIR}; saved steps: {saved_steps}")
+        saved = manager.restore(step, args=ocp.args.StandardRestore(
+            _on_one_device(manager.item_metadata(step).tree)))
     model = build_model(config).clone(bn_axis_name=None)
     return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}
+
+
+def _on_one_device(saved: Any) -> Any:
+    """Abstract arrays of the saved shapes on this process's first device, whatever the
+    devices the run was trained on."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                        saved, is_leaf=lambda leaf: hasattr(leaf, "shape"))
 
 
 def _free_name(path: Path) -> Path:

@@ -174,14 +174,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 LOOPS_ON_CPU = False
 
 
-def compiled_loops(config: ml_collections.ConfigDict) -> bool:
+def compiled_loops() -> bool:
     """Whether train steps run in compiled loops here (not on a CPU, unless LOOPS_ON_CPU)."""
-    if jax.default_backend() != "cpu" or LOOPS_ON_CPU:
-        return True
-    if config.steps_per_call > 1 and jax.process_index() == 0:
-        print("on CPU one train step runs per compiled call: XLA:CPU runs gradient "
-              "convolutions 10-20x slower inside a compiled loop")
-    return False
+    return jax.default_backend() != "cpu" or LOOPS_ON_CPU
 
 
 def next_event(step: int, config: ml_collections.ConfigDict) -> int:
@@ -215,8 +210,11 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     """
     step, last = int(state.step), config.num_train_steps
     resident = jax.device_put(pipeline.resident(), where)
-    looped = compiled_loops(config)
+    looped = compiled_loops()
     capacity = config.steps_per_call if looped else 1
+    if capacity < config.steps_per_call and jax.process_index() == 0:
+        print("on CPU one train step runs per compiled call: XLA:CPU runs gradient "
+              "convolutions 10-20x slower inside a compiled loop")
     p_train, p_eval = parallel_steps(config, pipeline, looped)
     devices = jax.device_count()  # no larger eval batch than the test split, padded
     eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)
@@ -240,12 +238,15 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
             bar.update(count)
         record = {}
         log_now = _due(step, config.log_every_steps, last)
-        interrupted = stop.agreed(log_now)
-        save_now = _due(step, config.checkpoint_every_steps, last) or interrupted
+        save_now = _due(step, config.checkpoint_every_steps, last)
         eval_now = _due(step, config.eval_every_steps, last)
         if save_now or eval_now or log_now:
-            check_finite(recent, manager)
+            check_finite(recent, manager)  # waits for the device
             recent = []
+        interrupted = stop.agreed(log_now)  # after the wait: a signal meanwhile counts here
+        if interrupted and recent:
+            check_finite(recent, manager)
+        save_now = save_now or interrupted
         if log_now:
             state, record = log_window(state, throughput, where)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}",
