@@ -123,9 +123,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     StartInterrupted (SIGTERM or SIGINT before the train step is compiled). After
     that, such a signal ends the compiled call under way, saves a checkpoint of the
     step reached and returns early (``summary['interrupted']``). A finished run is
-    not trained again: its summary is returned. Under ``jax.distributed`` every process calls this
-    with the same arguments: each feeds its own devices, all save checkpoints
-    together, process 0 alone writes metrics, summary and plot.
+    not trained again: its summary is returned. Under ``jax.distributed`` every
+    process calls this with the same arguments: each feeds its own devices, all save
+    checkpoints together, process 0 alone writes metrics, summary and plot.
     """
     started = time.time()
     workdir = Path(workdir)
@@ -190,6 +190,8 @@ def padded(batches: Any, capacity: int) -> Any:
     that every call has the same shapes and runs one compiled program."""
     def fill(leaf: np.ndarray) -> np.ndarray:
         missing = capacity - leaf.shape[0]
+        if not missing:  # the usual call: no copy
+            return leaf
         return np.concatenate([leaf, np.zeros((missing, *leaf.shape[1:]), leaf.dtype)])
 
     return jax.tree.map(fill, batches)
@@ -201,8 +203,8 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     """Train from ``state.step`` to ``config.num_train_steps`` (or a stop request), logging,
     evaluating and saving on the config's cadences; the steps between two of these host
     events run in compiled calls of at most ``config.steps_per_call`` steps (one on a
-    CPU, see :func:`compiled_loops`). Returns
-    (state, compile seconds, throughput, interrupted).
+    CPU, see :func:`compiled_loops`). Returns (state, compile seconds, throughput,
+    interrupted).
 
     The first call compiles: its time is the compile time, its steps are left out of
     the throughput, and ``begin()`` follows it, opening the checkpoint manager and the
