@@ -72,7 +72,7 @@ def time_windows(step: Callable[[], None], sync: Callable[[], None], batch: int,
 def bench_config(model: str, size: int, batch: int, dtype: str):
     config = smoke.get_config()
     config.update(model=model, num_classes=create_model(model).num_classes, batch_size=batch,
-                  dtype=dtype, synthetic_image_size=size, synthetic_examples=(2 * batch, batch))
+                  dtype=dtype, image_size=size, synthetic_examples=(2 * batch, batch))
     return config
 
 

@@ -15,8 +15,11 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.dataset = "cifar10"  # TFDS name, "folder:PATH", "cifar:PATH" or "synthetic"
     config.data_dir = ""  # TFDS data_dir ("" for TFDS's default)
     config.synthetic_examples = (1024, 256)  # train, test (dataset="synthetic" only)
-    config.synthetic_image_size = 32
-    config.augment = True  # pad 4 + random 32x32 crop + horizontal flip
+    config.pipeline = "in_memory"  # the whole dataset on every device; or "streaming"
+    config.image_size = 32  # in_memory: the data's size; streaming: the crops' size
+    config.eval_resize = 32  # streaming: shorter side resized to this, then centre crop
+    config.data_workers = 0  # streaming: decoding processes (0: a thread of the trainer)
+    config.augment = True  # in_memory: pad 4 + random crop + flip; streaming: resized crop + flip
 
     config.batch_size = 128  # global, over all devices
     config.eval_batch_size = 1000

@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the train state under ``WORKDIR/checkpoints``, and restore for inference."""
+"""Orbax checkpoints under ``WORKDIR/checkpoints`` (the train state, item ``default``, and
+the input pipeline's position, item ``pipeline``), and restore for inference."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ class CheckpointError(RuntimeError):
     """No checkpoint of a run could be read; the message names each one and its error."""
 
 
+STATE, PIPELINE = "default", "pipeline"  # the items of a checkpoint
+
+
+def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
+    return {STATE: ocp.StandardCheckpointHandler(), PIPELINE: ocp.JsonCheckpointHandler()}
+
+
 def checkpoint_manager(run_dir: str | Path, keep: int) -> ocp.CheckpointManager:
     """Keeps the latest ``keep`` checkpoints plus the best one by test accuracy."""
     preservation = policies.AnyPreservationPolicy([
@@ -35,8 +43,7 @@ def checkpoint_manager(run_dir: str | Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(preservation_policy=preservation, create=True)
     with orbax_errors_quiet():  # a damaged checkpoint is reported by restore_latest
         return ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
-                                     options=options,
-                                     item_handlers=ocp.StandardCheckpointHandler())
+                                     options=options, item_handlers=_item_handlers())
 
 
 @contextlib.contextmanager
@@ -65,14 +72,17 @@ def _resharded(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(view, tree)
 
 
-def save(manager: ocp.CheckpointManager, state: Any,
-         metrics: dict[str, float] | None = None) -> None:
-    """Save ``state`` (replicated) at its step; every process calls this together."""
+def save(manager: ocp.CheckpointManager, state: Any, metrics: dict[str, float] | None = None,
+         pipeline: dict[str, Any] | None = None) -> None:
+    """Save ``state`` (replicated) at its step, with the input ``pipeline``'s state if it
+    has one; every process calls this together."""
     step = int(state.step)
     if step in manager.all_steps():
         return
-    everywhere = _resharded(state, replicated(jax.devices()))
-    manager.save(step, args=ocp.args.StandardSave(everywhere), metrics=metrics)
+    items = {STATE: ocp.args.StandardSave(_resharded(state, replicated(jax.devices())))}
+    if pipeline is not None:
+        items[PIPELINE] = ocp.args.JsonSave(pipeline)
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
 
 class CheckpointMismatch(CheckpointError):
@@ -127,8 +137,9 @@ def _adapt_metric_sums(saved: dict[str, jax.Array], wanted: dict[str, jax.Array]
             for name, zero in wanted.items()}
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
-    """The latest readable saved state, placed like ``state``; ``state`` if none was saved.
+def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, dict | None]:
+    """The latest readable saved state, placed like ``state``, and the input pipeline's
+    saved state (None if it saved none); ``(state, None)`` if nothing was saved.
 
     A checkpoint whose files cannot be read (truncated, damaged) is moved to
     ``WORKDIR/unreadable_checkpoints/STEP``, never deleted, with a warning, and the
@@ -142,16 +153,18 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
     for step in sorted(manager.all_steps(), reverse=True):
         try:
             with orbax_errors_quiet():
-                saved = manager.item_metadata(step).tree
+                saved = manager.item_metadata(step)[STATE].tree
             difference = _structure_difference(_saved_shapes(saved), wanted)
             if difference:
                 raise CheckpointMismatch(
                     f"checkpoint {step} under {manager.directory} holds a state of another "
                     f"structure ({difference}); resume with the config it was saved with, or "
                     "pass another --workdir (nothing was changed)")
+            items = {STATE: ocp.args.StandardRestore(_restore_target(state, saved, everywhere))}
+            if (Path(manager.directory) / str(step) / PIPELINE).is_dir():
+                items[PIPELINE] = ocp.args.JsonRestore()
             with orbax_errors_quiet():
-                restored = manager.restore(step, args=ocp.args.StandardRestore(
-                    _restore_target(state, saved, everywhere)))
+                restored = manager.restore(step, args=ocp.args.Composite(**items))
         except CheckpointMismatch:
             raise
         except Exception as error:  # Orbax and TensorStore raise many kinds for damaged files
@@ -159,15 +172,15 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
             continue
         if failures:
             _set_aside(manager, failures, step)
-        restored = restored.replace(metric_sums=_adapt_metric_sums(
-            restored.metric_sums, jax.device_put(state.metric_sums, everywhere)))
-        return _resharded(restored, state.step.sharding)
+        train_state = restored[STATE].replace(metric_sums=_adapt_metric_sums(
+            restored[STATE].metric_sums, jax.device_put(state.metric_sums, everywhere)))
+        return _resharded(train_state, state.step.sharding), restored.get(PIPELINE)
     if failures:
         listing = "; ".join(f"step {s}: {e}" for s, e in failures.items())
         raise CheckpointError(f"no checkpoint under {manager.directory} can be read ({listing}); "
                               "move them away (nothing was changed) to start afresh there, "
                               "or pass another --workdir")
-    return state
+    return state, None
 
 
 def _describe(error: Exception) -> str:
@@ -209,7 +222,7 @@ def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[
                                 "the --workdir of a training run?")
     config = ml_collections.ConfigDict(saved)
     with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
-                               item_handlers=ocp.StandardCheckpointHandler()) as manager:
+                               item_handlers=_item_handlers()) as manager:
         saved_steps = sorted(manager.all_steps())
         step = manager.latest_step() if step is None else step
         if step is None:
@@ -217,8 +230,9 @@ def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[
         if step not in saved_steps:
             raise FileNotFoundError(f"no checkpoint of step {step} under {run_dir}/"
                                     f"{workdir.CHECKPOINT_DIR}; saved steps: {saved_steps}")
-        saved = manager.restore(step, args=ocp.args.StandardRestore(
-            _on_one_device(manager.item_metadata(step).tree)))
+        target = _on_one_device(manager.item_metadata(step)[STATE].tree)
+        saved = manager.restore(step, args=ocp.args.Composite(
+            **{STATE: ocp.args.StandardRestore(target)}))[STATE]
     model = build_model(config).clone(bn_axis_name=None)
     return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}
 

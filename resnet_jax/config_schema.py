@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from resnet_jax import data, parallel, training
+from resnet_jax import data, parallel, pipelines, training
 from resnet_jax.models import list_models
 
 
@@ -112,7 +112,10 @@ KEYS: dict[str, Key] = {
     "dataset": Key(FIXED, dataset),
     "data_dir": Key(FREE, text),  # where TFDS keeps the same data
     "synthetic_examples": Key(FIXED, sequence(POSITIVE, 2)),
-    "synthetic_image_size": Key(FIXED, POSITIVE),
+    "pipeline": Key(FIXED, one_of(lambda: pipelines.PIPELINES)),
+    "image_size": Key(FIXED, POSITIVE),  # the side of the square images the model sees
+    "eval_resize": Key(FIXED, POSITIVE),  # streaming: shorter side before the centre crop
+    "data_workers": Key(FREE, integer(0, 1024)),  # streaming: decoding processes (0: a thread)
     "augment": Key(FIXED, boolean),
     "batch_size": Key(FIXED, POSITIVE),
     "eval_batch_size": Key(FREE, POSITIVE),
@@ -175,6 +178,9 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
     if config["schedule"] == "cosine" and config["warmup_steps"] > config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} exceeds num_train_steps="
                         f"{config['num_train_steps']}; shorten the warm-up")
+    if config["eval_resize"] < config["image_size"]:
+        problems.append(f"eval_resize={config['eval_resize']} is below image_size="
+                        f"{config['image_size']}; the centre crop must fit in the resized image")
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % num_devices:
             problems.append(f"{key}={config[key]} is not divisible by the {num_devices} "

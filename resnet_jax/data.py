@@ -3,7 +3,7 @@ labels, and the per-channel statistics that normalise them.
 
 Sources (``config.dataset``):
   - a TFDS name (``cifar10``, ``cifar100``, ...), read from ``config.data_dir``
-  - ``folder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` images
+  - ``folder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (or ``val/``) images
   - ``cifar:PATH``: a ``cifar-10-batches-py`` or ``cifar-100-python`` directory
   - ``synthetic``: learnable random images, for smoke tests
 TensorFlow is imported for the TFDS source alone.
@@ -24,6 +24,7 @@ import numpy as np
 # Per-channel (mean, std) of the training sets, on the 0..1 scale, as commonly published.
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TFDS_STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -91,7 +92,7 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     if name == "synthetic":
         train_examples, test_examples = config.synthetic_examples
         return synthetic_dataset(train_examples, test_examples, config.num_classes,
-                                 config.synthetic_image_size)
+                                 config.image_size)
     for prefix, load in PATH_SOURCES.items():
         if name.startswith(prefix):
             return load(Path(name.removeprefix(prefix)).expanduser())
@@ -144,14 +145,7 @@ def _decode(path: Path) -> np.ndarray | str:
 
 
 def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(p for p in (split_dir / name).iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        files += found
-        labels += [label] * len(found)
-    if not files:
-        raise DataError(f"no images under {split_dir}; expected {split_dir}/<class>/*.jpg")
+    files, labels = image_files(split_dir, classes)
     images = decode_all(files)
     bad = [image for image in images if isinstance(image, str)]
     if bad:
@@ -174,31 +168,62 @@ def decode_all(files: list[Path]) -> list[np.ndarray | str]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def load_image_folder(root: Path) -> Dataset:
-    """Class-per-folder images: ``root/{train,test}/<class>/*``; classes sorted by name."""
+EVAL_SPLITS = ("test", "val")  # the evaluation split of a class-per-folder tree
+
+
+def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The image files of ``split_dir/<class>/`` for each of ``classes`` (sorted), with labels."""
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (split_dir / name).iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise DataError(f"no images under {split_dir}; expected {split_dir}/<class>/*.jpg")
+    return files, labels
+
+
+def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
+    """(train dir, evaluation dir, class names) of a class-per-folder tree:
+    ``root/train/<class>/`` and ``root/test/<class>/`` (or ``root/val/<class>/``)."""
     if not root.is_dir():
         what = "is a file, not a directory" if root.exists() else "does not exist"
         raise DataError(f"folder: path {root} {what}; point it at a directory "
-                        "holding train/<class>/ and test/<class>/ image folders")
+                        "holding train/<class>/ and test/<class>/ (or val/<class>/) image folders")
+    eval_dir = next((root / s for s in EVAL_SPLITS if (root / s).is_dir()), root / "test")
     train_classes = _class_folders(root / "train")
-    test_classes = _class_folders(root / "test")
-    if not train_classes or not test_classes:
-        raise DataError(f"{root} needs train/<class>/ and test/<class>/ image folders; "
-                        f"found train: {len(train_classes)} classes, test: {len(test_classes)}")
-    if train_classes != test_classes:
-        only_train = sorted(set(train_classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(train_classes))
-        raise DataError(f"train and test class folders under {root} differ (only in train: "
-                        f"{only_train}, only in test: {only_test}); both splits need the same "
-                        "class folders")
-    train = _read_folder_split(root / "train", train_classes)
-    empty = [name for name, count in zip(train_classes, np.bincount(
-        train.labels, minlength=len(train_classes)), strict=True) if count == 0]
+    eval_classes = _class_folders(eval_dir)
+    if not train_classes or not eval_classes:
+        raise DataError(f"{root} needs train/<class>/ and test/<class>/ (or val/<class>/) image "
+                        f"folders; found train: {len(train_classes)} classes, "
+                        f"{eval_dir.name}: {len(eval_classes)}")
+    if train_classes != eval_classes:
+        only_train = sorted(set(train_classes) - set(eval_classes))
+        only_eval = sorted(set(eval_classes) - set(train_classes))
+        raise DataError(f"train and {eval_dir.name} class folders under {root} differ (only in "
+                        f"train: {only_train}, only in {eval_dir.name}: {only_eval}); both "
+                        "splits need the same class folders")
+    return root / "train", eval_dir, train_classes
+
+
+def check_no_empty_class(labels: list[int] | np.ndarray, classes: list[str],
+                         train_dir: Path) -> None:
+    """Every class needs training images."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(classes))
+    empty = [name for name, count in zip(classes, counts, strict=True) if count == 0]
     if empty:
-        raise DataError(f"class folder(s) {empty} under {root / 'train'} hold no images; every "
+        raise DataError(f"class folder(s) {empty} under {train_dir} hold no images; every "
                         "class needs training images (remove the empty folders)")
-    return make_dataset(train, _read_folder_split(root / "test", train_classes),
-                        len(train_classes))
+
+
+def load_image_folder(root: Path) -> Dataset:
+    """Class-per-folder images: ``root/train/<class>/*`` and ``root/test/<class>/*`` (or
+    ``root/val/...``); classes sorted by name."""
+    train_dir, eval_dir, classes = folder_splits(root)
+    train = _read_folder_split(train_dir, classes)
+    check_no_empty_class(train.labels, classes, train_dir)
+    return make_dataset(train, _read_folder_split(eval_dir, classes), len(classes))
 
 
 def _unpickle(path: Path) -> dict:

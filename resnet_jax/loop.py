@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import statistics
@@ -145,7 +146,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if latest is not None:
             manager = cleanup.enter_context(
                 checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
-            state = checkpoints.restore_latest(manager, state)
+            state, pipeline_state = checkpoints.restore_latest(manager, state)
+            if pipeline_state is not None:
+                pipeline.set_state(pipeline_state, int(state.step))
         start = int(state.step)
 
         def begin() -> tuple[ocp.CheckpointManager, MetricWriter | None]:
@@ -161,17 +164,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
         state, compile_seconds, throughput, interrupted = train_loop(
             config, state, pipeline, where, begin, stop)
+        skipped = pipeline.skipped_examples()
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("resnet_jax: metrics written")
         return finish_run(workdir, config, int(state.step), started, compile_seconds,
                           throughput.rates, interrupted, devices=jax.device_count(),
-                          write=jax.process_index() == 0)
+                          write=jax.process_index() == 0, skipped_examples=skipped)
 
 
 # XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop than outside
 # (measured with jax 0.10.2: jax-ml/jax#12868), so on a CPU each call runs one step,
 # without a loop (whose rounding differs).
 LOOPS_ON_CPU = False
+
+
+# The host runs at most this many calls ahead of the devices.
+MAX_CALLS_IN_FLIGHT = 2
 
 
 def compiled_loops() -> bool:
@@ -213,7 +221,8 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     step, last = int(state.step), config.num_train_steps
     resident = jax.device_put(pipeline.resident(), where)
     looped = compiled_loops()
-    capacity = config.steps_per_call if looped else 1
+    capacity = min(config.steps_per_call, pipeline.max_steps_per_call or config.steps_per_call)
+    capacity = capacity if looped else 1
     if capacity < config.steps_per_call and jax.process_index() == 0:
         print("on CPU one train step runs per compiled call: XLA:CPU runs gradient "
               "convolutions 10-20x slower inside a compiled loop")
@@ -221,12 +230,16 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     devices = jax.device_count()  # no larger eval batch than the test split, padded
     eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)
     throughput, recent, interrupted, bar = Throughput(config.batch_size), [], False, None
+    in_flight = collections.deque()  # the calls dispatched but maybe not run yet
     compile_started = time.perf_counter()
     while True:
         count = min(capacity, next_event(step, config) - step)
         batches = padded(pipeline.train_batches(step, count), capacity)
         state, watched = p_train(state, resident, np.int32(count), batches)
         recent.append((step, count, watched))
+        in_flight.append(watched)
+        if len(in_flight) > MAX_CALLS_IN_FLIGHT:  # bounds the batches held on the devices
+            jax.block_until_ready(in_flight.popleft())
         step += count
         if bar is None:  # the first call compiles: it is timed apart, and the run begins
             jax.block_until_ready(watched)
@@ -263,7 +276,7 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
                 writer.write(step, {"epoch": step / pipeline.steps_per_epoch, **record})
             if save_now:
                 best = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
-                checkpoints.save(manager, state, best)
+                checkpoints.save(manager, state, best, pipeline.get_state())
         if interrupted:
             bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
         if interrupted or step == last:
@@ -295,7 +308,8 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
                         "and compile times of the run are unknown)", path)
         rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
         return finish_run(workdir, config, config.num_train_steps, None, None, rates, False,
-                          devices=jax.device_count(), write=jax.process_index() == 0)
+                          devices=jax.device_count(), write=jax.process_index() == 0,
+                          skipped_examples=None)
     if jax.process_index() == 0:
         print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
               "longer, raise --config.num_train_steps")
@@ -305,8 +319,8 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
 
 def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
                started: float | None, compile_seconds: float | None, throughput: list[float],
-               interrupted: bool,
-               devices: int | str, write: bool = True) -> dict[str, Any]:
+               interrupted: bool, devices: int | str, write: bool = True,
+               skipped_examples: int | None = 0) -> dict[str, Any]:
     """The summary of metrics.jsonl; with ``write``, also summary.json, curves.png and
     the printed table."""
     records = read_metrics(workdir)
@@ -322,6 +336,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
         "best_test_accuracy": best.get("test_accuracy"),
         "best_step": best.get("step"),
         "eval_examples": evals[-1]["eval_examples"] if evals else 0,
+        "skipped_examples": skipped_examples,
         "final_train_loss": next((r["train_loss"] for r in reversed(records)
                                   if "train_loss" in r), None),
         "wall_seconds": None if started is None else time.time() - started,

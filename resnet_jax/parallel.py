@@ -9,11 +9,14 @@ device agrees on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -34,6 +37,19 @@ def placement(config: ml_collections.ConfigDict) -> NamedSharding:
 def process_share(global_batch: np.ndarray, axis: int = 0) -> np.ndarray:
     """This process's contiguous share of a global batch (all of it in a single process)."""
     return np.split(global_batch, jax.process_count(), axis=axis)[jax.process_index()]
+
+
+def gather_json(value: Any) -> list[Any]:
+    """Every process's JSON-serialisable ``value``, in process order; every process calls
+    this together."""
+    if jax.process_count() == 1:
+        return [value]
+    encoded = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    longest = int(np.max(multihost_utils.process_allgather(np.int64(len(encoded)))))
+    padded = np.zeros(longest, np.uint8)
+    padded[:len(encoded)] = encoded
+    gathered = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row).rstrip(b"\0")) for row in np.asarray(gathered)]
 
 
 def on_every_device(per_device: Callable, parallel: str, *, batch_axis: int = 0,

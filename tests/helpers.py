@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_config(**overrides):
     """ResNet-20 on 8x8 synthetic images: a few seconds per run on a CPU."""
     config = smoke.get_config()
-    config.synthetic_image_size = 8
+    config.image_size = 8
     config.synthetic_examples = (256, 100)
     config.batch_size = 32
     config.eval_batch_size = 32

@@ -26,7 +26,7 @@ def test_ten_sgd_steps_give_the_same_losses_in_both_frameworks(tmp_path, augment
     # it reached 5e-3 by step 7 with torch 2.14.1 and jax 0.10.2. The draws themselves are
     # compared exactly below.
     config = tiny_config(num_train_steps=10, log_every_steps=1, eval_every_steps=10,
-                         synthetic_image_size=16, augment=augment,
+                         image_size=16, augment=augment,
                          learning_rate=learning_rate, lr_boundaries=(1000,))
     train_and_evaluate(config, tmp_path / "jax")
     torch_train.train(config, tmp_path / "torch")

@@ -20,29 +20,52 @@ def _in_memory(config: ml_collections.ConfigDict) -> Pipeline:
                     augment=config.augment, dtype=config.dtype)
 
 
-# A pipeline's name -> how a config builds it (its data loaded and checked).
-PIPELINES = {"in_memory": _in_memory}
+def _streaming(config: ml_collections.ConfigDict) -> Pipeline:
+    from resnet_jax.pipelines import sources, streaming  # grain, only when streaming
+
+    found = sources.open_sources(config.dataset, config.data_dir or None)
+    labels = getattr(found.train, "labels", np.zeros(1, np.int32))
+    _check_fit(len(found.class_names), labels, len(found.train), config)
+    transform = streaming.Transform(config.image_size, config.eval_resize, config.seed,
+                                    config.augment)
+    return streaming.Streaming(found, batch_size=config.batch_size, transform=transform,
+                               workers=config.data_workers, dtype=config.dtype)
 
 
-def build_pipeline(config: ml_collections.ConfigDict, name: str = "in_memory") -> Pipeline:
-    """The pipeline ``name`` over the data of ``config``, checked against the config
-    (classes, labels, batch size): DataError names what does not fit."""
-    return PIPELINES[name](config)
+# A pipeline's name (config.pipeline) -> how a config builds it (its data opened and checked).
+PIPELINES = {"in_memory": _in_memory, "streaming": _streaming}
+
+
+def build_pipeline(config: ml_collections.ConfigDict) -> Pipeline:
+    """The pipeline ``config.pipeline`` over the data of ``config``, checked against the
+    config (classes, labels, batch size, image size): DataError names what does not fit."""
+    return PIPELINES[config.pipeline](config)
 
 
 def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:
-    """Refuse data that does not fit the config, naming the setting that would fix it."""
-    if dataset.num_classes < 2:
-        raise data.DataError(f"the dataset has {dataset.num_classes} class; a classifier needs "
-                             "at least 2: add class folders")
-    if dataset.num_classes != config.num_classes:
-        raise data.DataError(f"the dataset has {dataset.num_classes} classes but num_classes="
-                             f"{config.num_classes}; set --config.num_classes="
-                             f"{dataset.num_classes}")
+    """Refuse in-memory data that does not fit the config, naming the setting that fixes it."""
     labels = np.concatenate([dataset.train.labels, dataset.test.labels])
+    _check_fit(dataset.num_classes, labels, len(dataset.train), config)
+    height, width = dataset.train.images.shape[1:3]
+    if (height, width) != (config.image_size, config.image_size):
+        raise data.DataError(f"the images are {height}x{width} but image_size="
+                             f"{config.image_size}; the in_memory pipeline trains at the data's "
+                             f"size: set --config.image_size={height}" + (
+                                 "" if height != width else
+                                 ", or --config.pipeline=streaming to crop and resize"))
+
+
+def _check_fit(num_classes: int, labels: np.ndarray, train_examples: int,
+               config: ml_collections.ConfigDict) -> None:
+    if num_classes < 2:
+        raise data.DataError(f"the dataset has {num_classes} class; a classifier needs "
+                             "at least 2: add class folders")
+    if num_classes != config.num_classes:
+        raise data.DataError(f"the dataset has {num_classes} classes but num_classes="
+                             f"{config.num_classes}; set --config.num_classes={num_classes}")
     if labels.min() < 0 or labels.max() >= config.num_classes:
         raise data.DataError(f"labels run from {labels.min()} to {labels.max()} but num_classes="
                              f"{config.num_classes}; set --config.num_classes={labels.max() + 1}")
-    if config.batch_size > len(dataset.train):
-        raise data.DataError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} "
+    if config.batch_size > train_examples:
+        raise data.DataError(f"batch_size={config.batch_size} exceeds the {train_examples} "
                              "training examples; use a smaller --config.batch_size")

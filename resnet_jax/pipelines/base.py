@@ -36,6 +36,8 @@ class Pipeline(abc.ABC):
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    max_steps_per_call: int | None = None  # None: as many as the config allows
+
     @property
     def steps_per_epoch(self) -> int:
         return self.train_examples // self.batch_size
@@ -64,6 +66,18 @@ class Pipeline(abc.ABC):
     @abc.abstractmethod
     def prepare_eval(self, resident: Batch, batch: Batch) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Device side: (normalised images, labels) of one evaluation batch."""
+
+    def get_state(self) -> dict[str, Any] | None:
+        """What a checkpoint must keep beyond the train state to resume this pipeline
+        exactly (JSON), or None; every process calls this together."""
+        return None
+
+    def set_state(self, state: dict[str, Any], step: int) -> None:  # noqa: B027
+        """Resume from ``get_state()``'s value saved with the train state of ``step``."""
+
+    def skipped_examples(self) -> int:
+        """Unreadable examples skipped so far; every process calls this together."""
+        return 0
 
     def close(self) -> None:  # noqa: B027 (optional: most pipelines hold nothing)
         """Release workers and files (nothing to release by default)."""
