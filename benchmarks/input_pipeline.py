@@ -44,6 +44,9 @@ def generate(folder: Path, images: int, seed: int = 0) -> None:
     """``images`` JPEGs of about 500x375 (quality 90) under folder/{train,val}/<class>/."""
     if (folder / DONE).exists():
         return
+    if folder.exists() and any(folder.iterdir()):
+        raise SystemExit(f"error: {folder} is not empty and was not filled by this benchmark; "
+                         "pass a new or empty --folder")
     rng = np.random.default_rng(seed)
     for i in tqdm(range(images), desc="generating JPEGs", unit="img"):
         for split in ("train", "val"):
@@ -61,7 +64,7 @@ def per_worker_rate(folder: Path, seconds: float, size: int = 224) -> float:
     """Images/s of one process running the training transform on the folder's files."""
     from resnet_jax.pipelines import images
 
-    files = sorted((folder / "train").rglob("*.jpg"))
+    files = sorted(p for p in (folder / "train").rglob("*.jpg") if p.is_file())
     datas = [f.read_bytes() for f in files[:256]]
     rng = np.random.default_rng(0)
     done, started = 0, time.perf_counter()

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
+from resnet_jax.config_schema import ConfigError
 from resnet_jax.loop import finish_run
 from resnet_jax.metrics import MetricWriter, Throughput
 from resnet_jax.models import build_model
@@ -117,6 +118,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
           channels_last: bool = False, compile_model: bool = False) -> dict[str, Any]:
     """Train ``config`` in PyTorch on one device; returns the summary (JAX trainer's schema)."""
     started = time.time()
+    if config.pipeline != "in_memory":
+        raise ConfigError(f"pipeline={config.pipeline}: the PyTorch twin draws its batches from "
+                          "the in_memory pipeline; pass --config.pipeline=in_memory")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(config)
@@ -175,7 +179,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
 
 def main(argv: list[str]) -> None:
     del argv
-    train(FLAGS.config, FLAGS.workdir, FLAGS.amp, FLAGS.channels_last, FLAGS["compile"].value)
+    try:
+        train(FLAGS.config, FLAGS.workdir, FLAGS.amp, FLAGS.channels_last,
+              FLAGS["compile"].value)
+    except (ConfigError, data.DataError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

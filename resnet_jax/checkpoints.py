@@ -237,6 +237,17 @@ def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[
     return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}
 
 
+def saved_pipeline_state(run_dir: str | Path) -> dict[str, Any] | None:
+    """The input pipeline's state in the latest checkpoint of a run (None if it has none)."""
+    with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
+                               item_handlers=_item_handlers()) as manager:
+        step = manager.latest_step()
+        if step is None or not (Path(manager.directory) / str(step) / PIPELINE).is_dir():
+            return None
+        return manager.restore(step, args=ocp.args.Composite(
+            **{PIPELINE: ocp.args.JsonRestore()}))[PIPELINE]
+
+
 def _on_one_device(saved: Any) -> Any:
     """Abstract arrays of the saved shapes on this process's first device, whatever the
     devices the run was trained on."""

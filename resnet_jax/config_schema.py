@@ -180,7 +180,8 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
                         f"{config['num_train_steps']}; shorten the warm-up")
     if config["eval_resize"] < config["image_size"]:
         problems.append(f"eval_resize={config['eval_resize']} is below image_size="
-                        f"{config['image_size']}; the centre crop must fit in the resized image")
+                        f"{config['image_size']}; the centre crop must fit in the resized image: "
+                        f"set --config.eval_resize={config['image_size']} or more")
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % num_devices:
             problems.append(f"{key}={config[key]} is not divisible by the {num_devices} "

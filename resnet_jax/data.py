@@ -26,7 +26,7 @@ CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TFDS_STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class DataError(ValueError):
@@ -155,7 +155,8 @@ def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         raise DataError(f"images under {split_dir} differ in size ({sorted(shapes)[:3]}...); "
-                        "resize them to one size first")
+                        "resize them to one size first, or stream them "
+                        "(--config.pipeline=streaming crops and resizes each)")
     return Split(np.stack(images), np.asarray(labels, np.int32))
 
 
@@ -175,8 +176,9 @@ def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[i
     """The image files of ``split_dir/<class>/`` for each of ``classes`` (sorted), with labels."""
     files, labels = [], []
     for label, name in enumerate(classes):
+        # A broken link is listed too: reading it fails, and says so.
         found = sorted(p for p in (split_dir / name).iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                       if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
         files += found
         labels += [label] * len(found)
     if not files:

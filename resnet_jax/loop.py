@@ -102,9 +102,13 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
 
 def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
              batch_size: int) -> dict[str, float]:
-    """Loss and accuracy over the whole test split, each example exactly once."""
+    """Loss and accuracy over the whole test split, each readable example exactly once
+    (only ``eval_examples``, 0, if none could be read)."""
     sums = [p_eval(state, resident, batch) for batch in pipeline.eval_batches(batch_size)]
     totals = {k: float(np.sum([s[k] for s in jax.device_get(sums)])) for k in sums[0]}
+    if not totals["count"]:
+        logging.warning("no evaluation image could be read: no test metrics at this step")
+        return {"eval_examples": 0}
     return {"test_loss": totals["loss"] / totals["count"],
             "test_accuracy": totals["correct"] / totals["count"],
             "eval_examples": int(totals["count"])}
@@ -275,7 +279,8 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
             if record and writer:
                 writer.write(step, {"epoch": step / pipeline.steps_per_epoch, **record})
             if save_now:
-                best = eval_metrics and {"test_accuracy": eval_metrics["test_accuracy"]}
+                accuracy = (eval_metrics or {}).get("test_accuracy")
+                best = None if accuracy is None else {"test_accuracy": accuracy}
                 checkpoints.save(manager, state, best, pipeline.get_state())
         if interrupted:
             bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
@@ -307,9 +312,10 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
         logging.warning("%s is missing or unreadable; rebuilt it from metrics.jsonl (the wall "
                         "and compile times of the run are unknown)", path)
         rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
+        pipeline_state = checkpoints.saved_pipeline_state(workdir) or {}
         return finish_run(workdir, config, config.num_train_steps, None, None, rates, False,
                           devices=jax.device_count(), write=jax.process_index() == 0,
-                          skipped_examples=None)
+                          skipped_examples=len(pipeline_state.get("skipped", {})))
     if jax.process_index() == 0:
         print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
               "longer, raise --config.num_train_steps")

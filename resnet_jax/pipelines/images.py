@@ -47,6 +47,8 @@ def open_rgb(data: bytes) -> Image.Image:
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 return _wide_to_rgb(image)
             return image if image.mode == RGB else image.convert(RGB)
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage("not an image format PIL knows") from None
     except Exception as error:  # PIL raises many kinds for bad files (OSError, SyntaxError...)
         raise UnreadableImage(f"{type(error).__name__}: {error}") from None
 

@@ -14,6 +14,11 @@ counted (``skipped_examples``, kept in the checkpoints).
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +26,9 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags, logging
+from absl import flags
 from PIL import Image
+from tqdm import tqdm
 
 from resnet_jax.data import DataError
 from resnet_jax.parallel import gather_json
@@ -49,6 +55,21 @@ def _grain_flags_ready() -> None:
     """grain reads absl flags: outside an absl app (a notebook, a test), take the defaults."""
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+def _worker_init(index: int, count: int) -> None:
+    """In each worker process: stop signals are the trainer's to handle (it closes the
+    workers), and a worker whose trainer is gone (kill -9) exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    trainer = os.getppid()
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == trainer:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
 
 
 def _share(global_size: int) -> tuple[int, int]:
@@ -164,15 +185,15 @@ class Streaming(Pipeline):
                                                             prefetch_buffer_size=2))
         if self.workers:
             dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
-                num_workers=self.workers, per_worker_buffer_size=1))
+                num_workers=self.workers, per_worker_buffer_size=1), worker_init_fn=_worker_init)
         self._iterator = iter(dataset)
 
     def _take(self, batch: Batch) -> Batch:
         for name, why in batch.pop("skipped").items():
             if name not in self.skipped:
                 self.skipped[name] = why
-                logging.warning("skipped %s: cannot be read as an image (%s); counted in "
-                                "summary.json as skipped_examples", name, why)
+                tqdm.write(f"warning: skipped {name}: cannot be read as an image ({why}); "
+                           "counted in summary.json as skipped_examples", file=sys.stderr)
         return batch
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
