@@ -137,6 +137,7 @@ def main(argv: list[str]) -> None:
     from resnet_jax.data import DataError
     from resnet_jax.interrupts import StartInterrupted, StartRefused
     from resnet_jax.loop import TrainingDiverged, train_and_evaluate
+    from resnet_jax.weights import WeightsError
     from resnet_jax.workdir import WorkdirError
 
     try:
@@ -146,7 +147,7 @@ def main(argv: list[str]) -> None:
         sys.stdout.flush()
         os._exit(128 + stopped.signum)  # XLA threads cut short can crash a normal teardown
     except (CheckpointError, ConfigError, DataError, StartRefused, TrainingDiverged,
-            WorkdirError) as error:
+            WeightsError, WorkdirError) as error:
         sys.exit(f"error: {error}")
 
 

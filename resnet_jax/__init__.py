@@ -4,11 +4,17 @@ from resnet_jax.models import BasicBlock, Bottleneck, ResNet, create_model, list
 
 
 def __getattr__(name: str):
-    if name == "restore":  # imported on first use: Orbax is not needed for the models alone
+    # Imported on first use: Orbax and the image libraries are not needed for the models alone.
+    if name == "restore":
         from resnet_jax.checkpoints import restore
 
         return restore
+    if name == "pretrained":
+        from resnet_jax.weights import pretrained
+
+        return pretrained
     raise AttributeError(f"module 'resnet_jax' has no attribute {name!r}")
 
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "create_model", "list_models", "restore"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "create_model", "list_models", "pretrained",
+           "restore"]

@@ -106,6 +106,7 @@ KEYS: dict[str, Key] = {
     "model": Key(FIXED, one_of(list_models)),
     "num_classes": Key(FIXED, integer(2)),
     "residual": Key(FIXED, boolean),
+    "init_from": Key(FIXED, text),  # "" or weights to start from: a name, a .pth, a run
     "zero_init_residual": Key(FIXED, boolean),
     "dtype": Key(FIXED, one_of(lambda: training.DTYPES)),
     # The data.
@@ -178,7 +179,7 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
     if config["schedule"] == "cosine" and config["warmup_steps"] > config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} exceeds num_train_steps="
                         f"{config['num_train_steps']}; shorten the warm-up")
-    if config["eval_resize"] < config["image_size"]:
+    if config["pipeline"] == "streaming" and config["eval_resize"] < config["image_size"]:
         problems.append(f"eval_resize={config['eval_resize']} is below image_size="
                         f"{config['image_size']}; the centre crop must fit in the resized image: "
                         f"set --config.eval_resize={config['image_size']} or more")

@@ -24,6 +24,8 @@ import numpy as np
 # Per-channel (mean, std) of the training sets, on the 0..1 scale, as commonly published.
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TFDS_STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -54,13 +56,17 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    class_names: tuple[str, ...]
 
 
 def make_dataset(train: Split, test: Split, num_classes: int,
-                 stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
-    """A Dataset with ``stats`` (mean, std), measured on ``train`` if not given."""
+                 stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+                 class_names: list[str] | tuple[str, ...] | None = None) -> Dataset:
+    """A Dataset with ``stats`` (mean, std), measured on ``train`` if not given, and
+    ``class_names`` ('0', '1', ... if not given)."""
     mean, std = stats or channel_stats(train.images)
-    return Dataset(train, test, num_classes, tuple(mean), tuple(std))
+    names = tuple(class_names or (str(i) for i in range(num_classes)))
+    return Dataset(train, test, num_classes, tuple(mean), tuple(std), names)
 
 
 def channel_stats(images: np.ndarray, rows: int = 1 << 22) -> tuple[tuple[float, ...], ...]:
@@ -225,7 +231,8 @@ def load_image_folder(root: Path) -> Dataset:
     train_dir, eval_dir, classes = folder_splits(root)
     train = _read_folder_split(train_dir, classes)
     check_no_empty_class(train.labels, classes, train_dir)
-    return make_dataset(train, _read_folder_split(eval_dir, classes), len(classes))
+    return make_dataset(train, _read_folder_split(eval_dir, classes), len(classes),
+                        class_names=classes)
 
 
 def _unpickle(path: Path) -> dict:
@@ -251,11 +258,15 @@ def load_cifar_python(root: Path) -> Dataset:
     if all(p.is_file() for p in cifar10):
         train = [_unpickle(path) for path in cifar10[:5]]
         return make_dataset(_cifar_split(train, b"labels"),
-                            _cifar_split([_unpickle(cifar10[5])], b"labels"), 10, CIFAR10_STATS)
+                            _cifar_split([_unpickle(cifar10[5])], b"labels"), 10, CIFAR10_STATS,
+                            CIFAR10_CLASSES)
     if all(p.is_file() for p in cifar100):
         train, test = (_unpickle(path) for path in cifar100)
+        meta = root / "meta"
+        names = ([n.decode() for n in _unpickle(meta)[b"fine_label_names"]]
+                 if meta.is_file() else None)
         return make_dataset(_cifar_split([train], b"fine_labels"),
-                            _cifar_split([test], b"fine_labels"), 100, CIFAR100_STATS)
+                            _cifar_split([test], b"fine_labels"), 100, CIFAR100_STATS, names)
     raise DataError(f"cifar: path {root} is not a cifar-10-batches-py directory (data_batch_1..5, "
                     f"test_batch) nor a cifar-100-python one (train, test files); found "
                     f"{_listing(root)}{_folder_hint(root)}")
@@ -304,9 +315,10 @@ def load_tfds(name: str, data_dir: str | None) -> Dataset:
             raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir} and "
                             f"cannot be downloaded from here (no network); {HOW_TO_PROVIDE}")
         builder.download_and_prepare()
+    label = builder.info.features["label"]
     return make_dataset(_read_tfds_split(builder, "train"), _read_tfds_split(builder, "test"),
-                        builder.info.features["label"].num_classes,
-                        TFDS_STATS.get(name.split(":")[0].split("/")[0]))
+                        label.num_classes, TFDS_STATS.get(name.split(":")[0].split("/")[0]),
+                        label.names)
 
 
 def _read_tfds_split(builder, split: str) -> Split:

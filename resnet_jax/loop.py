@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import statistics
 import time
@@ -19,7 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from resnet_jax import checkpoints, config_schema
+from resnet_jax import checkpoints, config_schema, weights
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.interrupts import StopRequests, all_or_none, stop_requests
 from resnet_jax.metrics import MetricWriter, Throughput, plot_curves, read_metrics, write_summary
@@ -29,6 +30,7 @@ from resnet_jax.pipelines import Pipeline, build_pipeline
 from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
 from resnet_jax.workdir import (
     CURVES_FILE,
+    DATA_FILE,
     SUMMARY_FILE,
     Lock,
     check_ownership,
@@ -37,6 +39,7 @@ from resnet_jax.workdir import (
     read_config,
     read_metrics_file,
     remove_if_empty,
+    write_atomically,
 )
 
 
@@ -114,6 +117,17 @@ def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
             "eval_examples": int(totals["count"])}
 
 
+def save_data_description(run_dir: Path, config: ml_collections.ConfigDict,
+                          pipeline: Pipeline) -> None:
+    """What inference needs to know of the run's data: classes, statistics, image sizes
+    (in memory, evaluation images are used at their size: no resize beyond it)."""
+    streaming = config.pipeline == "streaming"
+    write_atomically(run_dir / DATA_FILE, json.dumps({
+        "class_names": pipeline.class_names, "mean": pipeline.mean, "std": pipeline.std,
+        "image_size": config.image_size,
+        "eval_resize": config.eval_resize if streaming else config.image_size}, indent=1))
+
+
 def _due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
 
@@ -143,9 +157,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 return report_finished(workdir, config)
             pipeline = build_pipeline(config)
             cleanup.callback(pipeline.close)
+            start_from = weights.initial_variables(config) if latest is None else None
         where = placement(config)
+        fit_start = (None if start_from is None
+                     else functools.partial(weights.fit_variables, loaded=start_from))
         state = jax.device_put(create_train_state(config, build_model(config),
-                                                  pipeline.image_shape), where)
+                                                  pipeline.image_shape, fit_start), where)
         manager = None
         if latest is not None:
             manager = cleanup.enter_context(
@@ -161,6 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             writer = None
             if jax.process_index() == 0:
                 checkpoints.save_config(workdir, config)
+                save_data_description(workdir, config, pipeline)
                 writer = MetricWriter(workdir, resume_step=start)
                 cleanup.callback(writer.close)
             return manager or cleanup.enter_context(

@@ -112,10 +112,14 @@ def make_optimizer(config: ml_collections.ConfigDict,
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: ResNet,
-                       image_shape: tuple[int, ...]) -> TrainState:
-    """Initialise parameters from ``config.seed`` and wrap them with the optimizer."""
+                       image_shape: tuple[int, ...],
+                       fit_start: Callable[[Any], Any] | None = None) -> TrainState:
+    """Initialise parameters from ``config.seed`` (``fit_start`` replaces the initialised
+    variables by those a run starts from) and wrap them with the optimizer."""
     variables = jax.jit(model.init)(jax.random.key(config.seed),
                                     jnp.zeros((1, *image_shape), model.dtype))
+    if fit_start is not None:
+        variables = fit_start(variables)
     tx = make_optimizer(config, learning_rate_schedule(config))
     sums = zero_metric_sums(metric_names(config, variables["params"]))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,

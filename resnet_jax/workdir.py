@@ -19,6 +19,7 @@ from typing import Any
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+DATA_FILE = "dataset.json"  # class names, statistics, image sizes: what inference needs
 CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"

@@ -206,7 +206,8 @@ def test_an_evaluation_split_with_no_readable_image_does_not_stop_the_run(folder
 
 
 def test_one_device_trains_as_eight(folder, straight, tmp_path):
-    result = run_train_py(tmp_path / "one", streaming_config(folder), devices=1)
+    config = streaming_config(folder, checkpoint_every_steps=6)
+    result = run_train_py(tmp_path / "one", config, devices=1)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     ours, theirs = metric_rows(tmp_path / "one"), metric_rows(straight)
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]
@@ -216,7 +217,8 @@ def test_one_device_trains_as_eight(folder, straight, tmp_path):
 
 def test_two_processes_of_four_devices_stream_as_one_of_eight(folder, straight, tmp_path):
     workdir = tmp_path / "two_processes"
-    outputs = outputs_of(start_two_processes(workdir, streaming_config(folder)))
+    config = streaming_config(folder, checkpoint_every_steps=6)
+    outputs = outputs_of(start_two_processes(workdir, config))
     assert "skipped_examples" in outputs[0]
     ours, theirs = metric_rows(workdir), metric_rows(straight)
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]

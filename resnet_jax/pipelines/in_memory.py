@@ -29,6 +29,7 @@ class InMemory(Pipeline):
         self.dataset = dataset
         self.image_shape = dataset.train.images.shape[1:]
         self.num_classes = dataset.num_classes
+        self.class_names = list(dataset.class_names)
         self.train_examples = len(dataset.train)
         self.eval_examples = len(dataset.test)
         self.batch_size = batch_size

@@ -1,0 +1,132 @@
+"""The top classes of images, with their probabilities.
+
+    python -m resnet_jax.predict IMAGE... --model resnet50 --weights IMAGENET1K_V2 [--json]
+
+``--weights``: a torchvision weights name, a torchvision ``.pth`` state dict, or a
+training run's work directory (its model is read from the run). The images go
+through the weights' own evaluation transform, in batches. ``--json`` prints only a
+JSON list on stdout: ``{"image": path, "top5": [[index, name, probability], ...]}``
+per image (``{"image": path, "error": why}`` for a file that cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from resnet_jax.pipelines.images import UnreadableImage
+from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights
+
+
+def probabilities(weights: Weights) -> Any:
+    """A compiled function: a batch of preprocessed images -> class probabilities."""
+    model = weights.model.clone(bn_axis_name=None)
+    return jax.jit(lambda variables, x: jax.nn.softmax(
+        model.apply(variables, x, train=False).astype(np.float32)))
+
+
+def read_batches(paths: list[Path], preprocess: Preprocessing, batch_size: int,
+                 threads: int = 8) -> Iterator[tuple[list[Path], np.ndarray, list[str | None]]]:
+    """(paths, images padded to ``batch_size``, per path: why it cannot be read, or None)."""
+    def load(path: Path) -> np.ndarray | str:
+        try:
+            return preprocess(path.read_bytes())
+        except OSError as error:
+            return error.strerror or type(error).__name__
+        except UnreadableImage as error:
+            return str(error)
+
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            loaded = list(pool.map(load, chunk))
+            batch = np.zeros((batch_size, preprocess.crop, preprocess.crop, 3), np.float32)
+            for i, item in enumerate(loaded):
+                if not isinstance(item, str):
+                    batch[i] = item
+            yield chunk, batch, [item if isinstance(item, str) else None for item in loaded]
+
+
+def predict(weights: Weights, paths: list[Path], batch_size: int = 32,
+            top: int = 5) -> list[dict[str, Any]]:
+    """Per image, its ``top`` classes as [index, name, probability], best first."""
+    apply, results = probabilities(weights), []
+    with tqdm(total=len(paths), unit="img", desc="predicting", file=sys.stderr,
+              disable=len(paths) < 2 * batch_size) as bar:
+        for chunk, batch, errors in read_batches(paths, weights.preprocessing, batch_size):
+            probs = np.asarray(apply(weights.variables, batch))
+            for path, row, error in zip(chunk, probs, errors, strict=False):
+                if error:
+                    results.append({"image": str(path), "error": error})
+                    continue
+                best = np.argsort(-row, kind="stable")[:top]
+                results.append({"image": str(path), f"top{top}": [
+                    [int(i), weights.class_names[i], float(row[i])] for i in best]})
+            bar.update(len(chunk))
+    return results
+
+
+def format_results(results: list[dict[str, Any]], top: int = 5) -> str:
+    lines = []
+    for result in results:
+        lines.append(result["image"])
+        if "error" in result:
+            lines.append(f"  cannot be read: {result['error']}")
+            continue
+        lines += [f"  {p:7.2%}  {name} ({i})" for i, name, p in result[f"top{top}"]]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m resnet_jax.predict",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="+", type=Path, help="image files")
+    parser.add_argument("--weights", required=True,
+                        help="IMAGENET1K_V1/V2, a .pth file, or a training run's directory")
+    parser.add_argument("--model", help="resnet18 ... resnet152 (read from a run)")
+    parser.add_argument("--resize", type=int, help="shorter side before the crop "
+                        "(default: the weights' own, 256 or 232)")
+    parser.add_argument("--crop", type=int, help="centre crop (default: the weights' own)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--top", type=int, default=5, help="classes shown per image")
+    parser.add_argument("--json", action="store_true", help="only a JSON list on stdout")
+    args = parser.parse_args(argv)
+    for name in ("resize", "crop", "batch_size", "top"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')}={value} must be at least 1")
+    if args.resize and args.crop and args.crop > args.resize:
+        parser.error(f"--crop={args.crop} exceeds --resize={args.resize}: the crop must fit")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        weights = load_weights(args.model, args.weights, args.resize, args.crop)
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    top = min(args.top, len(weights.class_names))
+    results = predict(weights, args.images, args.batch_size, top)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(format_results(results, top))
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print(f"error: {len(failed)} of {len(results)} images cannot be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

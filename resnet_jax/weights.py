@@ -1,0 +1,277 @@
+"""Pretrained weights with what using them needs (preprocessing, class names, published
+accuracy): torchvision's by name, a torchvision ``.pth`` state dict, or a training run.
+
+Named weights are fetched once from the address and hash in torchvision's own
+weights table (torchvision is needed for that first download only), checked,
+converted and cached under ``$RESNET_JAX_CACHE`` (else ``~/.cache/resnet_jax``)
+as NumPy arrays plus JSON: later loads need neither network nor torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import traverse_util
+from tqdm import tqdm
+
+from resnet_jax import data, workdir
+from resnet_jax.models import ResNet, create_model
+from resnet_jax.pipelines import images
+from resnet_jax.torch_compat import from_torchvision
+
+TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+NEEDS_TORCH = "pip install 'resnet-jax[torch]' (torch and torchvision)"
+
+
+class WeightsError(ValueError):
+    """The weights cannot be found, fetched or read; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """torchvision's evaluation transform: the shorter side resized to ``resize``, the
+    centre ``crop``, then standardised with ``mean`` and ``std`` (0..1 scale)."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, ...] = data.IMAGENET_STATS[0]
+    std: tuple[float, ...] = data.IMAGENET_STATS[1]
+
+    def __call__(self, encoded: bytes) -> np.ndarray:
+        """An encoded image file -> float32 (crop, crop, 3); UnreadableImage if it is not."""
+        pixels = images.eval_crop(images.open_rgb(encoded), self.resize, self.crop)
+        mean, std = np.float32(self.mean), np.float32(self.std)
+        return (pixels.astype(np.float32) / np.float32(255) - mean) / std
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """A model, its variables, and what using them needs."""
+
+    model: ResNet
+    variables: dict[str, Any]
+    class_names: list[str]
+    preprocessing: Preprocessing
+    metrics: dict[str, float]  # published top-1 / top-5 (percent), where known
+    source: str
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RESNET_JAX_CACHE") or Path.home() / ".cache" / "resnet_jax")
+
+
+def load_weights(model: str | None, weights: str, resize: int | None = None,
+                 crop: int | None = None) -> Weights:
+    """``weights``: a torchvision weights name of ``model`` (``IMAGENET1K_V1``...), a ``.pth``
+    state dict of ``model``, or a training run's work directory (its model is read from
+    the run). ``resize``/``crop`` replace the preprocessing's sizes."""
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        loaded = _from_run(path, model)
+    elif path.suffix in (".pth", ".pt") or path.is_file():
+        loaded = _from_pth(_need_model(model, weights), path)
+    else:
+        loaded = _from_name(_need_model(model, weights), weights)
+    sizes = {key: value for key, value in (("resize", resize), ("crop", crop)) if value}
+    preprocessing = dataclasses.replace(loaded.preprocessing, **sizes)
+    return dataclasses.replace(loaded, preprocessing=preprocessing)
+
+
+def pretrained(model: str, weights: str) -> tuple[ResNet, dict[str, Any]]:
+    """``(model, variables)`` for inference; see :func:`load_weights`."""
+    loaded = load_weights(model, weights)
+    return loaded.model, loaded.variables
+
+
+def _need_model(model: str | None, weights: str) -> str:
+    if not model:
+        raise WeightsError(f"--weights {weights} needs --model (e.g. --model resnet50)")
+    return model
+
+
+# Named weights.
+
+def _cached(model: str, weights: str) -> tuple[Path, Path]:
+    stem = cache_dir() / f"{model}_{weights}"
+    return stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+
+def _from_name(model: str, weights: str) -> Weights:
+    arrays, info = _cached(model, weights)
+    if not (arrays.is_file() and info.is_file()):
+        _fetch(model, weights, arrays, info)
+    meta = json.loads(info.read_text())
+    with np.load(arrays) as saved:
+        variables = traverse_util.unflatten_dict({tuple(k.split("/")): saved[k] for k in saved})
+    return Weights(create_model(model), variables, meta["class_names"],
+                   Preprocessing(meta["resize"], meta["crop"]), meta["metrics"], meta["source"])
+
+
+def _table_entry(model: str, weights: str) -> Any:
+    if model not in TORCHVISION_MODELS:
+        raise WeightsError(f"torchvision publishes weights for {', '.join(TORCHVISION_MODELS)}, "
+                           f"not {model}; pass --weights PATH.pth or a work directory")
+    try:
+        from torchvision.models import get_model_weights
+    except ImportError:
+        raise WeightsError(f"named weights are looked up in torchvision's weights table the first "
+                           f"time: {NEEDS_TORCH}; or pass --weights PATH.pth") from None
+    table = get_model_weights(model)
+    if weights not in table.__members__:
+        raise WeightsError(f"torchvision has no {weights} weights for {model}; it has "
+                           f"{', '.join(table.__members__)}")
+    return table[weights]
+
+
+def _fetch(model: str, weights: str, arrays: Path, info: Path) -> None:
+    entry = _table_entry(model, weights)
+    url = entry.url
+    raw = _download(url)
+    digest = hashlib.sha256(raw).hexdigest()
+    prefix = re.search(r"-([0-9a-f]{6,})\.pth$", url)
+    if prefix and not digest.startswith(prefix[1]):
+        raise WeightsError(f"{url} arrived damaged (SHA-256 {digest[:12]}..., expected "
+                           f"{prefix[1]}...); try again")
+    variables = from_torchvision(_torch_load(io.BytesIO(raw)), model)
+    meta = {"class_names": list(entry.meta["categories"]),
+            "resize": int(entry.transforms.keywords.get("resize_size", 256)),
+            "crop": int(entry.transforms.keywords.get("crop_size", 224)),
+            "metrics": {k: float(v) for k, v in entry.meta["_metrics"]["ImageNet-1K"].items()},
+            "source": url, "sha256": digest}
+    arrays.parent.mkdir(parents=True, exist_ok=True)
+    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables).items()}
+    partial = arrays.with_name(f"{arrays.stem}.{os.getpid()}.partial.npz")  # one per writer
+    np.savez(partial, **flat)
+    partial.replace(arrays)
+    workdir.write_atomically(info, json.dumps(meta, indent=1))
+
+
+def _download(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            chunks = []
+            with tqdm(total=total or None, unit="B", unit_scale=True, desc="downloading",
+                      leave=False) as bar:
+                while chunk := response.read(1 << 20):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+            return b"".join(chunks)
+    except (OSError, urllib.error.URLError) as error:
+        reason = getattr(error, "reason", error)
+        raise WeightsError(f"cannot download {url} ({reason}); fetch that file where there is "
+                           "network and pass --weights PATH/TO/IT.pth") from None
+
+
+# A torchvision state dict in a .pth file.
+
+def _torch_load(source: Any) -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError(f"reading a .pth file needs torch: {NEEDS_TORCH}") from None
+    try:
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for files that are not its own
+        raise WeightsError(f"cannot read {getattr(source, 'name', 'the download')} as a "
+                           f"PyTorch file ({type(error).__name__}); pass a torchvision "
+                           "state_dict saved with torch.save") from None
+    for wrapper in ("state_dict", "model"):  # common checkpoint layouts around a state dict
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
+    if not isinstance(loaded, dict):
+        raise WeightsError(f"the file holds a {type(loaded).__name__}, not a state_dict")
+    return loaded
+
+
+def _imagenet_class_names() -> list[str] | None:
+    try:
+        from torchvision.models import ResNet50_Weights
+    except ImportError:
+        return None
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _from_pth(model: str, path: Path) -> Weights:
+    if not path.is_file():
+        raise WeightsError(f"{path} does not exist; pass a .pth file, a weights name such as "
+                           "IMAGENET1K_V1, or a training run's work directory")
+    state = _torch_load(path)
+    classes = int(np.shape(state.get("fc.weight", np.zeros((1000, 1))))[0])
+    try:
+        variables = from_torchvision(state, model, num_classes=classes)
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{path}: {error}") from None
+    names = _imagenet_class_names() if classes == 1000 else None
+    return Weights(create_model(model, num_classes=classes), variables,
+                   names or [f"class {i}" for i in range(classes)], Preprocessing(256, 224), {},
+                   str(path))
+
+
+# A training run.
+
+def _from_run(run_dir: Path, model_name: str | None) -> Weights:
+    from resnet_jax.checkpoints import restore
+
+    trained = (workdir.read_config(run_dir) or {}).get("model")
+    if model_name and trained and model_name != trained:
+        raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; leave out "
+                           "--model (a run's model is read from it)")
+    try:
+        model, variables = restore(run_dir)
+    except FileNotFoundError as error:
+        raise WeightsError(str(error)) from None
+    saved = run_data(run_dir)
+    return Weights(model, variables, saved["class_names"],
+                   Preprocessing(saved["eval_resize"], saved["image_size"],
+                                 tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir))
+
+
+def initial_variables(config: Any) -> dict[str, Any] | None:
+    """The variables ``config.init_from`` names (weights name, .pth or run directory) for
+    ``config.model``, or None when it names none."""
+    if not config.init_from:
+        return None
+    return load_weights(config.model, config.init_from).variables
+
+
+def fit_variables(initialised: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+    """``loaded`` in place of ``initialised`` wherever shapes agree: a classifier head of
+    another size keeps its fresh initialisation (a warning says so); any other
+    difference is an error."""
+    fresh = traverse_util.flatten_dict(dict(initialised))
+    given = traverse_util.flatten_dict(dict(loaded))
+    differing = sorted(p for p in fresh if np.shape(given.get(p)) != np.shape(fresh[p]))
+    if any(path[1] != "fc" for path in differing) or not given:
+        shown = ", ".join("/".join(p) for p in differing[:3])
+        raise WeightsError(f"init_from does not fit this model ({len(differing)} arrays "
+                           f"differ, e.g. {shown}); start from weights of the same model")
+    if differing:
+        head = np.shape(given[("params", "fc", "kernel")])[-1]
+        print(f"warning: init_from has a {head}-class head, this model "
+              f"{np.shape(fresh[('params', 'fc', 'kernel')])[-1]}: the head (fc) is "
+              "re-initialised, everything else starts from the weights", file=sys.stderr)
+    merged = {p: (fresh[p] if p in differing else np.asarray(given[p], np.asarray(fresh[p]).dtype))
+              for p in fresh}
+    return traverse_util.unflatten_dict(merged)
+
+
+def run_data(run_dir: Path) -> dict[str, Any]:
+    """What a run saved about its data (class names, statistics, image sizes)."""
+    path = run_dir / workdir.DATA_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise WeightsError(f"{path} is missing or unreadable: this run predates it, or it was "
+                           "removed; train the run on (any step) to write it again") from None

@@ -1,0 +1,206 @@
+"""Pretrained weights by name, from a .pth or a run; predict and evaluate give torchvision's
+answers on the same files; fine-tuning starts from any of them."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import types
+import urllib.error
+
+import jax
+import numpy as np
+import pytest
+import torch
+from helpers import REPO, tiny_config
+from PIL import Image
+from torchvision import models, transforms
+from torchvision.datasets.folder import pil_loader
+
+from benchmarks.input_pipeline import make_photo
+from resnet_jax import weights as weights_module
+from resnet_jax.loop import train_and_evaluate
+from resnet_jax.weights import WeightsError, load_weights
+
+SIZES = [(375, 500), (500, 375), (224, 224), (180, 320), (600, 200)]
+TORCHVISION_EVAL = transforms.Compose([
+    transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+    transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+
+def random_torchvision(name: str, num_classes: int = 1000, seed: int = 0) -> torch.nn.Module:
+    """torchvision's model with random weights and randomised BatchNorm statistics, its
+    head scaled so that the top classes stand apart."""
+    torch.manual_seed(seed)
+    model = getattr(models, name)(num_classes=num_classes).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+        model.fc.weight.mul_(20)
+    return model
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root, rng = tmp_path_factory.mktemp("photos"), np.random.default_rng(0)
+    paths = []
+    for i, (height, width) in enumerate(SIZES):
+        paths.append(root / f"photo{i}.jpg")
+        Image.fromarray(make_photo(rng, height, width)).save(paths[-1], quality=90)
+    return paths
+
+
+def torchvision_top5(model: torch.nn.Module, path) -> tuple[list[int], np.ndarray]:
+    with torch.no_grad():
+        probs = torch.softmax(model(TORCHVISION_EVAL(pil_loader(path))[None]), -1)[0].numpy()
+    best = np.argsort(-probs, kind="stable")[:5]
+    return best.tolist(), probs[best]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_predict_gives_torchvisions_top5_for_a_pth(name, photos, tmp_path):
+    model = random_torchvision(name)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_jax.predict", *map(str, photos), "--model", name,
+         "--weights", str(tmp_path / "weights.pth"), "--json"],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ours = json.loads(result.stdout)  # nothing else on stdout
+    assert [r["image"] for r in ours] == [str(p) for p in photos]
+    worst = 0.0
+    for row, path in zip(ours, photos, strict=True):
+        classes, probs = torchvision_top5(model, path)
+        assert [c for c, _, _ in row["top5"]] == classes, path
+        worst = max(worst, np.abs(np.array([p for _, _, p in row["top5"]]) - probs).max())
+    assert worst < 1e-4
+    print(f"{name}: {len(photos)} images, worst top-5 probability difference {worst:.2e}")
+
+
+def test_evaluate_counts_what_torchvision_counts(tmp_path):
+    rng, root = np.random.default_rng(1), tmp_path / "val"
+    for label in ("ant", "bee", "cat"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            height, width = rng.integers(150, 400, 2)
+            Image.fromarray(make_photo(rng, height, width)).save(root / label / f"{i}.jpg")
+    (root / "bee" / "broken.jpg").write_bytes(b"not a jpeg")
+    model = random_torchvision("resnet18", num_classes=3, seed=1)
+    torch.save(model.state_dict(), tmp_path / "three.pth")
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_jax.evaluate", "--model", "resnet18", "--weights",
+         str(tmp_path / "three.pth"), "--dataset", f"folder:{root}", "--batch-size", "5",
+         "--json"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ours = json.loads(result.stdout)
+    correct = 0
+    for label, name in enumerate(("ant", "bee", "cat")):
+        for path in sorted((root / name).glob("[0-9].jpg")):
+            correct += torchvision_top5(model, path)[0][0] == label
+    assert ours["examples"] == 12 and len(ours["skipped"]) == 1
+    assert round(ours["top1"] * 12 / 100) == correct
+
+
+def cache_entry(tmp_path, variables, url="https://example.invalid/resnet18-00000000.pth"):
+    """A cached named weights entry, as a first download leaves it."""
+    from flax import traverse_util
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables).items()}
+    np.savez(cache / "resnet18_IMAGENET1K_V1.npz", **flat)
+    (cache / "resnet18_IMAGENET1K_V1.json").write_text(json.dumps({
+        "class_names": [f"c{i}" for i in range(1000)], "resize": 256, "crop": 224,
+        "metrics": {"acc@1": 69.758, "acc@5": 89.078}, "source": url}))
+    return cache
+
+
+def test_named_weights_are_fetched_once_checked_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path / "cache"))
+    state = random_torchvision("resnet18").state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    raw = buffer.getvalue()
+    digest = hashlib.sha256(raw).hexdigest()
+    real = models.get_model_weights("resnet18").IMAGENET1K_V1
+    entry = types.SimpleNamespace(url=f"https://example.invalid/resnet18-{digest[:8]}.pth",
+                                  meta=real.meta, transforms=real.transforms)
+    monkeypatch.setattr(weights_module, "_table_entry", lambda model, weights: entry)
+    downloads = []
+    monkeypatch.setattr(weights_module, "_download", lambda url: downloads.append(url) or raw)
+    first = load_weights("resnet18", "IMAGENET1K_V1")
+    second = load_weights("resnet18", "IMAGENET1K_V1")
+    assert downloads == [entry.url], "fetched once, then read from the cache"
+    assert first.class_names[0] == "tench" and first.metrics["acc@1"] == 69.758
+    assert (first.preprocessing.resize, first.preprocessing.crop) == (256, 224)
+    np.testing.assert_array_equal(second.variables["params"]["conv1"]["kernel"],
+                                  state["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+    entry.url = "https://example.invalid/resnet18-ffffffff.pth"
+    with pytest.raises(WeightsError, match="arrived damaged"):
+        load_weights("resnet18", "IMAGENET1K_V2")  # not cached: fetched, and refused
+
+
+def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path / "empty"))
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(weights_module.urllib.request, "urlopen", offline)
+    with pytest.raises(WeightsError, match=r"cannot download https://\S+resnet50-\w+\.pth .*"
+                                           r"pass --weights PATH"):
+        load_weights("resnet50", "IMAGENET1K_V2")
+    with pytest.raises(WeightsError, match="has no IMAGENET1K_V3 weights for resnet50"):
+        load_weights("resnet50", "IMAGENET1K_V3")
+    with pytest.raises(WeightsError, match="not resnet20"):
+        load_weights("resnet20", "IMAGENET1K_V1")
+
+
+def test_a_cached_name_loads_without_torch(tmp_path):
+    from resnet_jax import create_model
+
+    shapes = jax.eval_shape(create_model("resnet18").init, jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32))
+    cache = cache_entry(tmp_path, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
+    check = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+             "from resnet_jax.weights import load_weights\n"
+             "w = load_weights('resnet18', 'IMAGENET1K_V1')\n"
+             "print(len(w.class_names), w.preprocessing.resize, w.metrics['acc@1'])")
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                            text=True, env={**os.environ, "RESNET_JAX_CACHE": str(cache)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1000", "256", "69.758"]
+
+
+def test_fine_tuning_starts_from_other_weights_with_a_new_head(tmp_path, capfd):
+    from resnet_jax import create_model
+    from resnet_jax.torch_compat import to_torchvision
+
+    source = create_model("resnet20", num_classes=4).init(jax.random.key(7),
+                                                         np.zeros((1, 8, 8, 3), np.float32))
+    state_dict = to_torchvision(source, "resnet20", num_classes=4)
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()},
+               tmp_path / "four.pth")
+    config = tiny_config(init_from=str(tmp_path / "four.pth"), num_train_steps=1,
+                         eval_every_steps=1, checkpoint_every_steps=1, log_every_steps=1,
+                         learning_rate=0.0, weight_decay=0.0)
+    train_and_evaluate(config, tmp_path / "tuned")
+    assert "the head (fc) is re-initialised" in capfd.readouterr().err
+    tuned = load_weights(None, str(tmp_path / "tuned"))  # a run: its model, classes, sizes
+    np.testing.assert_array_equal(tuned.variables["params"]["conv1"]["kernel"],
+                                  source["params"]["conv1"]["kernel"])
+    assert tuned.variables["params"]["fc"]["kernel"].shape[-1] == 10
+    assert tuned.class_names == [str(i) for i in range(10)]
+    assert (tuned.preprocessing.resize, tuned.preprocessing.crop) == (8, 8)
+    with pytest.raises(WeightsError, match="trained a resnet20, not a resnet56"):
+        load_weights("resnet56", str(tmp_path / "tuned"))
+    with pytest.raises(WeightsError, match="does not fit resnet32"):
+        train_and_evaluate(tiny_config(model="resnet32", init_from=str(tmp_path / "four.pth")),
+                           tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
