@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from resnet_jax.weights import pretrained
 
         return pretrained
+    if name == "weights":
+        import resnet_jax.weights
+
+        return resnet_jax.weights
     raise AttributeError(f"module 'resnet_jax' has no attribute {name!r}")
 
 

@@ -52,7 +52,10 @@ class Totals:
 
 def folder_labels(root: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
     """The images under ``root/<class>/`` and their labels in the weights' class order."""
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not root.is_dir():
+        raise data.DataError(f"{root} {'is a file' if root.exists() else 'does not exist'}; "
+                             "pass folder:PATH where PATH/<class>/ hold the images")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise data.DataError(f"{root} holds no class folders; pass folder:PATH where PATH/<class>/ "
                              "hold the images")
@@ -72,6 +75,7 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[
     """Top-1/top-5 (percent), mean loss, examples counted and skipped, images/s."""
     files, labels = folder_labels(root, weights.class_names)
     apply, totals, skipped = probabilities(weights), Totals(), []
+    batch_size = min(batch_size, len(files))
     started = time.perf_counter()
     with tqdm(total=len(files), unit="img", desc="evaluating", file=sys.stderr) as bar:
         for start, (chunk, batch, errors) in zip(
@@ -100,10 +104,10 @@ def evaluate_run(run_dir: Path, batch_size: int = 64) -> dict[str, Any]:
     batch_size = -(-batch_size // devices) * devices
     model, variables = restore(run_dir)
     pipeline = build_pipeline(config)
-    resident = pipeline.resident()
+    resident = jax.device_put(pipeline.resident())
 
     @jax.jit
-    def step(batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
+    def step(resident: dict[str, Any], batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
         images, labels = pipeline.prepare_eval(resident, batch)
         logits = model.apply(variables, images, train=False).astype(np.float32)
         return jax.nn.softmax(logits), labels
@@ -112,7 +116,7 @@ def evaluate_run(run_dir: Path, batch_size: int = 64) -> dict[str, Any]:
     try:
         for batch in tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
                           file=sys.stderr):
-            probs, labels = jax.device_get(step(batch))
+            probs, labels = jax.device_get(step(resident, batch))
             keep = np.asarray(batch["mask"]) > 0
             totals.add(probs[keep], labels[keep])
     finally:
@@ -149,6 +153,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.workdir) == bool(args.dataset):
         parser.error("pass --dataset folder:PATH (with --weights), or --workdir RUN")
+    given = [f"--{n}" for n in ("weights", "model", "resize", "crop") if getattr(args, n)]
+    if args.workdir and given:
+        parser.error(f"--workdir evaluates the run as it was trained: leave out {given[0]}")
     if args.dataset and not args.weights:
         parser.error("--dataset needs --weights (a name with --model, a .pth, or a run)")
     if args.dataset and not args.dataset.startswith("folder:"):
@@ -166,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir:
             result = evaluate_run(args.workdir, args.batch_size)
         else:
-            weights = load_weights(args.model, args.weights, args.resize, args.crop)
             root = Path(args.dataset.removeprefix("folder:")).expanduser()
+            if not root.is_dir():  # before any download
+                raise data.DataError(f"{root} is not a directory; pass folder:PATH where "
+                                     "PATH/<class>/ hold the images")
+            weights = load_weights(args.model, args.weights, args.resize, args.crop)
             result = evaluate_folder(weights, root, args.batch_size)
     except (WeightsError, data.DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

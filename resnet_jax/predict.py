@@ -60,6 +60,7 @@ def predict(weights: Weights, paths: list[Path], batch_size: int = 32,
             top: int = 5) -> list[dict[str, Any]]:
     """Per image, its ``top`` classes as [index, name, probability], best first."""
     apply, results = probabilities(weights), []
+    batch_size = min(batch_size, len(paths))  # only a last, short batch is padded
     with tqdm(total=len(paths), unit="img", desc="predicting", file=sys.stderr,
               disable=len(paths) < 2 * batch_size) as bar:
         for chunk, batch, errors in read_batches(paths, weights.preprocessing, batch_size):
@@ -104,8 +105,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}={value} must be at least 1")
-    if args.resize and args.crop and args.crop > args.resize:
-        parser.error(f"--crop={args.crop} exceeds --resize={args.resize}: the crop must fit")
     return args
 
 

@@ -127,13 +127,13 @@ def _hint(given: Mapping[str, Any], name: str) -> str:
     if given and all(k.startswith("module.") for k in given):
         return ("Its keys carry DataParallel's 'module.' prefix: pass "
                 "{k.removeprefix('module.'): v for k, v in state_dict.items()}")
-    guess = _looks_like(given)
+    guess = looks_like(given)
     if guess and guess != name:
         return f"It looks like a {guess} state_dict: pass name={guess!r}"
     return "Check the model name and num_classes"
 
 
-def _looks_like(given: Mapping[str, Any]) -> str | None:
+def looks_like(given: Mapping[str, Any]) -> str | None:
     """The model whose depth table fits the keys of a state_dict, if one does."""
     blocks: dict[int, set[int]] = {}
     for key in given:

@@ -28,8 +28,9 @@ from tqdm import tqdm
 from resnet_jax import data, workdir
 from resnet_jax.models import ResNet, create_model
 from resnet_jax.pipelines import images
-from resnet_jax.torch_compat import from_torchvision
+from resnet_jax.torch_compat import from_torchvision, looks_like
 
+WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's names: IMAGENET1K_V1...
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 NEEDS_TORCH = "pip install 'resnet-jax[torch]' (torch and torchvision)"
 
@@ -77,6 +78,9 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
     state dict of ``model``, or a training run's work directory (its model is read from
     the run). ``resize``/``crop`` replace the preprocessing's sizes."""
     path = Path(weights).expanduser()
+    if not WEIGHTS_NAME.fullmatch(weights) and not path.exists():
+        raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
+                           "IMAGENET1K_V1, a .pth file, or a training run's work directory")
     if path.is_dir():
         loaded = _from_run(path, model)
     elif path.suffix in (".pth", ".pt") or path.is_file():
@@ -136,8 +140,8 @@ def _table_entry(model: str, weights: str) -> Any:
 
 def _fetch(model: str, weights: str, arrays: Path, info: Path) -> None:
     entry = _table_entry(model, weights)
-    url = entry.url
-    raw = _download(url)
+    url, resize = entry.url, int(entry.transforms.keywords.get("resize_size", 256))
+    raw = _download(url, resize)
     digest = hashlib.sha256(raw).hexdigest()
     prefix = re.search(r"-([0-9a-f]{6,})\.pth$", url)
     if prefix and not digest.startswith(prefix[1]):
@@ -145,7 +149,7 @@ def _fetch(model: str, weights: str, arrays: Path, info: Path) -> None:
                            f"{prefix[1]}...); try again")
     variables = from_torchvision(_torch_load(io.BytesIO(raw)), model)
     meta = {"class_names": list(entry.meta["categories"]),
-            "resize": int(entry.transforms.keywords.get("resize_size", 256)),
+            "resize": resize,
             "crop": int(entry.transforms.keywords.get("crop_size", 224)),
             "metrics": {k: float(v) for k, v in entry.meta["_metrics"]["ImageNet-1K"].items()},
             "source": url, "sha256": digest}
@@ -157,7 +161,7 @@ def _fetch(model: str, weights: str, arrays: Path, info: Path) -> None:
     workdir.write_atomically(info, json.dumps(meta, indent=1))
 
 
-def _download(url: str) -> bytes:
+def _download(url: str, resize: int = 256) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0)
@@ -170,8 +174,10 @@ def _download(url: str) -> bytes:
             return b"".join(chunks)
     except (OSError, urllib.error.URLError) as error:
         reason = getattr(error, "reason", error)
+        sizes = "" if resize == 256 else f" with resize {resize} (--resize {resize})"
         raise WeightsError(f"cannot download {url} ({reason}); fetch that file where there is "
-                           "network and pass --weights PATH/TO/IT.pth") from None
+                           f"network and give its path as the weights (--weights PATH.pth"
+                           f"{sizes}, or --config.init_from=PATH.pth)") from None
 
 
 # A torchvision state dict in a .pth file.
@@ -184,15 +190,18 @@ def _torch_load(source: Any) -> dict[str, Any]:
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for files that are not its own
-        raise WeightsError(f"cannot read {getattr(source, 'name', 'the download')} as a "
-                           f"PyTorch file ({type(error).__name__}); pass a torchvision "
-                           "state_dict saved with torch.save") from None
+        raise WeightsError(f"cannot read {getattr(source, 'name', 'the download')} as a state "
+                           f"dict ({type(error).__name__}): a torch.save of a whole model is "
+                           "refused too; save model.state_dict() with torch.save and pass "
+                           "that") from None
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts around a state dict
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]
     if not isinstance(loaded, dict):
         raise WeightsError(f"the file holds a {type(loaded).__name__}, not a state_dict")
-    return loaded
+    loaded = {key.removeprefix("module."): value for key, value in loaded.items()}  # DataParallel
+    return {key: value.float() if getattr(value, "is_floating_point", lambda: False)() else value
+            for key, value in loaded.items()}  # bfloat16 and float16 files too
 
 
 def _imagenet_class_names() -> list[str] | None:
@@ -211,8 +220,11 @@ def _from_pth(model: str, path: Path) -> Weights:
     classes = int(np.shape(state.get("fc.weight", np.zeros((1000, 1))))[0])
     try:
         variables = from_torchvision(state, model, num_classes=classes)
-    except (TypeError, ValueError) as error:
-        raise WeightsError(f"{path}: {error}") from None
+    except (TypeError, ValueError):
+        guess = looks_like(state)
+        hint = (f"it looks like a {guess} state dict: use model {guess}" if guess
+                else "no ResNet of this project has its layers")
+        raise WeightsError(f"{path} does not fit {model}; {hint}") from None
     names = _imagenet_class_names() if classes == 1000 else None
     return Weights(create_model(model, num_classes=classes), variables,
                    names or [f"class {i}" for i in range(classes)], Preprocessing(256, 224), {},
@@ -243,7 +255,9 @@ def initial_variables(config: Any) -> dict[str, Any] | None:
     ``config.model``, or None when it names none."""
     if not config.init_from:
         return None
-    return load_weights(config.model, config.init_from).variables
+    loaded = load_weights(config.model, config.init_from)
+    print(f"starting from {loaded.source}", file=sys.stderr)
+    return loaded.variables
 
 
 def fit_variables(initialised: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from torchvision.datasets.folder import pil_loader
 
 from benchmarks.input_pipeline import make_photo
 from resnet_jax import weights as weights_module
+from resnet_jax.evaluate import evaluate_run
 from resnet_jax.loop import train_and_evaluate
 from resnet_jax.weights import WeightsError, load_weights
 
@@ -32,7 +33,7 @@ TORCHVISION_EVAL = transforms.Compose([
 
 def random_torchvision(name: str, num_classes: int = 1000, seed: int = 0) -> torch.nn.Module:
     """torchvision's model with random weights and randomised BatchNorm statistics, its
-    head scaled so that the top classes stand apart."""
+    head scaled to logits of standard deviation 3: top classes apart, none saturated."""
     torch.manual_seed(seed)
     model = getattr(models, name)(num_classes=num_classes).eval()
     with torch.no_grad():
@@ -42,7 +43,7 @@ def random_torchvision(name: str, num_classes: int = 1000, seed: int = 0) -> tor
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0, 0.1)
-        model.fc.weight.mul_(20)
+        model.fc.weight.mul_(3 / model(torch.randn(2, 3, 224, 224)).std())
     return model
 
 
@@ -80,7 +81,8 @@ def test_predict_gives_torchvisions_top5_for_a_pth(name, photos, tmp_path):
         assert [c for c, _, _ in row["top5"]] == classes, path
         worst = max(worst, np.abs(np.array([p for _, _, p in row["top5"]]) - probs).max())
     assert worst < 1e-4
-    print(f"{name}: {len(photos)} images, worst top-5 probability difference {worst:.2e}")
+    print(f"{name}: {len(photos)} images, top-1 probabilities "
+          f"{[round(r['top5'][0][2], 3) for r in ours]}, worst top-5 difference {worst:.2e}")
 
 
 def test_evaluate_counts_what_torchvision_counts(tmp_path):
@@ -133,7 +135,8 @@ def test_named_weights_are_fetched_once_checked_and_cached(tmp_path, monkeypatch
                                   meta=real.meta, transforms=real.transforms)
     monkeypatch.setattr(weights_module, "_table_entry", lambda model, weights: entry)
     downloads = []
-    monkeypatch.setattr(weights_module, "_download", lambda url: downloads.append(url) or raw)
+    monkeypatch.setattr(weights_module, "_download",
+                        lambda url, resize: downloads.append(url) or raw)
     first = load_weights("resnet18", "IMAGENET1K_V1")
     second = load_weights("resnet18", "IMAGENET1K_V1")
     assert downloads == [entry.url], "fetched once, then read from the cache"
@@ -154,8 +157,10 @@ def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypa
 
     monkeypatch.setattr(weights_module.urllib.request, "urlopen", offline)
     with pytest.raises(WeightsError, match=r"cannot download https://\S+resnet50-\w+\.pth .*"
-                                           r"pass --weights PATH"):
+                                           r"--weights PATH.pth with resize 232 \(--resize 232\)"):
         load_weights("resnet50", "IMAGENET1K_V2")
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_weights("resnet50", str(tmp_path / "no" / "run"))
     with pytest.raises(WeightsError, match="has no IMAGENET1K_V3 weights for resnet50"):
         load_weights("resnet50", "IMAGENET1K_V3")
     with pytest.raises(WeightsError, match="not resnet20"):
@@ -169,8 +174,8 @@ def test_a_cached_name_loads_without_torch(tmp_path):
                             jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32))
     cache = cache_entry(tmp_path, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
     check = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-             "from resnet_jax.weights import load_weights\n"
-             "w = load_weights('resnet18', 'IMAGENET1K_V1')\n"
+             "import resnet_jax\n"
+             "w = resnet_jax.weights.load_weights('resnet18', 'IMAGENET1K_V1')\n"
              "print(len(w.class_names), w.preprocessing.resize, w.metrics['acc@1'])")
     result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
                             text=True, env={**os.environ, "RESNET_JAX_CACHE": str(cache)})
@@ -198,6 +203,7 @@ def test_fine_tuning_starts_from_other_weights_with_a_new_head(tmp_path, capfd):
     assert tuned.variables["params"]["fc"]["kernel"].shape[-1] == 10
     assert tuned.class_names == [str(i) for i in range(10)]
     assert (tuned.preprocessing.resize, tuned.preprocessing.crop) == (8, 8)
+    assert evaluate_run(tmp_path / "tuned", batch_size=40)["examples"] == 100  # its test split
     with pytest.raises(WeightsError, match="trained a resnet20, not a resnet56"):
         load_weights("resnet56", str(tmp_path / "tuned"))
     with pytest.raises(WeightsError, match="does not fit resnet32"):
