@@ -132,6 +132,11 @@ def main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the progress bar
     start_distributed()
+    from resnet_jax.parallel import devices_line, nvidia_gpu_present
+
+    if jax.process_index() == 0:
+        print(devices_line(jax.default_backend(), jax.device_count(), jax.process_count(),
+                           nvidia_gpu_present()), flush=True)
     from resnet_jax.checkpoints import CheckpointError
     from resnet_jax.config_schema import ConfigError
     from resnet_jax.data import DataError

@@ -10,7 +10,9 @@ device agrees on.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,6 +34,24 @@ def placement(config: ml_collections.ConfigDict) -> NamedSharding:
     """Where the state and the resident data live: pmap takes this process's devices,
     shard_map one array over the devices of all processes."""
     return replicated(jax.devices() if config.parallel == "shard_map" else jax.local_devices())
+
+
+GPU_INSTALL = "pip install -U 'jax[cuda12]>=0.10.2,<0.12' (or jax[cuda13])"
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether this machine has an NVIDIA driver, whatever JAX sees."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def devices_line(backend: str, devices: int, processes: int, gpu_present: bool) -> str:
+    """The start-up line naming the devices a run uses, with a warning when an NVIDIA GPU
+    is there but JAX sees only the CPU (a CPU-only jaxlib)."""
+    line = f"devices: {devices} {backend} device(s), {processes} process(es)"
+    if backend == "cpu" and gpu_present:
+        line += ("\nwarning: an NVIDIA GPU is present but JAX sees only the CPU; install "
+                 f"JAX's CUDA build: {GPU_INSTALL}")
+    return line
 
 
 def process_share(global_batch: np.ndarray, axis: int = 0) -> np.ndarray:

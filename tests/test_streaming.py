@@ -209,6 +209,7 @@ def test_one_device_trains_as_eight(folder, straight, tmp_path):
     config = streaming_config(folder, checkpoint_every_steps=6)
     result = run_train_py(tmp_path / "one", config, devices=1)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.startswith("devices: 1 cpu device(s), 1 process(es)\n")
     ours, theirs = metric_rows(tmp_path / "one"), metric_rows(straight)
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]
     np.testing.assert_allclose([r["train_loss"] for r in ours],

@@ -1,0 +1,23 @@
+"""What a new user meets first: the start-up line naming the devices, a warning when a GPU
+is there but JAX cannot see it, and the tensorboard program the README points to."""
+
+import shutil
+import sys
+from pathlib import Path
+
+from resnet_jax.parallel import devices_line
+
+
+def test_the_start_up_line_names_the_devices():
+    assert devices_line("gpu", 8, 2, gpu_present=True) == "devices: 8 gpu device(s), 2 process(es)"
+    assert "warning" not in devices_line("cpu", 8, 1, gpu_present=False)
+
+
+def test_a_cpu_only_jax_beside_an_nvidia_gpu_is_named_with_the_install_command():
+    warning = devices_line("cpu", 1, 1, gpu_present=True).splitlines()[1]
+    assert warning.startswith("warning: an NVIDIA GPU is present but JAX sees only the CPU")
+    assert "pip install -U 'jax[cuda12]" in warning
+
+
+def test_the_readme_install_provides_the_tensorboard_program():
+    assert shutil.which("tensorboard", path=str(Path(sys.executable).parent))
