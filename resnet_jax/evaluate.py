@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from resnet_jax import data, workdir
-from resnet_jax.predict import probabilities, read_batches
+from resnet_jax.predict import positive, probabilities, read_batches
 from resnet_jax.weights import Weights, WeightsError, load_weights
 
 
@@ -146,9 +146,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", help="resnet18 ... resnet152 (with a weights name or .pth)")
     parser.add_argument("--dataset", help="folder:PATH, PATH holding one folder per class")
     parser.add_argument("--workdir", type=Path, help="a training run: its own test split")
-    parser.add_argument("--resize", type=int, help="shorter side before the crop")
-    parser.add_argument("--crop", type=int, help="centre crop")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--resize", type=positive, help="shorter side before the crop")
+    parser.add_argument("--crop", type=positive, help="centre crop")
+    parser.add_argument("--batch-size", type=positive, default=64)
     parser.add_argument("--json", action="store_true", help="only a JSON object on stdout")
     args = parser.parse_args(argv)
     if bool(args.workdir) == bool(args.dataset):
@@ -160,10 +160,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--dataset needs --weights (a name with --model, a .pth, or a run)")
     if args.dataset and not args.dataset.startswith("folder:"):
         parser.error(f"--dataset={args.dataset}: write folder:PATH")
-    for name in ("resize", "crop", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}={value} must be at least 1")
     return args
 
 

@@ -94,18 +94,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--weights", required=True,
                         help="IMAGENET1K_V1/V2, a .pth file, or a training run's directory")
     parser.add_argument("--model", help="resnet18 ... resnet152 (read from a run)")
-    parser.add_argument("--resize", type=int, help="shorter side before the crop "
+    parser.add_argument("--resize", type=positive, help="shorter side before the crop "
                         "(default: the weights' own, 256 or 232)")
-    parser.add_argument("--crop", type=int, help="centre crop (default: the weights' own)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--top", type=int, default=5, help="classes shown per image")
+    parser.add_argument("--crop", type=positive, help="centre crop (default: the weights' own)")
+    parser.add_argument("--batch-size", type=positive, default=32)
+    parser.add_argument("--top", type=positive, default=5, help="classes shown per image")
     parser.add_argument("--json", action="store_true", help="only a JSON list on stdout")
-    args = parser.parse_args(argv)
-    for name in ("resize", "crop", "batch_size", "top"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}={value} must be at least 1")
-    return args
+    return parser.parse_args(argv)
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -210,3 +210,15 @@ def test_fine_tuning_starts_from_other_weights_with_a_new_head(tmp_path, capfd):
         train_and_evaluate(tiny_config(model="resnet32", init_from=str(tmp_path / "four.pth")),
                            tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("argv", [["a.jpg", "--weights", "X", "--crop", "0"],
+                                  ["a.jpg", "--weights", "X", "--batch-size", "-1"]])
+def test_predict_and_evaluate_refuse_sizes_below_one(argv, capsys):
+    from resnet_jax import evaluate, predict
+
+    with pytest.raises(SystemExit):
+        predict.parse_args(argv)
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--workdir", "RUN", *argv[3:]])
+    assert "must be at least 1" in capsys.readouterr().err
