@@ -12,6 +12,7 @@ curves.png in the JAX trainer's schema. No resume: this is the reference side.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
+if not __package__:  # run as a file (python benchmarks/torch_train.py): import from the repository
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.loop import finish_run
-from resnet_jax.metrics import MetricWriter, Throughput
+from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
 from resnet_jax.models import build_model
 from resnet_jax.pipelines import build_pipeline, step_key
 from resnet_jax.pipelines.in_memory import augmentation_draws, eval_batches
@@ -125,6 +129,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
     workdir.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(config)
     dataset = pipeline.dataset
+    data_seconds = time.time() - started
     dev = device()
     model = initial_model(config, pipeline.image_shape).to(dev)
     if channels_last:
@@ -135,6 +140,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
     writer = MetricWriter(workdir)
     sums, throughput, compile_seconds = {}, Throughput(config.batch_size), 0.0
     model.train()
+    first_step_started = time.time()
     for step in tqdm(range(config.num_train_steps), unit="step", mininterval=1.0):
         indices = pipeline.train_batches(step, 1)["indices"][0]
         images = dataset.train.images[indices]
@@ -155,7 +161,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
                    "learning_rate": float(rates[step])}
         sums = {k: sums.get(k, np.zeros(2)) + (v, 1.0) for k, v in metrics.items()}
         if step == 0:  # the first step warms up (and compiles): not timed
-            compile_seconds = time.time() - started
+            compile_seconds = time.time() - first_step_started
             throughput.restart()
         else:
             throughput.count(1)
@@ -171,9 +177,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
                 record.update(evaluate(model, dataset, config.eval_batch_size, dev,
                                        channels_last, amp))
         if record:
-            writer.write(done, {"epoch": done / pipeline.steps_per_epoch, **record})
+            writer.write(done, {"epoch": done / pipeline.steps_per_epoch, **record,
+                                "wall_seconds": time.time() - started})
     writer.close()
-    return finish_run(workdir, config, config.num_train_steps, started, compile_seconds,
+    segment = {"first_step": 0, "last_step": config.num_train_steps,
+               "wall_seconds": time.time() - started, "data_seconds": data_seconds,
+               "compile_seconds": compile_seconds}
+    return finish_run(workdir, config, config.num_train_steps, timing_summary([segment]),
                       throughput.rates, False, devices=str(dev))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 # Per-channel (mean, std) of the training sets, on the 0..1 scale, as commonly published.
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -152,7 +153,7 @@ def _decode(path: Path) -> np.ndarray | str:
 
 def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
     files, labels = image_files(split_dir, classes)
-    images = decode_all(files)
+    images = decode_all(files, f"decoding {split_dir}")
     bad = [image for image in images if isinstance(image, str)]
     if bad:
         raise DataError(f"{len(bad)} file(s) under {split_dir} cannot be read as images: "
@@ -166,13 +167,28 @@ def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
     return Split(np.stack(images), np.asarray(labels, np.int32))
 
 
-def decode_all(files: list[Path]) -> list[np.ndarray | str]:
-    """Decode ``files`` on every core; a stop request cancels what has not started."""
+def decode_all(files: list[Path], what: str) -> list[np.ndarray | str]:
+    """Decode ``files`` on every core, showing ``what`` with a progress bar; a stop request
+    cancels what has not started."""
     pool = ThreadPoolExecutor()
     try:
-        return list(pool.map(_decode, files))
+        images, decoded = [], pool.map(_decode, files)  # submitted before the clock starts
+        with progress_bar(len(files), what) as bar:
+            for image in decoded:
+                images.append(image)
+                bar.update()
+        return images
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def progress_bar(images: int | None, what: str) -> tqdm:
+    """A progress bar (images done of ``images``, rate, ETA) on process 0's standard error,
+    shown once loading has taken a second."""
+    import jax
+
+    return tqdm(total=images, desc=what, unit="img", mininterval=1.0, delay=1.0,
+                dynamic_ncols=True, disable=jax.process_index() != 0)
 
 
 EVAL_SPLITS = ("test", "val")  # the evaluation split of a class-per-folder tree
@@ -326,7 +342,11 @@ def _read_tfds_split(builder, split: str) -> Split:
 
     images, labels = [], []
     # Whole-split batch_size=-1 aborts under tfds.testing.mock_data with TF 2.21: iterate.
-    for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)):
-        images.append(batch["image"])
-        labels.append(batch["label"])
+    splits = builder.info.splits
+    total = splits[split].num_examples if split in splits else None
+    with progress_bar(total, f"reading {builder.name} {split}") as bar:
+        for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(1_000)):
+            images.append(batch["image"])
+            labels.append(batch["label"])
+            bar.update(len(batch["label"]))
     return Split(np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32))

@@ -8,7 +8,7 @@ import functools
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,16 @@ from tqdm import tqdm
 from resnet_jax import checkpoints, config_schema, weights
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.interrupts import StopRequests, all_or_none, stop_requests
-from resnet_jax.metrics import MetricWriter, Throughput, plot_curves, read_metrics, write_summary
+from resnet_jax.metrics import (
+    MetricWriter,
+    RunClock,
+    Throughput,
+    plot_curves,
+    read_metrics,
+    read_segments,
+    timing_summary,
+    write_summary,
+)
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
 from resnet_jax.pipelines import Pipeline, build_pipeline
@@ -31,6 +40,7 @@ from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
 from resnet_jax.workdir import (
     CURVES_FILE,
     DATA_FILE,
+    SEGMENTS_FILE,
     SUMMARY_FILE,
     Lock,
     check_ownership,
@@ -155,8 +165,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             latest = check_previous_run(workdir, config)
             if latest == config.num_train_steps:
                 return report_finished(workdir, config)
+            data_started = time.time()
             pipeline = build_pipeline(config)
             cleanup.callback(pipeline.close)
+            data_seconds = time.time() - data_started
             start_from = weights.initial_variables(config) if latest is None else None
         where = placement(config)
         fit_start = (None if start_from is None
@@ -170,26 +182,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             state, pipeline_state = checkpoints.restore_latest(manager, state)
             if pipeline_state is not None:
                 pipeline.set_state(pipeline_state, int(state.step))
-        start = int(state.step)
+        start, clock = int(state.step), None
 
-        def begin() -> tuple[ocp.CheckpointManager, MetricWriter | None]:
+        def begin(compile_seconds: float) -> tuple[ocp.CheckpointManager, MetricWriter | None]:
             """The train step is compiled: the run starts, and from here on writes."""
+            nonlocal clock
             stop.training()
             writer = None
             if jax.process_index() == 0:
                 checkpoints.save_config(workdir, config)
                 save_data_description(workdir, config, pipeline)
-                writer = MetricWriter(workdir, resume_step=start)
+                clock = RunClock(workdir, start, started, data_seconds, compile_seconds)
+                writer = MetricWriter(workdir, resume_step=start, clock=clock)
                 cleanup.callback(writer.close)
+            else:
+                clock = RunClock(None, start, started, data_seconds, compile_seconds)
             return manager or cleanup.enter_context(
                 checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)), writer
 
-        state, compile_seconds, throughput, interrupted = train_loop(
-            config, state, pipeline, where, begin, stop)
+        state, throughput, interrupted = train_loop(config, state, pipeline, where, begin, stop)
         skipped = pipeline.skipped_examples()
+        clock.tick(int(state.step))
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("resnet_jax: metrics written")
-        return finish_run(workdir, config, int(state.step), started, compile_seconds,
+        return finish_run(workdir, config, int(state.step), timing_summary(clock.segments()),
                           throughput.rates, interrupted, devices=jax.device_count(),
                           write=jax.process_index() == 0, skipped_examples=skipped)
 
@@ -228,17 +244,17 @@ def padded(batches: Any, capacity: int) -> Any:
 
 
 def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline,
-               where: Any, begin: Callable[[], tuple[ocp.CheckpointManager, Any]],
-               stop: StopRequests) -> tuple[Any, float, Throughput, bool]:
+               where: Any, begin: Callable[[float], tuple[ocp.CheckpointManager, Any]],
+               stop: StopRequests) -> tuple[Any, Throughput, bool]:
     """Train from ``state.step`` to ``config.num_train_steps`` (or a stop request), logging,
     evaluating and saving on the config's cadences; the steps between two of these host
     events run in compiled calls of at most ``config.steps_per_call`` steps (one on a
-    CPU, see :func:`compiled_loops`). Returns (state, compile seconds, throughput,
-    interrupted).
+    CPU, see :func:`compiled_loops`). Returns (state, throughput, interrupted).
 
     The first call compiles: its time is the compile time, its steps are left out of
-    the throughput, and ``begin()`` follows it, opening the checkpoint manager and the
-    metric writer (None outside process 0).
+    the throughput and of the progress bar's rate, and ``begin(compile seconds)``
+    follows it, opening the checkpoint manager and the metric writer (None outside
+    process 0).
     """
     step, last = int(state.step), config.num_train_steps
     resident = jax.device_put(pipeline.resident(), where)
@@ -265,8 +281,7 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
         step += count
         if bar is None:  # the first call compiles: it is timed apart, and the run begins
             jax.block_until_ready(watched)
-            compile_seconds = time.perf_counter() - compile_started
-            manager, writer = begin()
+            manager, writer = begin(time.perf_counter() - compile_started)
             bar = tqdm(total=last, initial=step, unit="step", dynamic_ncols=True,
                        mininterval=1.0, disable=jax.process_index() != 0)
             throughput.restart()
@@ -292,21 +307,34 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
         with throughput.paused():
             eval_metrics = None
             if eval_now:
-                eval_metrics = evaluate(p_eval, state, resident, pipeline, eval_batch)
+                with showing(bar, "evaluating"):
+                    eval_metrics = evaluate(p_eval, state, resident, pipeline, eval_batch)
                 record.update(eval_metrics)
             if record and writer:
                 writer.write(step, {"epoch": step / pipeline.steps_per_epoch, **record})
             if save_now:
                 accuracy = (eval_metrics or {}).get("test_accuracy")
                 best = None if accuracy is None else {"test_accuracy": accuracy}
-                checkpoints.save(manager, state, best, pipeline.get_state())
+                with showing(bar, "saving checkpoint"):
+                    checkpoints.save(manager, state, best, pipeline.get_state())
         if interrupted:
             bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
         if interrupted or step == last:
             break
+    with showing(bar, "saving checkpoint"):
+        manager.wait_until_finished()
     bar.close()
-    manager.wait_until_finished()
-    return state, compile_seconds, throughput, interrupted
+    return state, throughput, interrupted
+
+
+@contextlib.contextmanager
+def showing(bar: tqdm, what: str) -> Iterator[None]:
+    """The progress bar says ``what`` the run is doing while the steps stand still."""
+    bar.set_description_str(what)
+    try:
+        yield
+    finally:
+        bar.set_description_str("", refresh=False)
 
 
 def log_window(state: Any, throughput: Throughput, where: Any) -> tuple[Any, dict[str, float]]:
@@ -327,11 +355,12 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
-        logging.warning("%s is missing or unreadable; rebuilt it from metrics.jsonl (the wall "
-                        "and compile times of the run are unknown)", path)
+        logging.warning("%s is missing or unreadable; rebuilt it from metrics.jsonl and %s",
+                        path, SEGMENTS_FILE)
         rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
         pipeline_state = checkpoints.saved_pipeline_state(workdir) or {}
-        return finish_run(workdir, config, config.num_train_steps, None, None, rates, False,
+        return finish_run(workdir, config, config.num_train_steps,
+                          timing_summary(read_segments(workdir)), rates, False,
                           devices=jax.device_count(), write=jax.process_index() == 0,
                           skipped_examples=len(pipeline_state.get("skipped", {})))
     if jax.process_index() == 0:
@@ -342,11 +371,11 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
 
 
 def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
-               started: float | None, compile_seconds: float | None, throughput: list[float],
-               interrupted: bool, devices: int | str, write: bool = True,
+               timing: dict[str, Any], throughput: list[float], interrupted: bool,
+               devices: int | str, write: bool = True,
                skipped_examples: int | None = 0) -> dict[str, Any]:
-    """The summary of metrics.jsonl; with ``write``, also summary.json, curves.png and
-    the printed table."""
+    """The summary of metrics.jsonl and ``timing`` (see metrics.timing_summary); with
+    ``write``, also summary.json, curves.png and the printed table."""
     records = read_metrics(workdir)
     evals = [r for r in records if "test_accuracy" in r]
     best = max(evals, key=lambda r: r["test_accuracy"], default={})
@@ -363,8 +392,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
         "skipped_examples": skipped_examples,
         "final_train_loss": next((r["train_loss"] for r in reversed(records)
                                   if "train_loss" in r), None),
-        "wall_seconds": None if started is None else time.time() - started,
-        "compile_seconds": compile_seconds,
+        **timing,
         "median_images_per_sec": statistics.median(throughput) if throughput else None,
         "devices": devices,
         "interrupted": interrupted,
@@ -379,6 +407,8 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
 
 def format_summary(summary: dict[str, Any]) -> str:
     def show(value: Any) -> str:
+        if isinstance(value, list):
+            return f"{len(value)}"
         if isinstance(value, float):
             return f"{value:.4f}" if value < 10 else f"{value:,.1f}"
         return str(value)

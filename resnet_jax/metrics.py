@@ -54,16 +54,75 @@ class Throughput:
             self._start += time.perf_counter() - pause_start
 
 
+def read_segments(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The segments of a run recorded so far (see :class:`RunClock`); [] if none, or if the
+    file is unreadable (with a warning: the earlier segments' times are lost)."""
+    path = Path(run_dir) / workdir.SEGMENTS_FILE
+    if not path.exists():
+        return []
+    try:
+        segments = json.loads(path.read_text())
+        if isinstance(segments, list) and all("wall_seconds" in s for s in segments):
+            return segments
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    logging.warning("%s is unreadable; the wall time of the run's earlier segments is lost",
+                    path)
+    return []
+
+
+def timing_summary(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary's time keys: the run's total wall seconds over all its segments, and
+    the last segment's wall, data-loading and compile seconds (None where unknown)."""
+    last = segments[-1] if segments else {}
+    return {"wall_seconds": sum(s["wall_seconds"] for s in segments) if segments else None,
+            "segment_wall_seconds": last.get("wall_seconds"),
+            "data_seconds": last.get("data_seconds"),
+            "compile_seconds": last.get("compile_seconds"),
+            "segments": segments}
+
+
+class RunClock:
+    """The wall time of a run over all its segments, one per start that trained.
+
+    Each segment's first and last step, wall seconds (since ``started``, when its call
+    to train began), data-loading and compile seconds are kept in segments.json,
+    rewritten at every :meth:`tick`: a kill loses at most the time since the last one.
+    ``run_dir=None`` keeps them in memory only (processes other than 0).
+    """
+
+    def __init__(self, run_dir: str | Path | None, first_step: int, started: float,
+                 data_seconds: float, compile_seconds: float):
+        self.path = None if run_dir is None else Path(run_dir) / workdir.SEGMENTS_FILE
+        self.earlier = [] if run_dir is None else read_segments(run_dir)
+        self.started = started
+        self.segment = {"first_step": first_step, "last_step": first_step, "wall_seconds": 0.0,
+                        "data_seconds": data_seconds, "compile_seconds": compile_seconds}
+        self.tick(first_step)
+
+    def tick(self, step: int) -> float:
+        """Record that the run stands at ``step`` now; its total wall seconds so far."""
+        self.segment.update(last_step=step, wall_seconds=time.time() - self.started)
+        if self.path is not None:
+            workdir.write_atomically(self.path, json.dumps(self.segments(), indent=1))
+        return sum(s["wall_seconds"] for s in self.segments())
+
+    def segments(self) -> list[dict[str, Any]]:
+        return [*self.earlier, dict(self.segment)]
+
+
 class MetricWriter:
     """Appends one JSON object per logged step, and mirrors scalars to TensorBoard.
 
     Opened at ``resume_step``, it drops records of later steps: the resumed run
-    writes them again, identically.
+    writes them again, identically. With a ``clock``, each record gets the run's
+    ``wall_seconds`` so far (all segments, compilation included).
     """
 
-    def __init__(self, run_dir: str | Path, resume_step: int = 0):
+    def __init__(self, run_dir: str | Path, resume_step: int = 0, clock: RunClock | None = None):
         from tensorboardX import SummaryWriter
 
+        self.clock = clock
         self.path = Path(run_dir) / workdir.METRICS_FILE
         found = workdir.read_metrics_file(Path(run_dir))
         if found.cut_last_line:
@@ -74,10 +133,12 @@ class MetricWriter:
         self.tensorboard = SummaryWriter(str(Path(run_dir) / workdir.TENSORBOARD_DIR))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
+        if self.clock is not None:
+            metrics = {**metrics, "wall_seconds": self.clock.tick(step)}
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         for name, value in metrics.items():
-            if name != "epoch":
+            if name not in ("epoch", "wall_seconds"):
                 self.tensorboard.add_scalar(name, value, step)
         self.tensorboard.flush()
 

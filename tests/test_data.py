@@ -39,6 +39,16 @@ def test_folder_source_reads_classes_in_sorted_order(tmp_path):
     np.testing.assert_array_equal(dataset.train.images[5], png)
 
 
+def test_a_slow_load_shows_files_decoded_of_all(tmp_path, monkeypatch, capsys):
+    root = write_image_folder(tmp_path / "images")
+    decode, slow = data._decode, root / "train" / "cat" / "0000.png"
+    monkeypatch.setattr(data, "_decode", lambda path: time.sleep(1.5 * (path == slow)) or
+                        decode(path))  # the bar shows once loading has taken a second
+    data.load_dataset(config_for(f"folder:{root}"))
+    bar = capsys.readouterr().err
+    assert f"decoding {root / 'train'}" in bar and "12/12" in bar and "img/s" in bar
+
+
 @pytest.mark.parametrize("problem,message", [
     ("missing", "does not exist"),
     ("empty", "needs train/<class>/ and test/<class>/"),

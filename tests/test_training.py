@@ -111,9 +111,22 @@ def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
 
     result = run_train_py(resumed_dir, config)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "evaluating" in result.stderr and "saving checkpoint" in result.stderr  # the bar says
     assert metric_rows(resumed_dir) == metric_rows(tmp_path / "straight")
     final = json.loads((resumed_dir / "summary.json").read_text())
     assert final["final_test_accuracy"] == straight["final_test_accuracy"]
+
+    # The run's wall time counts both segments; each keeps its own.
+    first, second = final["segments"]
+    assert (first["first_step"], first["last_step"]) == (0, partial["steps"])
+    assert second["last_step"] == 48 and second["first_step"] <= partial["steps"]
+    assert final["wall_seconds"] == pytest.approx(first["wall_seconds"] + second["wall_seconds"])
+    assert final["segment_wall_seconds"] == second["wall_seconds"]
+    assert 0 < final["compile_seconds"] < final["segment_wall_seconds"]
+    assert 0 <= final["data_seconds"] < final["segment_wall_seconds"]
+    assert json.loads((resumed_dir / "segments.json").read_text()) == final["segments"]
+    walls = [r["wall_seconds"] for r in metric_rows(resumed_dir, drop=())]
+    assert walls == sorted(walls) and walls[-1] > first["wall_seconds"]
     _, ours = restore(resumed_dir)
     _, theirs = restore(tmp_path / "straight")
     jax.tree.map(np.testing.assert_array_equal, ours, theirs)
