@@ -13,10 +13,10 @@ def __getattr__(name: str):
         from resnet_jax.weights import pretrained
 
         return pretrained
-    if name == "weights":
-        import resnet_jax.weights
+    if name in ("weights", "nnx"):
+        import importlib
 
-        return resnet_jax.weights
+        return importlib.import_module(f"resnet_jax.{name}")
     raise AttributeError(f"module 'resnet_jax' has no attribute {name!r}")
 
 
