@@ -1,6 +1,7 @@
 """Training throughput, JAX vs PyTorch, measured the same way in one run.
 
     python -m benchmarks.throughput [--quick] [--out throughput.json]
+    python benchmarks/throughput.py ...    (the same, run as a file)
 
 Steady-state training images/s: the first steps (compilation, warm-up) are
 excluded, then the median of several timed windows, each ended by a device
@@ -25,14 +26,19 @@ import io
 import json
 import platform
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import flax
 import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if not __package__:  # run as a file (python benchmarks/throughput.py): import from the repo
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.torch_models import torch_model
 from configs import smoke

@@ -2,6 +2,7 @@
 is there but JAX cannot see it, and the tensorboard program the README points to."""
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,3 +22,13 @@ def test_a_cpu_only_jax_beside_an_nvidia_gpu_is_named_with_the_install_command()
 
 def test_the_readme_install_provides_the_tensorboard_program():
     assert shutil.which("tensorboard", path=str(Path(sys.executable).parent))
+
+
+def test_the_benchmark_scripts_run_as_files_from_anywhere(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    for script in ("throughput.py", "torch_train.py"):
+        result = subprocess.run([sys.executable, str(root / "benchmarks" / script), "--help"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "--workdir" in result.stdout or "--quick" in result.stdout, script
+        assert result.returncode in (0, 1), script  # absl's --help exits 1
