@@ -36,7 +36,7 @@ def placement(config: ml_collections.ConfigDict) -> NamedSharding:
     return replicated(jax.devices() if config.parallel == "shard_map" else jax.local_devices())
 
 
-GPU_INSTALL = "pip install -U 'jax[cuda12]>=0.10.2,<0.12' (or jax[cuda13])"
+GPU_INSTALL = "pip install -U 'jax[cuda12]>=0.10.2,<0.13' (or jax[cuda13])"
 
 
 def nvidia_gpu_present() -> bool:
