@@ -184,19 +184,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 pipeline.set_state(pipeline_state, int(state.step))
         start, clock = int(state.step), None
 
-        def begin(compile_seconds: float) -> tuple[ocp.CheckpointManager, MetricWriter | None]:
+        def begin(compile_seconds: float,
+                  first_batch_seconds: float) -> tuple[ocp.CheckpointManager, MetricWriter | None]:
             """The train step is compiled: the run starts, and from here on writes."""
             nonlocal clock
             stop.training()
-            writer = None
-            if jax.process_index() == 0:
+            writer, writes = None, jax.process_index() == 0
+            if writes:
                 checkpoints.save_config(workdir, config)
                 save_data_description(workdir, config, pipeline)
-                clock = RunClock(workdir, start, started, data_seconds, compile_seconds)
+            clock = RunClock(workdir if writes else None, start, started,
+                             data_seconds + first_batch_seconds, compile_seconds)
+            if writes:
                 writer = MetricWriter(workdir, resume_step=start, clock=clock)
                 cleanup.callback(writer.close)
-            else:
-                clock = RunClock(None, start, started, data_seconds, compile_seconds)
             return manager or cleanup.enter_context(
                 checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)), writer
 
@@ -244,7 +245,7 @@ def padded(batches: Any, capacity: int) -> Any:
 
 
 def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline,
-               where: Any, begin: Callable[[float], tuple[ocp.CheckpointManager, Any]],
+               where: Any, begin: Callable[[float, float], tuple[ocp.CheckpointManager, Any]],
                stop: StopRequests) -> tuple[Any, Throughput, bool]:
     """Train from ``state.step`` to ``config.num_train_steps`` (or a stop request), logging,
     evaluating and saving on the config's cadences; the steps between two of these host
@@ -252,9 +253,9 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     CPU, see :func:`compiled_loops`). Returns (state, throughput, interrupted).
 
     The first call compiles: its time is the compile time, its steps are left out of
-    the throughput and of the progress bar's rate, and ``begin(compile seconds)``
-    follows it, opening the checkpoint manager and the metric writer (None outside
-    process 0).
+    the throughput and of the progress bar's rate, and ``begin(compile seconds, seconds
+    to fetch its batches)`` follows it, opening the checkpoint manager and the metric
+    writer (None outside process 0).
     """
     step, last = int(state.step), config.num_train_steps
     resident = jax.device_put(pipeline.resident(), where)
@@ -269,10 +270,11 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)
     throughput, recent, interrupted, bar = Throughput(config.batch_size), [], False, None
     in_flight = collections.deque()  # the calls dispatched but maybe not run yet
-    compile_started = time.perf_counter()
     while True:
         count = min(capacity, next_event(step, config) - step)
+        fetch_started = time.perf_counter()
         batches = padded(pipeline.train_batches(step, count), capacity)
+        call_started = time.perf_counter()
         state, watched = p_train(state, resident, np.int32(count), batches)
         recent.append((step, count, watched))
         in_flight.append(watched)
@@ -281,7 +283,8 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
         step += count
         if bar is None:  # the first call compiles: it is timed apart, and the run begins
             jax.block_until_ready(watched)
-            manager, writer = begin(time.perf_counter() - compile_started)
+            manager, writer = begin(time.perf_counter() - call_started,
+                                    call_started - fetch_started)
             bar = tqdm(total=last, initial=step, unit="step", dynamic_ncols=True,
                        mininterval=1.0, disable=jax.process_index() != 0)
             throughput.restart()
