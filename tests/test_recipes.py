@@ -85,6 +85,14 @@ def test_resnet20_follows_the_paper():
     assert config.augment
 
 
+@pytest.mark.parametrize("depth", [20, 32, 44, 56])
+def test_plain_configs_are_the_resnet_recipe_without_shortcuts(depth):
+    plain = load(f"cifar10_plain{depth}").to_dict()
+    residual = load(f"cifar10_resnet{depth}").to_dict()
+    assert (plain.pop("residual"), residual.pop("residual")) == (False, True)
+    assert plain == residual
+
+
 def test_resnet110_warms_up_at_a_tenth_for_400_iterations():
     schedule = learning_rate_schedule(load("cifar10_resnet110"))
     rates = [float(schedule(s)) for s in (0, 399, 400, 32_000, 48_000)]
