@@ -34,7 +34,12 @@ from pathlib import Path
 import flax
 import jax
 import numpy as np
-import torch
+
+try:
+    import torch
+except ModuleNotFoundError:  # not in the README's main install
+    raise SystemExit("error: this script runs PyTorch too; install it with "
+                     "pip install -r requirements-dev.txt") from None
 import torch.nn.functional as F
 
 if not __package__:  # run as a file (python benchmarks/throughput.py): import from the repo

@@ -9,7 +9,12 @@ max |difference| of eval-mode logits relative to max |logit|, float32.
 import argparse
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ModuleNotFoundError:  # not in the README's main install
+    raise SystemExit("error: this script runs PyTorch too; install it with "
+                     "pip install -r requirements-dev.txt") from None
 import torchvision
 
 from resnet_jax import create_model

@@ -20,7 +20,12 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import torch
+
+try:
+    import torch
+except ModuleNotFoundError:  # not in the README's main install
+    raise SystemExit("error: this script runs PyTorch too; install it with "
+                     "pip install -r requirements-dev.txt") from None
 import torch.nn.functional as F
 from absl import app, flags
 from ml_collections import config_flags

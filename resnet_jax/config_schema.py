@@ -215,5 +215,8 @@ def _comparable(value: Any) -> Any:
 def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
     """'key: saved -> new' for each fixed key that ``config`` changes (keys the saved run
     predates are taken as they are now)."""
-    return [f"{key}: {saved[key]!r} -> {config[key]!r}" for key in sorted(fixed_keys(saved))
+    by_schedule = fixed_keys(saved) - {k for k, spec in KEYS.items() if spec.fixed}
+    return [f"{key}: {_comparable(saved[key])!r} -> {_comparable(config[key])!r}"
+            + (f" (fixed by schedule={saved['schedule']})" if key in by_schedule else "")
+            for key in sorted(fixed_keys(saved))
             if key in saved and _comparable(saved[key]) != _comparable(config[key])]

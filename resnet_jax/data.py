@@ -219,9 +219,12 @@ def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
     train_classes = _class_folders(root / "train")
     eval_classes = _class_folders(eval_dir)
     if not train_classes or not eval_classes:
+        parent = (f"; did you mean folder:{root.parent}?"
+                  if root.name in ("train", *EVAL_SPLITS) and (root.parent / "train").is_dir()
+                  else "")
         raise DataError(f"{root} needs train/<class>/ and test/<class>/ (or val/<class>/) image "
                         f"folders; found train: {len(train_classes)} classes, "
-                        f"{eval_dir.name}: {len(eval_classes)}")
+                        f"{eval_dir.name}: {len(eval_classes)}{parent}")
     if train_classes != eval_classes:
         only_train = sorted(set(train_classes) - set(eval_classes))
         only_eval = sorted(set(eval_classes) - set(train_classes))

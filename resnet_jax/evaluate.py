@@ -115,7 +115,7 @@ def evaluate_run(run_dir: Path, batch_size: int = 64) -> dict[str, Any]:
     totals, started = Totals(), time.perf_counter()
     try:
         for batch in tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
-                          file=sys.stderr):
+                          total=-(-pipeline.eval_examples // batch_size), file=sys.stderr):
             probs, labels = jax.device_get(step(resident, batch))
             keep = np.asarray(batch["mask"]) > 0
             totals.add(probs[keep], labels[keep])

@@ -138,6 +138,16 @@ def save_data_description(run_dir: Path, config: ml_collections.ConfigDict,
         "eval_resize": config.eval_resize if streaming else config.image_size}, indent=1))
 
 
+def resume_line(workdir: Path, step: int, last: int) -> str:
+    """What a resumed run says: where it continues, and the steps it trains again."""
+    line = f"resuming at step {step} of {last} from the checkpoint in {workdir}"
+    reached = max((s["last_step"] for s in read_segments(workdir)), default=step)
+    if reached > step:
+        line += (f"; the last start was seen at step {reached}: the {reached - step} steps after "
+                 "its last checkpoint are trained again")
+    return line
+
+
 def _due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
 
@@ -183,6 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if pipeline_state is not None:
                 pipeline.set_state(pipeline_state, int(state.step))
         start, clock = int(state.step), None
+        if latest is not None and jax.process_index() == 0:
+            print(resume_line(workdir, start, config.num_train_steps), flush=True)
 
         def begin(compile_seconds: float,
                   first_batch_seconds: float) -> tuple[ocp.CheckpointManager, MetricWriter | None]:
@@ -208,7 +220,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             multihost_utils.sync_global_devices("resnet_jax: metrics written")
         return finish_run(workdir, config, int(state.step), timing_summary(clock.segments()),
                           throughput.rates, interrupted, devices=jax.device_count(),
-                          write=jax.process_index() == 0, skipped_examples=skipped)
+                          write=jax.process_index() == 0, skipped_examples=skipped,
+                          epochs=int(state.step) / pipeline.steps_per_epoch)
 
 
 # XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop than outside
@@ -268,76 +281,94 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     p_train, p_eval = parallel_steps(config, pipeline, looped)
     devices = jax.device_count()  # no larger eval batch than the test split, padded
     eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)
-    throughput, recent, interrupted, bar = Throughput(config.batch_size), [], False, None
+    throughput, recent, interrupted = Throughput(config.batch_size), [], False
+    bar = progress_bar(step, last, "compiling")  # the steps' bar replaces it once compiled
     in_flight = collections.deque()  # the calls dispatched but maybe not run yet
-    while True:
-        count = min(capacity, next_event(step, config) - step)
-        fetch_started = time.perf_counter()
-        batches = padded(pipeline.train_batches(step, count), capacity)
-        call_started = time.perf_counter()
-        state, watched = p_train(state, resident, np.int32(count), batches)
-        recent.append((step, count, watched))
-        in_flight.append(watched)
-        if len(in_flight) > MAX_CALLS_IN_FLIGHT:  # bounds the batches held on the devices
-            jax.block_until_ready(in_flight.popleft())
-        step += count
-        if bar is None:  # the first call compiles: it is timed apart, and the run begins
-            jax.block_until_ready(watched)
-            manager, writer = begin(time.perf_counter() - call_started,
-                                    call_started - fetch_started)
-            bar = tqdm(total=last, initial=step, unit="step", dynamic_ncols=True,
-                       mininterval=1.0, disable=jax.process_index() != 0)
-            throughput.restart()
-        else:
-            throughput.count(count)
-            bar.update(count)
-        record = {}
-        log_now = _due(step, config.log_every_steps, last)
-        save_now = _due(step, config.checkpoint_every_steps, last)
-        eval_now = _due(step, config.eval_every_steps, last)
-        if save_now or eval_now or log_now:
-            check_finite(recent, manager)  # waits for the device
-            recent = []
-        interrupted = stop.agreed(log_now)  # after the wait: a signal meanwhile counts here
-        if interrupted and recent:
-            check_finite(recent, manager)
-        save_now = save_now or interrupted
-        if log_now:
-            state, record = log_window(state, throughput, where)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                            acc=f"{record['train_accuracy']:.3f}",
-                            img_s=f"{record.get('images_per_sec', 0):.0f}")
-        with throughput.paused():
-            eval_metrics = None
-            if eval_now:
-                with showing(bar, "evaluating"):
-                    eval_metrics = evaluate(p_eval, state, resident, pipeline, eval_batch)
-                record.update(eval_metrics)
-            if record and writer:
-                writer.write(step, {"epoch": step / pipeline.steps_per_epoch, **record})
-            if save_now:
-                accuracy = (eval_metrics or {}).get("test_accuracy")
-                best = None if accuracy is None else {"test_accuracy": accuracy}
-                with showing(bar, "saving checkpoint"):
-                    checkpoints.save(manager, state, best, pipeline.get_state())
-        if interrupted:
-            bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
-        if interrupted or step == last:
-            break
+    compiled, shown = False, {}  # shown: the latest metrics, on the bar
+    try:
+        while True:
+            count = min(capacity, next_event(step, config) - step)
+            fetch_started = time.perf_counter()
+            batches = padded(pipeline.train_batches(step, count), capacity)
+            call_started = time.perf_counter()
+            state, watched = p_train(state, resident, np.int32(count), batches)
+            recent.append((step, count, watched))
+            in_flight.append(watched)
+            if len(in_flight) > MAX_CALLS_IN_FLIGHT:  # bounds the batches held on the devices
+                jax.block_until_ready(in_flight.popleft())
+            step += count
+            if not compiled:  # the first call compiles: it is timed apart, and the run begins
+                jax.block_until_ready(watched)
+                manager, writer = begin(time.perf_counter() - call_started,
+                                        call_started - fetch_started)
+                bar.close()
+                bar, compiled = progress_bar(step, last), True
+                throughput.restart()
+            else:
+                throughput.count(count)
+                bar.update(count)
+            record = {}
+            log_now = _due(step, config.log_every_steps, last)
+            save_now = _due(step, config.checkpoint_every_steps, last)
+            eval_now = _due(step, config.eval_every_steps, last)
+            if save_now or eval_now or log_now:
+                check_finite(recent, manager)  # waits for the device
+                recent = []
+            interrupted = stop.agreed(log_now)  # after the wait: a signal meanwhile counts here
+            if interrupted and recent:
+                check_finite(recent, manager)
+            save_now = save_now or interrupted
+            if log_now:
+                state, record = log_window(state, throughput, where)
+                shown.update(loss=f"{record['train_loss']:.3f}",
+                             acc=f"{record['train_accuracy']:.3f}",
+                             img_s=f"{record.get('images_per_sec', 0):.0f}")
+                bar.set_postfix(shown, refresh=False)
+            with throughput.paused():
+                eval_metrics = None
+                if eval_now:
+                    with showing(bar, "evaluating"):
+                        eval_metrics = evaluate(p_eval, state, resident, pipeline, eval_batch)
+                    record.update(eval_metrics)
+                    if "test_accuracy" in eval_metrics:
+                        shown["test_acc"] = f"{eval_metrics['test_accuracy']:.3f}"
+                        bar.set_postfix(shown, refresh=False)
+                if record and writer:
+                    writer.write(step, {"epoch": step / pipeline.steps_per_epoch, **record})
+                if save_now:
+                    accuracy = (eval_metrics or {}).get("test_accuracy")
+                    best = None if accuracy is None else {"test_accuracy": accuracy}
+                    with showing(bar, "saving checkpoint"):
+                        checkpoints.save(manager, state, best, pipeline.get_state())
+            if interrupted:
+                bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
+            if interrupted or step == last:
+                break
+    except BaseException:  # a refused or interrupted start: the bar ends its line
+        bar.close()
+        raise
     with showing(bar, "saving checkpoint"):
         manager.wait_until_finished()
     bar.close()
     return state, throughput, interrupted
 
 
+def progress_bar(step: int, last: int, what: str = "") -> tqdm:
+    """Steps done of ``last`` from ``step`` on, with their rate and ETA, on process 0."""
+    return tqdm(total=last, initial=step, desc=what, unit="step", dynamic_ncols=True,
+                mininterval=1.0, leave=not what, disable=jax.process_index() != 0)
+
+
 @contextlib.contextmanager
 def showing(bar: tqdm, what: str) -> Iterator[None]:
-    """The progress bar says ``what`` the run is doing while the steps stand still."""
+    """The progress bar says ``what`` the run is doing while the steps stand still; the
+    time it takes is left out of the bar's rate and ETA."""
     bar.set_description_str(what)
     try:
         yield
     finally:
         bar.set_description_str("", refresh=False)
+        bar.unpause()
 
 
 def log_window(state: Any, throughput: Throughput, where: Any) -> tuple[Any, dict[str, float]]:
@@ -375,10 +406,11 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
 
 def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
                timing: dict[str, Any], throughput: list[float], interrupted: bool,
-               devices: int | str, write: bool = True,
-               skipped_examples: int | None = 0) -> dict[str, Any]:
+               devices: int | str, write: bool = True, skipped_examples: int | None = 0,
+               epochs: float | None = None) -> dict[str, Any]:
     """The summary of metrics.jsonl and ``timing`` (see metrics.timing_summary); with
-    ``write``, also summary.json, curves.png and the printed table."""
+    ``write``, also summary.json, curves.png and the printed table. ``epochs``: those
+    run (else the last record's)."""
     records = read_metrics(workdir)
     evals = [r for r in records if "test_accuracy" in r]
     best = max(evals, key=lambda r: r["test_accuracy"], default={})
@@ -386,7 +418,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
         "model": config.model,
         "dataset": config.dataset,
         "steps": steps,
-        "epochs": records[-1]["epoch"] if records else 0.0,
+        "epochs": epochs if epochs is not None else records[-1]["epoch"] if records else 0.0,
         "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
         "final_test_loss": evals[-1]["test_loss"] if evals else None,
         "best_test_accuracy": best.get("test_accuracy"),
@@ -409,12 +441,14 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    def show(value: Any) -> str:
+    def show(key: str, value: Any) -> str:
         if isinstance(value, list):
             return f"{len(value)}"
+        if isinstance(value, float) and (value >= 10 or key.endswith("_seconds")):
+            return f"{value:,.1f}"
         if isinstance(value, float):
-            return f"{value:.4f}" if value < 10 else f"{value:,.1f}"
+            return f"{value:.4f}"
         return str(value)
 
     width = max(len(k) for k in summary)
-    return "\n".join(f"{k:<{width}}  {show(v)}" for k, v in summary.items())
+    return "\n".join(f"{k:<{width}}  {show(k, v)}" for k, v in summary.items())

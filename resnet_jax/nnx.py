@@ -13,6 +13,7 @@ the same architecture, initialisation and variable names, so linen variables
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -65,6 +66,10 @@ def linen_variables(model: ResNet) -> dict[str, Any]:
 def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
     """Replace the model's parameters and batch statistics by linen ``variables``;
     ValueError naming the first array whose name or shape differs."""
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        given = list(variables) if isinstance(variables, Mapping) else type(variables).__name__
+        raise ValueError("variables must be {'params': ..., 'batch_stats': ...}, as model.init, "
+                         f"resnet_jax.pretrained and resnet_jax.restore give; got {given}")
     for collection, kind in (("params", nnx.Param), ("batch_stats", nnx.BatchStat)):
         state = nnx.state(model, kind)
         _check_same_arrays(collection, nnx.to_pure_dict(state), variables.get(collection, {}))

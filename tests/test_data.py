@@ -53,6 +53,7 @@ def test_a_slow_load_shows_files_decoded_of_all(tmp_path, monkeypatch, capsys):
     ("missing", "does not exist"),
     ("empty", "needs train/<class>/ and test/<class>/"),
     ("mismatch", "train and test class folders .* differ"),
+    ("a split", "found train: 0 classes.*did you mean folder:.*images\\?"),
 ])
 def test_folder_source_problems_are_named(tmp_path, problem, message):
     root = tmp_path / "images"
@@ -61,6 +62,8 @@ def test_folder_source_problems_are_named(tmp_path, problem, message):
     if problem == "mismatch":
         write_image_folder(root)
         (root / "test" / "frog").rename(root / "test" / "toad")
+    if problem == "a split":
+        root = write_image_folder(root) / "train"
     with pytest.raises(data.DataError, match=message):
         data.load_dataset(config_for(f"folder:{root}"))
 

@@ -98,3 +98,5 @@ def test_variables_of_another_model_are_named():
         create_model("resnet34", rngs=nnx.Rngs(0), variables=resnet18)
     with pytest.raises(ValueError, match=r"params/fc/bias has shape \(1000,\).*num_classes"):
         create_model("resnet18", rngs=nnx.Rngs(0), num_classes=10, variables=resnet18)
+    with pytest.raises(ValueError, match=r"must be \{'params': .*got \['bn1', 'conv1'"):
+        create_model("resnet18", rngs=nnx.Rngs(0), variables=resnet18["params"])

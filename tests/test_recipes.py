@@ -71,8 +71,9 @@ def test_which_keys_a_resume_may_change():
 def test_a_schedule_that_reads_num_train_steps_fixes_it():
     saved = {**load("smoke").to_dict(), "schedule": "cosine"}
     config = load("smoke")
-    config.update(schedule="cosine", num_train_steps=80)
-    assert changed_fixed_keys(saved, config) == ["num_train_steps: 40 -> 80"]
+    config.update(schedule="cosine", num_train_steps=80, lr_boundaries=(20, 30))
+    assert changed_fixed_keys(saved, config) == [
+        "lr_boundaries: [30] -> [20, 30]", "num_train_steps: 40 -> 80 (fixed by schedule=cosine)"]
 
 
 def test_resnet20_follows_the_paper():

@@ -4,6 +4,7 @@ is there but JAX cannot see it, and the tensorboard program the README points to
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from resnet_jax.parallel import devices_line
@@ -32,3 +33,25 @@ def test_the_benchmark_scripts_run_as_files_from_anywhere(tmp_path):
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
         assert "--workdir" in result.stdout or "--quick" in result.stdout, script
         assert result.returncode in (0, 1), script  # absl's --help exits 1
+    blocked = ("import runpy, sys; sys.modules['torch'] = None; "
+               f"runpy.run_path({str(root / 'benchmarks' / 'throughput.py')!r}, "
+               "run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", blocked, "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.stderr.strip() == ("error: this script runs PyTorch too; install it with pip "
+                                     "install -r requirements-dev.txt")
+
+
+def test_the_package_installs_with_every_module(tmp_path):
+    root, source = Path(__file__).resolve().parents[1], tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(root / name, source)
+    shutil.copytree(root / "resnet_jax", source / "resnet_jax",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path),
+                    str(source)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("resnet_jax-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    modules = {str(p.relative_to(root)) for p in (root / "resnet_jax").rglob("*.py")}
+    assert modules == shipped

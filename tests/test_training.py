@@ -112,6 +112,7 @@ def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
     result = run_train_py(resumed_dir, config)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "evaluating" in result.stderr and "saving checkpoint" in result.stderr  # the bar says
+    assert f"resuming at step {partial['steps']} of 48" in result.stdout
     assert metric_rows(resumed_dir) == metric_rows(tmp_path / "straight")
     final = json.loads((resumed_dir / "summary.json").read_text())
     assert final["final_test_accuracy"] == straight["final_test_accuracy"]
