@@ -5,9 +5,13 @@
 
 The initial weights are the JAX initialisation of the same config, exported
 through resnet_jax.torch_compat; the batch order and the crop/flip draws are
-made by resnet_jax.data's functions of (seed, step), so both frameworks train
-the same function on the same batches. Writes metrics.jsonl, summary.json and
-curves.png in the JAX trainer's schema. No resume: this is the reference side.
+made by the in-memory pipeline's functions of (seed, step), so both frameworks
+train the same function on the same batches. PyTorch at its best: the dataset
+sits on the device as uint8, the draws of all the steps up to the next log or
+evaluation are made at once and sent in one transfer, the gather, crop, flip and
+normalisation run on the device, and the host waits for the device only at log
+and evaluation steps. Writes metrics.jsonl, summary.json and curves.png in the
+JAX trainer's schema. No resume: this is the reference side.
 """
 
 from __future__ import annotations
@@ -37,13 +41,13 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
 from resnet_jax.config_schema import ConfigError
-from resnet_jax.loop import finish_run
+from resnet_jax.loop import finish_run, next_event
 from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
 from resnet_jax.models import build_model
 from resnet_jax.pipelines import build_pipeline, step_key
-from resnet_jax.pipelines.in_memory import augmentation_draws, eval_batches
+from resnet_jax.pipelines.in_memory import augmentation_draws
 from resnet_jax.torch_compat import to_torchvision
-from resnet_jax.training import create_train_state, learning_rate_schedule, mean_metrics
+from resnet_jax.training import create_train_state, learning_rate_schedule
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
@@ -83,44 +87,80 @@ def make_optimizer(config: ml_collections.ConfigDict,
     return torch.optim.AdamW(groups, lr=0.0)
 
 
-def augment(images: np.ndarray, seed: int, step: int, pad: int = 4) -> np.ndarray:
-    """The crop and flip of the in-memory pipeline, with the very same draws."""
-    offsets, flips = jax.device_get(augmentation_draws(
-        step_key(seed, step), np.arange(len(images)), pad))
-    height, width = images.shape[1:3]
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    crops = np.stack([padded[i, dy:dy + height, dx:dx + width]
-                      for i, (dy, dx) in enumerate(offsets)])
-    return np.where(flips[:, None, None, None], crops[:, :, ::-1], crops)
+PAD = 4  # the in-memory pipeline's crop padding
 
 
-def to_input(images: np.ndarray, dataset: data.Dataset, dev: torch.device,
-             channels_last: bool) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW normalised with the dataset's statistics, as the pipeline."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(dev).float()
-    mean = torch.tensor(dataset.mean, device=dev) * 255.0
-    std = torch.tensor(dataset.std, device=dev) * 255.0
-    x = ((x - mean) / std).permute(0, 3, 1, 2)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    return x.contiguous(memory_format=layout)
+def stretch_draws(pipeline: Any, config: ml_collections.ConfigDict, first: int,
+                  count: int, dev: torch.device) -> dict[str, torch.Tensor]:
+    """The batch indices, crop offsets and flips of steps ``first`` .. ``first + count - 1``,
+    drawn at once as the JAX side draws them, on ``dev`` in one transfer each."""
+    indices = pipeline.train_batches(first, count)["indices"]
+    positions = np.arange(indices.shape[1])
+    offsets, flips = jax.device_get(jax.vmap(
+        lambda step: augmentation_draws(step_key(config.seed, step), positions, PAD))(
+        np.arange(first, first + count)))
+    if not config.augment:  # no crop (the offset that keeps the image), no flip
+        offsets, flips = np.full_like(offsets, PAD), np.zeros_like(flips)
+    return {k: torch.from_numpy(np.array(v)).to(dev, non_blocking=True)  # a writable copy
+            for k, v in (("indices", indices), ("offsets", offsets), ("flips", flips))}
 
 
-def evaluate(model: torch.nn.Module, dataset: data.Dataset, batch_size: int,
-             dev: torch.device, channels_last: bool, amp: bool) -> dict[str, float]:
+def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                  pad: int = PAD) -> torch.Tensor:
+    """uint8 NHWC ``images`` zero-padded by ``pad``, cropped back at ``offsets`` (dy, dx) and
+    flipped where ``flips``: the in-memory pipeline's augmentation, as one gather."""
+    batch, height, width, channels = images.shape
+    padded = images.new_zeros((batch, height + 2 * pad, width + 2 * pad, channels))
+    padded[:, pad:pad + height, pad:pad + width] = images
+    across = torch.arange(width, device=images.device)
+    rows = offsets[:, 0, None] + torch.arange(height, device=images.device)
+    columns = offsets[:, 1, None] + torch.where(flips[:, None], width - 1 - across, across)
+    examples = torch.arange(batch, device=images.device)[:, None, None]
+    return padded[examples, rows[:, :, None], columns[:, None, :]]
+
+
+class DeviceData:
+    """Both splits as uint8 and int64 tensors on the device, and their normalisation."""
+
+    def __init__(self, dataset: data.Dataset, dev: torch.device, channels_last: bool):
+        self.train_images = torch.from_numpy(dataset.train.images).to(dev)
+        self.train_labels = torch.from_numpy(dataset.train.labels).long().to(dev)
+        self.test_images = torch.from_numpy(dataset.test.images).to(dev)
+        self.test_labels = torch.from_numpy(dataset.test.labels).long().to(dev)
+        self.mean = torch.tensor(dataset.mean, device=dev).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(dataset.std, device=dev).view(1, -1, 1, 1) * 255.0
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC -> float NCHW normalised with the dataset's statistics, as the pipeline."""
+        x = images.permute(0, 3, 1, 2).float()
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.layout)
+
+    def train_batch(self, draws: dict[str, torch.Tensor],
+                    index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = draws["indices"][index]
+        images = crop_and_flip(self.train_images[indices], draws["offsets"][index],
+                               draws["flips"][index])
+        return self.to_input(images), self.train_labels[indices]
+
+
+def evaluate(model: torch.nn.Module, on_device: DeviceData, batch_size: int,
+             amp: bool) -> dict[str, float]:
+    """Loss and accuracy over the whole test split, read back once."""
     model.eval()
-    loss = correct = count = 0.0
-    split = dataset.test
-    with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=amp):
-        for indices, mask in eval_batches(len(split), batch_size):
-            logits = model(to_input(split.images[indices], dataset, dev, channels_last)).float()
-            labels = torch.from_numpy(split.labels[indices]).long().to(dev)
-            weight = torch.from_numpy(mask).to(dev)
-            loss += float((F.cross_entropy(logits, labels, reduction="none") * weight).sum())
-            correct += float(((logits.argmax(-1) == labels) * weight).sum())
-            count += float(weight.sum())
+    loss = correct = 0.0
+    examples = len(on_device.test_labels)
+    with torch.no_grad(), torch.autocast(on_device.mean.device.type, torch.bfloat16,
+                                         enabled=amp):
+        for start in range(0, examples, batch_size):
+            images = on_device.to_input(on_device.test_images[start:start + batch_size])
+            labels = on_device.test_labels[start:start + batch_size]
+            logits = model(images).float()
+            loss = loss + F.cross_entropy(logits, labels, reduction="sum")
+            correct = correct + (logits.argmax(-1) == labels).sum()
     model.train()
-    return {"test_loss": loss / count, "test_accuracy": correct / count,
-            "eval_examples": int(count)}
+    return {"test_loss": float(loss) / examples, "test_accuracy": float(correct) / examples,
+            "eval_examples": examples}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = False,
@@ -133,7 +173,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(config)
-    dataset = pipeline.dataset
     data_seconds = time.time() - started
     dev = device()
     model = initial_model(config, pipeline.image_shape).to(dev)
@@ -142,17 +181,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
     optimizer = make_optimizer(config, model)
     forward = torch.compile(model) if compile_model else model
     rates = np.asarray(jax.vmap(learning_rate_schedule(config))(np.arange(config.num_train_steps)))
+    on_device = DeviceData(pipeline.dataset, dev, channels_last)
     writer = MetricWriter(workdir)
-    sums, throughput, compile_seconds = {}, Throughput(config.batch_size), 0.0
+    throughput, compile_seconds = Throughput(config.batch_size), 0.0
+    loss_sum = correct_sum = window_start = 0  # device tensors once training runs
+    draws, drawn_from = None, 0
     model.train()
     first_step_started = time.time()
     for step in tqdm(range(config.num_train_steps), unit="step", mininterval=1.0):
-        indices = pipeline.train_batches(step, 1)["indices"][0]
-        images = dataset.train.images[indices]
-        if config.augment:
-            images = augment(images, config.seed, step)
-        x = to_input(images, dataset, dev, channels_last)
-        y = torch.from_numpy(dataset.train.labels[indices]).long().to(dev)
+        if draws is None or step - drawn_from == len(draws["indices"]):
+            draws, drawn_from = stretch_draws(pipeline, config, step,
+                                              next_event(step, config) - step, dev), step
+        x, y = on_device.train_batch(draws, step - drawn_from)
         for group in optimizer.param_groups:
             group["lr"] = float(rates[step])
         with torch.autocast(dev.type, torch.bfloat16, enabled=amp):
@@ -161,26 +201,28 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        metrics = {"train_loss": float(loss.detach()),
-                   "train_accuracy": float((logits.argmax(-1) == y).float().mean()),
-                   "learning_rate": float(rates[step])}
-        sums = {k: sums.get(k, np.zeros(2)) + (v, 1.0) for k, v in metrics.items()}
+        loss_sum = loss_sum + loss.detach()  # no host synchronisation until a log step
+        correct_sum = correct_sum + (logits.argmax(-1) == y).sum()
         if step == 0:  # the first step warms up (and compiles): not timed
+            loss_sum.item()
             compile_seconds = time.time() - first_step_started
             throughput.restart()
         else:
             throughput.count(1)
         done, record = step + 1, {}
         if done % config.log_every_steps == 0 or done == config.num_train_steps:
-            record = mean_metrics(sums)
+            steps = done - window_start
+            record = {"train_loss": float(loss_sum) / steps,
+                      "train_accuracy": float(correct_sum) / (steps * config.batch_size),
+                      "learning_rate": float(np.mean(rates[window_start:done]))}
             rate = throughput.window()
             if rate is not None:
                 record["images_per_sec"] = rate
-            sums = {}
+            loss_sum = correct_sum = 0
+            window_start = done
         if done % config.eval_every_steps == 0 or done == config.num_train_steps:
             with throughput.paused():
-                record.update(evaluate(model, dataset, config.eval_batch_size, dev,
-                                       channels_last, amp))
+                record.update(evaluate(model, on_device, config.eval_batch_size, amp))
         if record:
             writer.write(done, {"epoch": done / pipeline.steps_per_epoch, **record,
                                 "wall_seconds": time.time() - started})
@@ -194,6 +236,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
 
 def main(argv: list[str]) -> None:
     del argv
+    jax.config.update("jax_platforms", "cpu")  # JAX only draws here: the GPU is PyTorch's
     try:
         train(FLAGS.config, FLAGS.workdir, FLAGS.amp, FLAGS.channels_last,
               FLAGS["compile"].value)

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import metric_rows, tiny_config
 
 from benchmarks import torch_train
 from resnet_jax import create_model
 from resnet_jax.loop import train_and_evaluate
 from resnet_jax.pipelines import step_key
-from resnet_jax.pipelines.in_memory import augment
+from resnet_jax.pipelines.in_memory import augment, augmentation_draws
 from resnet_jax.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,11 +41,14 @@ def test_ten_sgd_steps_give_the_same_losses_in_both_frameworks(tmp_path, augment
     assert set(torch_summary) == set(jax_summary)
 
 
-def test_the_torch_side_crops_and_flips_with_the_jax_draws():
+def test_the_torch_side_crops_and_flips_on_the_device_with_the_jax_draws():
     images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
-    ours = torch_train.augment(images, seed=3, step=7)
+    offsets, flips = (torch.from_numpy(np.asarray(draw)) for draw in
+                      augmentation_draws(step_key(3, 7), np.arange(64)))
+    ours = torch_train.crop_and_flip(torch.from_numpy(images), offsets, flips)
     theirs = augment(images, step_key(3, 7), np.arange(64))
-    np.testing.assert_array_equal(ours, np.asarray(theirs))
+    assert flips.any() and not flips.all()
+    np.testing.assert_array_equal(ours.numpy(), np.asarray(theirs))
 
 
 def test_torch_trainer_runs_with_amp_channels_last_and_compile(tmp_path):
