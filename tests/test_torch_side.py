@@ -43,7 +43,7 @@ def test_ten_sgd_steps_give_the_same_losses_in_both_frameworks(tmp_path, augment
 
 def test_the_torch_side_crops_and_flips_on_the_device_with_the_jax_draws():
     images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
-    offsets, flips = (torch.from_numpy(np.asarray(draw)) for draw in
+    offsets, flips = (torch.from_numpy(np.array(draw)) for draw in
                       augmentation_draws(step_key(3, 7), np.arange(64)))
     ours = torch_train.crop_and_flip(torch.from_numpy(images), offsets, flips)
     theirs = augment(images, step_key(3, 7), np.arange(64))
