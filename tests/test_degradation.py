@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import metric_rows
 
 from benchmarks import degradation
 
@@ -19,7 +20,7 @@ def test_plain_and_residual_nets_train_and_the_figures_are_drawn(tmp_path):
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert config["residual"] == name.startswith("residual")
         assert config["lr_boundaries"] == [2, 3] and config["log_grad_norms"]
-        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+        rows = metric_rows(tmp_path / name, drop=())
         assert {"grad_norm/stage1", "grad_norm/stage3"} <= set(rows[-1])
     assert report["errors"]["plain20"] != report["errors"]["residual20"]
     assert len(report["verdict"]) == 2 and "plain-32 training error" in report["verdict"][0]

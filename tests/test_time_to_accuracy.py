@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import overrides_as_flags, tiny_config
+from helpers import metric_rows, overrides_as_flags, tiny_config
 
 from benchmarks import time_to_accuracy as tta
 
@@ -39,6 +39,6 @@ def test_both_frameworks_train_and_the_report_is_written(tmp_path):
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "time_to_accuracy.json").read_text())["per_seed"]["0"] == seed
     for side in ("jax", "torch"):
-        rows = [json.loads(line) for line in (tmp_path / f"{side}_seed0" / "metrics.jsonl").open()]
+        rows = metric_rows(tmp_path / f"{side}_seed0", drop=())
         assert [r["step"] for r in rows if "test_accuracy" in r] == [2, 4, 6]
     assert tta.main(argv)["per_seed"] == report["per_seed"]  # finished runs: not trained again
