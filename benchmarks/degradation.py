@@ -1,5 +1,6 @@
-"""The paper's degradation experiment (He et al. 2015, Figure 6): deeper plain nets train
-worse, deeper residual nets better.
+"""The paper's degradation experiment (He et al. 2015, Figure 6): deeper plain nets train worse.
+
+Deeper residual nets train better.
 
     python -m benchmarks.degradation --workdir runs/degradation \\
         [--dataset folder:PATH] [--depths 20 56] [--steps 64000] [--set key=value ...]
@@ -24,6 +25,7 @@ import ast
 import difflib
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,13 @@ import ml_collections
 if not __package__:  # run as a file (python benchmarks/degradation.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from resnet_jax.checkpoints import CheckpointError
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import DataError
-from resnet_jax.loop import train_and_evaluate
+from resnet_jax.interrupts import StartInterrupted, StartRefused
+from resnet_jax.loop import TrainingDiverged, train_and_evaluate
 from resnet_jax.metrics import read_metrics
+from resnet_jax.weights import WeightsError
 from resnet_jax.workdir import WorkdirError
 
 KINDS = ("plain", "residual")
@@ -63,7 +68,11 @@ def run_config(kind: str, depth: int, steps: int, dataset: str,
             close = difflib.get_close_matches(key, list(config), n=1)
             raise SystemExit(f"error: --set {key}: no such config key"
                              f"{f' (did you mean {close[0]}?)' if close else ''}")
-        config[key] = value
+        try:
+            config[key] = value
+        except TypeError:
+            raise SystemExit(f"error: --set {key}={value!r}: {key} takes "
+                             f"{type(config[key]).__name__} values") from None
     return config
 
 
@@ -153,10 +162,22 @@ def verdict(results: dict[str, dict[str, float | None]], depths: list[int]) -> l
         high = results[run_name(kind, deep)]["train_error"]
         if low is None or high is None:
             continue
-        seen = "above" if high > low else "below"
+        seen = "above" if high > low else "below" if high < low else "equal to"
         lines.append(f"{kind}-{deep} training error {high:.2f}% is {seen} {kind}-{shallow}'s "
                      f"{low:.2f}% ({'as' if seen == expected else 'unlike'} the paper)")
     return lines
+
+
+def train_one(config: ml_collections.ConfigDict, run_dir: Path, name: str) -> dict[str, Any]:
+    """train.py's trainer on one net; its refusals and a stop before training as one line."""
+    try:
+        return train_and_evaluate(config, run_dir)
+    except StartInterrupted as stopped:
+        print(f"error: {name}: {stopped}", file=sys.stderr, flush=True)
+        os._exit(128 + stopped.signum)  # as train.py: XLA threads cut short can crash a teardown
+    except (CheckpointError, ConfigError, DataError, StartRefused, TrainingDiverged,
+            WeightsError, WorkdirError) as error:
+        raise SystemExit(f"error: {name}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -164,24 +185,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--dataset", default="cifar10",
                         help="as --config.dataset of train.py (default: cifar10 from TFDS)")
-    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56], choices=DEPTHS)
+    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56], choices=DEPTHS,
+                        help="at least two (default: 20 56)")
     parser.add_argument("--steps", type=int, default=64_000,
-                        help="iterations per net (64000: the paper's; 32000: half)")
+                        help="iterations per net (default 64000: the paper's; 32000: half)")
     parser.add_argument("--set", type=parse_setting, action="append", default=[],
-                        metavar="KEY=VALUE", help="any other config key, for every net")
+                        metavar="KEY=VALUE",
+                        help="any other config key, for every net (VALUE a Python literal)")
     args = parser.parse_args(argv)
     if args.steps < 4:
         parser.error(f"--steps must be at least 4, got {args.steps}")
     depths = sorted(set(args.depths))
+    if len(depths) < 2:
+        parser.error(f"--depths needs two depths or more to compare, got {depths}")
     configs = {(kind, depth): run_config(kind, depth, args.steps, args.dataset, dict(args.set))
                for kind in KINDS for depth in depths}
     runs = {}
     for (kind, depth), config in configs.items():
         print(f"== {kind}-{depth}: {args.steps} iterations", flush=True)
-        try:
-            train_and_evaluate(config, args.workdir / run_name(kind, depth))
-        except (ConfigError, DataError, WorkdirError) as error:
-            raise SystemExit(f"error: {kind}-{depth}: {error}") from None
+        summary = train_one(config, args.workdir / run_name(kind, depth), f"{kind}-{depth}")
+        if summary.get("interrupted"):
+            print(f"{kind}-{depth} stopped at step {summary['steps']}; start the same command "
+                  "again to continue")
+            raise SystemExit(0)
         runs[(kind, depth)] = read_metrics(args.workdir / run_name(kind, depth))
     results = {run_name(kind, depth): final_errors(rows) for (kind, depth), rows in runs.items()}
     plot_errors(runs, depths, args.workdir / "degradation.png")

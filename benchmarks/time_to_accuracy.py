@@ -2,12 +2,15 @@
 
     python -m benchmarks.time_to_accuracy --config configs/cifar10_resnet20.py \\
         --workdir runs/tta --config.dataset=folder:data/cifar10-jpeg \\
-        [--seeds 0 1 2] [--amp] [--channels_last] [--compile] [--config.key=value ...]
+        [--seeds 0 1 2] [--no-amp] [--no-channels_last] [--no-compile] [--config.key=value ...]
 
-For each seed, trains the config with train.py, then with the PyTorch twin
-(benchmarks/torch_train.py), each in its own process, one after the other on the
-same device, from the same initial weights on the same batches; the runs live in
-WORKDIR/jax_seedS and WORKDIR/torch_seedS (finished runs are not trained again). Evaluate often
+For each seed, trains the config with the PyTorch twin (benchmarks/torch_train.py,
+with --amp --channels_last --compile unless --no-amp ... say otherwise), then with
+train.py, each in its own process, one after the other on the same device, from
+the same initial weights on the same batches; --config.KEY=VALUE overrides go to
+both. The runs live in WORKDIR/torch_seedS and WORKDIR/jax_seedS: started again,
+a finished PyTorch run of the same command is kept (a stopped one starts over)
+and train.py resumes or reports its run (and refuses changed settings). Evaluate often
 (--config.eval_every_steps=1000) so that the crossing times mean something.
 Writes WORKDIR/time_to_accuracy.png (test accuracy against wall-clock seconds,
 compilation included) and WORKDIR/time_to_accuracy.json, and prints per seed the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,8 +34,7 @@ from typing import Any
 if not __package__:  # run as a file (python benchmarks/time_to_accuracy.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from resnet_jax.metrics import read_metrics
-from resnet_jax.workdir import SUMMARY_FILE
+from resnet_jax.metrics import read_metrics, read_segments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,6 +96,7 @@ def summarize(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     ratios = [s["jax_seconds_to_torch_final"] / s["torch_seconds_to_torch_final"]
               for s in per_seed.values() if s["jax_seconds_to_torch_final"] is not None]
     report["jax_over_torch_time_to_torch_final"] = statistics.mean(ratios) if ratios else None
+    report["seeds_where_jax_reached_torch_final"] = len(ratios)
     return report
 
 
@@ -117,14 +121,33 @@ def plot(runs: dict[int, tuple[list[dict], list[dict]]], path: Path) -> None:
     plt.close(fig)
 
 
-def train_in_process(command: list[str], run_dir: Path) -> None:
-    """Run a trainer to the end in its own process (the whole device to itself), unless
-    ``run_dir`` holds its finished run; its own one-line error if it refuses."""
-    if (run_dir / SUMMARY_FILE).exists() and not json.loads(
-            (run_dir / SUMMARY_FILE).read_text()).get("interrupted"):
+def train_in_process(command: list[str], name: str) -> None:
+    """Run a trainer to the end in its own process (the whole device to itself). A stop
+    signal goes to it too, and this script ends once it has stopped."""
+    process = subprocess.Popen(command, cwd=REPO)
+    forward = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the trainer too: let it save and stop
+        code = process.wait()
+        code = code or 130
+    finally:
+        signal.signal(signal.SIGTERM, forward)
+    if code:
+        raise SystemExit(f"error: the {name} run stopped (exit status {code}; its message is "
+                         "above); fix what it says, or, if it was interrupted, start the same "
+                         "command again to continue")
+
+
+def torch_run(command: list[str], run_dir: Path, name: str) -> None:
+    """The PyTorch twin, unless ``run_dir`` holds a finished run of this very command (it
+    does not resume: a stopped run starts over)."""
+    stamp = run_dir / "command.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == command[1:]:
         return
-    if subprocess.run(command, cwd=REPO).returncode:
-        raise SystemExit(f"error: {' '.join(command[1:4])} ... failed (its message is above)")
+    stamp.unlink(missing_ok=True)
+    train_in_process(command, name)
+    stamp.write_text(json.dumps(command[1:]))
 
 
 def run_both(config: str, overrides: list[str], workdir: Path, seeds: list[int],
@@ -134,12 +157,17 @@ def run_both(config: str, overrides: list[str], workdir: Path, seeds: list[int],
     for seed in seeds:
         common = ["--config", config, *overrides, f"--config.seed={seed}"]
         jax_dir, torch_dir = workdir / f"jax_seed{seed}", workdir / f"torch_seed{seed}"
-        print(f"== seed {seed}: JAX", flush=True)
+        print(f"== seed {seed}: PyTorch", flush=True)  # first: it refuses what it cannot twin
+        torch_run([sys.executable, "-m", "benchmarks.torch_train", *common,
+                   "--workdir", str(torch_dir), *torch_flags], torch_dir, f"PyTorch seed {seed}")
+        print(f"== seed {seed}: JAX", flush=True)  # a finished run just prints its summary
         train_in_process([sys.executable, "train.py", *common, "--workdir", str(jax_dir)],
-                         jax_dir)
-        print(f"== seed {seed}: PyTorch", flush=True)
-        train_in_process([sys.executable, "-m", "benchmarks.torch_train", *common,
-                          "--workdir", str(torch_dir), *torch_flags], torch_dir)
+                         f"JAX seed {seed}")
+        segments = read_segments(jax_dir)
+        if len(segments) > 1:
+            print(f"warning: the JAX run of seed {seed} was resumed ({len(segments)} segments): "
+                  "its wall times include the interrupted work; for a fair comparison "
+                  "remove its directory and run again", flush=True)
         runs[seed] = read_metrics(jax_dir), read_metrics(torch_dir)
     per_seed = {seed: seed_report(*rows) for seed, rows in runs.items()}
     saved = json.loads((workdir / f"jax_seed{seeds[0]}" / "config.json").read_text())
@@ -171,21 +199,25 @@ def format_report(report: dict[str, Any]) -> str:
     interval = ("" if difference["low"] is None
                 else f", 95% interval [{difference['low']:+.4f}, {difference['high']:+.4f}]")
     lines.append(f"JAX - PyTorch: {difference['difference']:+.4f}{interval}")
-    ratio = summary["jax_over_torch_time_to_torch_final"]
+    ratio, reached = (summary["jax_over_torch_time_to_torch_final"],
+                      summary["seeds_where_jax_reached_torch_final"])
     if ratio is not None:
-        lines.append(f"JAX's time to PyTorch's final accuracy / PyTorch's: {ratio:.3f}")
+        lines.append(f"JAX's time to PyTorch's final accuracy / PyTorch's: {ratio:.3f} (mean "
+                     f"over the {reached} of {len(report['per_seed'])} seeds where JAX reached it)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Any --config.KEY=VALUE is passed to both trainers, as train.py takes it.")
     parser.add_argument("--config", required=True, help="a config file (configs/*.py)")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="default: 0")
     for name, what in (("amp", "bfloat16 autocast"), ("channels_last", "NHWC memory format"),
                        ("compile", "torch.compile")):
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=True,
-                            help=f"PyTorch side: {what}")
+                            help=f"PyTorch side: {what} (default: on)")
     args, rest = parser.parse_known_args(argv)
     overrides = [arg for arg in rest if arg.startswith("--config.")]
     if len(overrides) < len(rest):
@@ -193,8 +225,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      " (config keys are passed as --config.KEY=VALUE)")
     torch_flags = [f"--{'' if getattr(args, name) else 'no'}{name}"
                    for name in ("amp", "channels_last", "compile")]
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    report = run_both(args.config, overrides, args.workdir, args.seeds, torch_flags)
+    workdir = args.workdir.resolve()  # the trainers run from the repository
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = run_both(str(Path(args.config).resolve()), overrides, workdir, args.seeds,
+                      torch_flags)
     print(format_report(report))
     return report
 

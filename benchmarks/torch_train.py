@@ -40,7 +40,7 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
-from resnet_jax.config_schema import ConfigError
+from resnet_jax.config_schema import ConfigError, validate
 from resnet_jax.loop import finish_run, next_event
 from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
 from resnet_jax.models import build_model
@@ -48,6 +48,7 @@ from resnet_jax.pipelines import build_pipeline, step_key
 from resnet_jax.pipelines.in_memory import augmentation_draws
 from resnet_jax.torch_compat import to_torchvision
 from resnet_jax.training import create_train_state, learning_rate_schedule
+from resnet_jax.workdir import CHECKPOINT_DIR, CONFIG_FILE
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
@@ -163,16 +164,31 @@ def evaluate(model: torch.nn.Module, on_device: DeviceData, batch_size: int,
             "eval_examples": examples}
 
 
+def check_twin_config(config: ml_collections.ConfigDict, amp: bool) -> None:
+    """ConfigError for a config the twin cannot follow as train.py would."""
+    validate(config, 1)
+    if config.pipeline != "in_memory":
+        raise ConfigError(f"pipeline={config.pipeline}: the PyTorch twin draws its batches from "
+                          "the in_memory pipeline; pass --config.pipeline=in_memory")
+    if config.init_from:
+        raise ConfigError("the PyTorch twin starts from the JAX initialisation of the config; "
+                          "init_from is not supported: pass --config.init_from=''")
+    if config.dtype == "bfloat16" and not amp:
+        raise ConfigError("dtype=bfloat16 computes in bfloat16 in JAX; pass --amp for the same in "
+                          "PyTorch")
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = False,
           channels_last: bool = False, compile_model: bool = False) -> dict[str, Any]:
     """Train ``config`` in PyTorch on one device; returns the summary (JAX trainer's schema)."""
     started = time.time()
-    if config.pipeline != "in_memory":
-        raise ConfigError(f"pipeline={config.pipeline}: the PyTorch twin draws its batches from "
-                          "the in_memory pipeline; pass --config.pipeline=in_memory")
+    check_twin_config(config, amp)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / CONFIG_FILE).exists() or (workdir / CHECKPOINT_DIR).exists():
+        raise ConfigError(f"{workdir} holds a train.py run; pass another --workdir for the "
+                          "PyTorch side")
     pipeline = build_pipeline(config)
+    workdir.mkdir(parents=True, exist_ok=True)
     data_seconds = time.time() - started
     dev = device()
     model = initial_model(config, pipeline.image_shape).to(dev)
@@ -240,6 +256,9 @@ def main(argv: list[str]) -> None:
     try:
         train(FLAGS.config, FLAGS.workdir, FLAGS.amp, FLAGS.channels_last,
               FLAGS["compile"].value)
+    except KeyboardInterrupt:
+        raise SystemExit("error: stopped by Ctrl-C; the PyTorch side does not resume: start "
+                         "it again from the beginning") from None
     except (ConfigError, data.DataError) as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -36,3 +36,14 @@ def test_an_unknown_key_is_named_with_the_closest_one(tmp_path):
     with pytest.raises(SystemExit, match="no such config key.*did you mean batch_size"):
         degradation.main(["--workdir", str(tmp_path), *CUT, "--set", "batchsize=8"])
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--depths", "20"], "needs two depths or more"),
+    (["--set", "batch_size='abc'"], "batch_size takes int values"),
+])
+def test_inputs_that_cannot_make_the_figure_are_refused(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as stopped:
+        degradation.main(["--workdir", str(tmp_path), *CUT, *extra])
+    assert message in capsys.readouterr().err + str(stopped.value)
+    assert not any(tmp_path.iterdir())

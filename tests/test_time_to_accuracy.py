@@ -42,3 +42,11 @@ def test_both_frameworks_train_and_the_report_is_written(tmp_path):
         rows = metric_rows(tmp_path / f"{side}_seed0", drop=())
         assert [r["step"] for r in rows if "test_accuracy" in r] == [2, 4, 6]
     assert tta.main(argv)["per_seed"] == report["per_seed"]  # finished runs: not trained again
+
+
+def test_what_the_pytorch_side_refuses_stops_the_comparison_before_jax_trains(tmp_path):
+    argv = ["--config", "configs/smoke.py", "--workdir", str(tmp_path), "--no-compile",
+            "--config.pipeline=streaming"]
+    with pytest.raises(SystemExit, match="the PyTorch seed 0 run stopped"):
+        tta.main(argv)
+    assert not (tmp_path / "jax_seed0").exists()

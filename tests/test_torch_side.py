@@ -12,6 +12,7 @@ from helpers import metric_rows, tiny_config
 
 from benchmarks import torch_train
 from resnet_jax import create_model
+from resnet_jax.config_schema import ConfigError
 from resnet_jax.loop import train_and_evaluate
 from resnet_jax.pipelines import step_key
 from resnet_jax.pipelines.in_memory import augment, augmentation_draws
@@ -94,3 +95,21 @@ def test_comparison_report_plots_both_runs_and_tabulates_ratios(tmp_path):
     table = (tmp_path / "report" / "comparison.md").read_text()
     assert "| final test accuracy |" in table and "| median images/s |" in table
     assert "JAX / PyTorch" in stdout
+
+
+@pytest.mark.parametrize("overrides,amp,message", [
+    ({"batch_size": -3}, False, "batch_size"),
+    ({"pipeline": "streaming"}, False, "pass --config.pipeline=in_memory"),
+    ({"init_from": "IMAGENET1K_V1"}, False, "init_from is not supported"),
+    ({"dtype": "bfloat16"}, False, "pass --amp"),
+    ({}, False, "holds a train.py run"),
+])
+def test_the_twin_refuses_what_it_cannot_follow_before_writing(tmp_path, overrides, amp, message):
+    workdir = tmp_path / "run"
+    if not overrides:  # a train.py run is there already
+        workdir.mkdir()
+        (workdir / "config.json").write_text("{}")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match=message):
+        torch_train.train(tiny_config(**overrides), workdir, amp=amp)
+    assert sorted(tmp_path.rglob("*")) == before
