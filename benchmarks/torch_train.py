@@ -40,6 +40,7 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
+from resnet_jax.command_line import parse_flags
 from resnet_jax.config_schema import ConfigError, validate
 from resnet_jax.loop import finish_run, next_event
 from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
@@ -265,4 +266,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -9,7 +9,9 @@ every process is ready, and a stop happens at the same step everywhere.
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
+import types
 from collections.abc import Iterator
 
 import jax
@@ -35,6 +37,14 @@ class StartRefused(RuntimeError):
     """Another process of the run could not start; its own output says why."""
 
 
+def _in_gc_callback(frame: types.FrameType | None) -> bool:
+    """Whether the signal interrupted a garbage-collector callback (JAX registers one),
+    where Python would print an exception and drop it: :meth:`StopRequests.training`
+    raises it later instead."""
+    codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    return frame is not None and frame.f_code in codes
+
+
 class StopRequests:
     """The stop signals received; before :meth:`training` they raise StartInterrupted."""
 
@@ -42,9 +52,9 @@ class StopRequests:
         self.received: list[int] = []
         self.started = False
 
-    def handle(self, signum: int, frame: object) -> None:
+    def handle(self, signum: int, frame: types.FrameType | None) -> None:
         self.received.append(signum)
-        if not self.started:
+        if not self.started and not _in_gc_callback(frame):
             raise StartInterrupted(signum)
 
     def training(self) -> None:

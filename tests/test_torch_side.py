@@ -113,3 +113,14 @@ def test_the_twin_refuses_what_it_cannot_follow_before_writing(tmp_path, overrid
     with pytest.raises(ConfigError, match=message):
         torch_train.train(tiny_config(**overrides), workdir, amp=amp)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_mistyped_config_key_is_one_line_as_in_train_py(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.torch_train", "--config", "configs/smoke.py",
+         "--workdir", str(tmp_path / "run"), "--config.num_train_step=4"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: unknown config key 'num_train_step'. Did you mean \"num_train_steps\"")
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

@@ -1,0 +1,76 @@
+"""Command-line flags of the trainers: config mistakes as one line instead of a traceback."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import traceback
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def _unquote(text: str) -> str:
+    """ml_collections wraps its message in reprs, KeyError in AttributeError."""
+    while text[:1] in "'\"" and text[-1:] == text[:1]:
+        try:
+            text = ast.literal_eval(text)
+        except (SyntaxError, ValueError):
+            break
+    return text
+
+
+def _config_file(argv: list[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.removeprefix("--config=")
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def _config_file_error(error: BaseException, path: str | None) -> str | None:
+    """One line for an error raised while loading the config file itself, else None."""
+    if path is None:
+        return None
+    if isinstance(error, OSError) and "Failed loading config file" in str(error):
+        return f"cannot read config file {path} (no such file?); pass --config configs/NAME.py"
+    if isinstance(error, SyntaxError) and error.filename and error.filename.endswith(path):
+        return f"config file {path} line {error.lineno}: {error.msg}; fix the file"
+    frames = traceback.extract_tb(error.__traceback__)
+    line = next((f.lineno for f in reversed(frames) if f.filename.endswith(path)), None)
+    if line is None:
+        return None
+    return (f"config file {path} line {line} raised {type(error).__name__}: {error}; "
+            "fix the file (it must define get_config())")
+
+
+def _flag_value_message(message: str) -> str:
+    """Python's parse errors ("invalid literal for int()") in the flag's own terms."""
+    bad = re.match(r"flag (--config\.\S+?=.*?): (invalid literal for int|could not convert "
+                   r"string to float)", message)
+    if bad:
+        kind = "an integer" if "int" in bad[2] else "a number"
+        return f"{bad[1]} is not {kind}; pass {kind} (see the config file)"
+    return f"{message} (see --help)"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with config mistakes (unknown key, bad value, a config file that
+    does not load) as one line."""
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.keys()  # a config file that failed to load raises here
+        return rest
+    except Exception as error:  # noqa: BLE001 (each kind becomes one line below)
+        message = _config_file_error(error, _config_file(argv))
+        if message:
+            sys.exit(f"error: {message}")
+        if isinstance(error, AttributeError | KeyError):  # ml_collections: a key the config lacks
+            key, _, hint = _unquote(str(error)).partition("\n")
+            sys.exit(f"error: unknown config key {key}. {hint} (the config file lists valid keys)")
+        if isinstance(error, flags.Error | TypeError | ValueError):
+            sys.exit(f"error: {_flag_value_message(str(error))}")
+        raise
