@@ -344,12 +344,10 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
                 bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
             if interrupted or step == last:
                 break
-    except BaseException:  # a refused or interrupted start: the bar ends its line
+        with showing(bar, "saving checkpoint"):
+            manager.wait_until_finished()
+    finally:  # also on a refused or interrupted start: the bar ends its line
         bar.close()
-        raise
-    with showing(bar, "saving checkpoint"):
-        manager.wait_until_finished()
-    bar.close()
     return state, throughput, interrupted
 
 
