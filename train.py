@@ -28,7 +28,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from resnet_jax.command_line import parse_flags  # noqa: E402
+from resnet_jax.command_line import chosen_config_keys, parse_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> None:
     from resnet_jax.workdir import WorkdirError
 
     try:
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, chosen_config_keys())
     except StartInterrupted as stopped:
         print(f"error: {stopped}", file=sys.stderr, flush=True)
         sys.stdout.flush()

@@ -27,6 +27,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ def run_name(kind: str, depth: int) -> str:
 
 def run_config(kind: str, depth: int, steps: int, dataset: str,
                overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-    """The paper's recipe for plain-``depth`` or ResNet-``depth``, cut to ``steps``."""
+    """The paper's recipe for plain-``depth`` or ResNet-``depth``, cut to ``steps``, with
+    ``overrides`` set."""
     name = f"cifar10_{'plain' if kind == 'plain' else 'resnet'}{depth}"
     config = importlib.import_module(f"configs.{name}").get_config()
     config.dataset = dataset
@@ -168,10 +170,12 @@ def verdict(results: dict[str, dict[str, float | None]], depths: list[int]) -> l
     return lines
 
 
-def train_one(config: ml_collections.ConfigDict, run_dir: Path, name: str) -> dict[str, Any]:
-    """train.py's trainer on one net; its refusals and a stop before training as one line."""
+def train_one(config: ml_collections.ConfigDict, chosen: Collection[str], run_dir: Path,
+              name: str) -> dict[str, Any]:
+    """train.py's trainer on one net (``chosen``: the keys set with --set); its refusals
+    and a stop before training as one line."""
     try:
-        return train_and_evaluate(config, run_dir)
+        return train_and_evaluate(config, run_dir, chosen)
     except StartInterrupted as stopped:
         print(f"error: {name}: {stopped}", file=sys.stderr, flush=True)
         os._exit(128 + stopped.signum)  # as train.py: XLA threads cut short can crash a teardown
@@ -203,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = {}
     for (kind, depth), config in configs.items():
         print(f"== {kind}-{depth}: {args.steps} iterations", flush=True)
-        summary = train_one(config, args.workdir / run_name(kind, depth), f"{kind}-{depth}")
+        summary = train_one(config, dict(args.set), args.workdir / run_name(kind, depth),
+                            f"{kind}-{depth}")
         if summary.get("interrupted"):
             print(f"{kind}-{depth} stopped at step {summary['steps']}; start the same command "
                   "again to continue")

@@ -118,7 +118,7 @@ def trainer_config(model: str, size: int, batch: int, dtype: str, timing: dict,
     config = bench_config(model, size, batch, dtype)
     window, steps = timing["window_steps"], (timing["windows"] + 1) * timing["window_steps"]
     config.update(num_train_steps=steps, log_every_steps=window, eval_every_steps=steps,
-                  checkpoint_every_steps=steps, lr_boundaries=(steps,),
+                  checkpoint_every_steps=steps, lr_boundaries=(), lr_scales=(),
                   steps_per_call=steps_per_call)
     return config
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
-from resnet_jax.command_line import parse_flags
+from resnet_jax.command_line import chosen_config_keys, parse_flags
 from resnet_jax.config_schema import ConfigError, validate
 from resnet_jax.loop import finish_run, next_event
 from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
@@ -165,9 +166,12 @@ def evaluate(model: torch.nn.Module, on_device: DeviceData, batch_size: int,
             "eval_examples": examples}
 
 
-def check_twin_config(config: ml_collections.ConfigDict, amp: bool) -> None:
-    """ConfigError for a config the twin cannot follow as train.py would."""
-    validate(config, 1)
+def check_twin_config(config: ml_collections.ConfigDict, amp: bool,
+                      chosen: Collection[str] = ()) -> None:
+    """ConfigError for a config the twin cannot follow as train.py would (``chosen``: as
+    train.py's, the keys the user set)."""
+    for warning in validate(config, 1, chosen):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if config.pipeline != "in_memory":
         raise ConfigError(f"pipeline={config.pipeline}: the PyTorch twin draws its batches from "
                           "the in_memory pipeline; pass --config.pipeline=in_memory")
@@ -180,10 +184,11 @@ def check_twin_config(config: ml_collections.ConfigDict, amp: bool) -> None:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = False,
-          channels_last: bool = False, compile_model: bool = False) -> dict[str, Any]:
+          channels_last: bool = False, compile_model: bool = False,
+          chosen: Collection[str] = ()) -> dict[str, Any]:
     """Train ``config`` in PyTorch on one device; returns the summary (JAX trainer's schema)."""
     started = time.time()
-    check_twin_config(config, amp)
+    check_twin_config(config, amp, chosen)
     workdir = Path(workdir)
     if (workdir / CONFIG_FILE).exists() or (workdir / CHECKPOINT_DIR).exists():
         raise ConfigError(f"{workdir} holds a train.py run; pass another --workdir for the "
@@ -256,7 +261,7 @@ def main(argv: list[str]) -> None:
     jax.config.update("jax_platforms", "cpu")  # JAX only draws here: the GPU is PyTorch's
     try:
         train(FLAGS.config, FLAGS.workdir, FLAGS.amp, FLAGS.channels_last,
-              FLAGS["compile"].value)
+              FLAGS["compile"].value, chosen_config_keys())
     except KeyboardInterrupt:
         raise SystemExit("error: stopped by Ctrl-C; the PyTorch side does not resume: start "
                          "it again from the beginning") from None

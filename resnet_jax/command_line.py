@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from absl import flags
+from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 
@@ -74,3 +75,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         if isinstance(error, flags.Error | TypeError | ValueError):
             sys.exit(f"error: {_flag_value_message(str(error))}")
         raise
+
+
+def chosen_config_keys() -> set[str]:
+    """The config keys given on the command line (``--config.KEY=...``): what
+    :func:`resnet_jax.config_schema.validate` calls the keys the user chose."""
+    return set(config_flags.get_override_values(FLAGS["config"]))

@@ -6,19 +6,26 @@ with another value would no longer be the run its config.json describes, so
 that is refused. A *free* key (length, cadences, logging, where the data is
 read from) takes effect on resume. The valid choices come from the registries
 the code itself uses, so a new option is valid the moment it exists.
+
+Each key also says under which settings it has no effect (a momentum under Adam,
+boundaries under a cosine schedule, worker counts in memory...). A key the user
+*chose* (gave on the command line) that would have no effect is refused, unless
+it is off (0, False, empty): no setting is ignored in silence. The config file's
+own values are its recipe and are not second-guessed, except for learning-rate
+boundaries that a shortened run will not reach, which are named in a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import ml_collections
 
 from resnet_jax import data, parallel, pipelines, training
-from resnet_jax.models import list_models
+from resnet_jax.models import create_model, list_models
 
 
 class ConfigError(ValueError):
@@ -91,59 +98,98 @@ def sequence(item: Check, length: int | None = None) -> Check:
     return check
 
 
+Unused = Callable[[Mapping[str, Any]], "str | None"]  # why a key has no effect here, or None
+
+
+def always(config: Mapping[str, Any]) -> None:
+    """The key takes effect under every setting."""
+    return None
+
+
+def unused_when(test: Callable[[Mapping[str, Any]], Any], why: str) -> Unused:
+    """No effect where ``test(config)`` holds; ``why`` (formatted with the config) says so."""
+    def unused(config: Mapping[str, Any]) -> str | None:
+        return why.format(**config) if test(config) else None
+    return unused
+
+
 @dataclasses.dataclass(frozen=True)
 class Key:
     fixed: bool  # True: part of the experiment; False: free to change on resume
     check: Check
+    unused: Unused  # where the key's value has no effect (a chosen one there is refused)
 
 
 FIXED, FREE = True, False
 INT32_MAX = 2**31 - 1  # the step counter is int32
 STEPS = integer(1, INT32_MAX)
 POSITIVE = integer(1)
+IN_MEMORY = "under pipeline={pipeline}, which "
+NOT_SGD = "with optimizer={optimizer}, which has no momentum (Adam's moment decay is fixed)"
+NOT_PIECEWISE = "under schedule={schedule}; only the piecewise schedule has boundaries"
 KEYS: dict[str, Key] = {
     # The model.
-    "model": Key(FIXED, one_of(list_models)),
-    "num_classes": Key(FIXED, integer(2)),
-    "residual": Key(FIXED, boolean),
-    "init_from": Key(FIXED, text),  # "" or weights to start from: a name, a .pth, a run
-    "zero_init_residual": Key(FIXED, boolean),
-    "dtype": Key(FIXED, one_of(lambda: training.DTYPES)),
+    "model": Key(FIXED, one_of(list_models), always),
+    "num_classes": Key(FIXED, integer(2), always),
+    "residual": Key(FIXED, boolean, always),
+    "init_from": Key(FIXED, text, always),  # "" or weights to start from: a name, a .pth, a run
+    "zero_init_residual": Key(FIXED, boolean, unused_when(
+        lambda c: c["init_from"],
+        "with init_from={init_from}: the weights replace the initialisation")),
+    "dtype": Key(FIXED, one_of(lambda: training.DTYPES), always),
     # The data.
-    "dataset": Key(FIXED, dataset),
-    "data_dir": Key(FREE, text),  # where TFDS keeps the same data
-    "synthetic_examples": Key(FIXED, sequence(POSITIVE, 2)),
-    "pipeline": Key(FIXED, one_of(lambda: pipelines.PIPELINES)),
-    "image_size": Key(FIXED, POSITIVE),  # the side of the square images the model sees
-    "eval_resize": Key(FIXED, POSITIVE),  # streaming: shorter side before the centre crop
-    "data_workers": Key(FREE, integer(0, 1024)),  # streaming: decoding processes (0: a thread)
-    "augment": Key(FIXED, boolean),
-    "batch_size": Key(FIXED, POSITIVE),
-    "eval_batch_size": Key(FREE, POSITIVE),
+    "dataset": Key(FIXED, dataset, always),
+    "data_dir": Key(FREE, text, unused_when(  # where TFDS keeps the same data
+        lambda c: not data.is_tfds_name(c["dataset"]),
+        "with dataset={dataset}; only a TFDS name is read from a data_dir")),
+    "synthetic_examples": Key(FIXED, sequence(POSITIVE, 2), unused_when(
+        lambda c: c["dataset"] != "synthetic",
+        "with dataset={dataset}; only dataset=synthetic generates examples")),
+    "pipeline": Key(FIXED, one_of(lambda: pipelines.PIPELINES), always),
+    "image_size": Key(FIXED, POSITIVE, always),  # the side of the square images the model sees
+    "eval_resize": Key(FIXED, POSITIVE, unused_when(  # streaming: shorter side before the crop
+        lambda c: c["pipeline"] != "streaming",
+        IN_MEMORY + "evaluates the images at their own size, image_size={image_size}")),
+    "data_workers": Key(FREE, integer(0, 1024), unused_when(  # streaming: decoding processes
+        lambda c: c["pipeline"] != "streaming",
+        IN_MEMORY + "decodes the whole dataset once, without workers")),
+    "augment": Key(FIXED, boolean, always),
+    "batch_size": Key(FIXED, POSITIVE, always),
+    "eval_batch_size": Key(FREE, POSITIVE, always),
     # Length and cadences.
-    "num_train_steps": Key(FREE, STEPS),  # fixed too where the schedule reads it
-    "eval_every_steps": Key(FREE, STEPS),
-    "checkpoint_every_steps": Key(FREE, STEPS),
-    "log_every_steps": Key(FREE, STEPS),
-    "keep_checkpoints": Key(FREE, POSITIVE),
+    "num_train_steps": Key(FREE, STEPS, always),  # fixed too where the schedule reads it
+    "eval_every_steps": Key(FREE, STEPS, always),
+    "checkpoint_every_steps": Key(FREE, STEPS, always),
+    "log_every_steps": Key(FREE, STEPS, always),
+    "keep_checkpoints": Key(FREE, POSITIVE, always),
     # The optimizer and its schedule.
-    "optimizer": Key(FIXED, one_of(lambda: training.OPTIMIZERS)),
-    "momentum": Key(FIXED, number(0, 1, below_high=True)),
-    "nesterov": Key(FIXED, boolean),
-    "learning_rate": Key(FIXED, number(0)),
-    "schedule": Key(FIXED, one_of(lambda: training.SCHEDULES)),
-    "lr_boundaries": Key(FIXED, sequence(integer(0, INT32_MAX))),
-    "lr_scales": Key(FIXED, sequence(number(0))),
-    "warmup_steps": Key(FIXED, integer(0, INT32_MAX)),
-    "weight_decay": Key(FIXED, number(0)),
-    "decay_norm_and_bias": Key(FIXED, boolean),
-    "label_smoothing": Key(FIXED, number(0, 1, below_high=True)),
-    "sync_batch_stats": Key(FIXED, boolean),
+    "optimizer": Key(FIXED, one_of(lambda: training.OPTIMIZERS), always),
+    "momentum": Key(FIXED, number(0, 1, below_high=True), unused_when(
+        lambda c: c["optimizer"] != "sgd", NOT_SGD)),
+    "nesterov": Key(FIXED, boolean, unused_when(
+        lambda c: c["optimizer"] != "sgd", NOT_SGD)),
+    "learning_rate": Key(FIXED, number(0), always),
+    "schedule": Key(FIXED, one_of(lambda: training.SCHEDULES), always),
+    "lr_boundaries": Key(FIXED, sequence(integer(0, INT32_MAX)), unused_when(
+        lambda c: c["schedule"] != "piecewise", NOT_PIECEWISE)),
+    "lr_scales": Key(FIXED, sequence(number(0)), unused_when(
+        lambda c: c["schedule"] != "piecewise", NOT_PIECEWISE)),
+    "warmup_steps": Key(FIXED, integer(0, INT32_MAX), unused_when(  # linear, from 0
+        lambda c: c["schedule"] == "onecycle",
+        "under schedule=onecycle, which warms up over its first 30% of steps by itself")),
+    "weight_decay": Key(FIXED, number(0), always),
+    "decay_norm_and_bias": Key(FIXED, boolean, unused_when(
+        lambda c: not c["weight_decay"], "with weight_decay=0, which decays nothing")),
+    "label_smoothing": Key(FIXED, number(0, 1, below_high=True), always),
+    "sync_batch_stats": Key(FIXED, boolean, always),  # one device: one batch either way
     # How it runs.
-    "parallel": Key(FREE, one_of(lambda: parallel.PARALLEL)),
-    "steps_per_call": Key(FREE, integer(1, 10_000)),  # the batches of a call are held at once
-    "log_grad_norms": Key(FREE, boolean),
-    "seed": Key(FIXED, integer(0, INT32_MAX)),
+    "parallel": Key(FREE, one_of(lambda: parallel.PARALLEL), always),
+    "steps_per_call": Key(FREE, integer(1, 10_000), unused_when(  # a call's batches held at once
+        lambda c: c["pipeline"] == "streaming",
+        "under pipeline=streaming, which runs one step per compiled call (a call's images are "
+        "held on the devices at once)")),
+    "log_grad_norms": Key(FREE, boolean, always),
+    "seed": Key(FIXED, integer(0, INT32_MAX), always),
 }
 
 
@@ -176,13 +222,18 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
                         f"{len(config['lr_scales'])} factors; give one factor per boundary")
     elif list(config["lr_boundaries"]) != sorted(set(config["lr_boundaries"])):
         problems.append(f"lr_boundaries={tuple(config['lr_boundaries'])} must increase")
-    if config["schedule"] == "cosine" and config["warmup_steps"] > config["num_train_steps"]:
+    if config["schedule"] != "onecycle" and config["warmup_steps"] > config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} exceeds num_train_steps="
                         f"{config['num_train_steps']}; shorten the warm-up")
     if config["pipeline"] == "streaming" and config["eval_resize"] < config["image_size"]:
         problems.append(f"eval_resize={config['eval_resize']} is below image_size="
                         f"{config['image_size']}; the centre crop must fit in the resized image: "
                         f"set --config.eval_resize={config['image_size']} or more")
+    stride = create_model(config["model"]).total_stride
+    if config["image_size"] < stride:
+        problems.append(f"image_size={config['image_size']} is below {config['model']}'s total "
+                        f"stride of {stride}: its last stage would see less than one pixel; set "
+                        f"--config.image_size={stride} or more")
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % num_devices:
             problems.append(f"{key}={config[key]} is not divisible by the {num_devices} "
@@ -190,16 +241,59 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
     return problems
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """ConfigError naming every problem of ``config`` (one line), before anything runs."""
+def _unused_problems(config: Mapping[str, Any], chosen: Collection[str]) -> list[str]:
+    """Each chosen key that would have no effect, and boundaries the run would not reach."""
+    problems = [f"{key}={_shown(config[key])} has no effect {why}; leave out --config.{key}"
+                for key in KEYS if key in chosen and (why := ignored(key, config))]
+    unreached = unreached_boundaries(config)
+    if unreached and "lr_boundaries" in chosen:
+        problems.append(f"lr_boundaries={_shown(config['lr_boundaries'])}: the run ends at "
+                        f"num_train_steps={config['num_train_steps']}, before step "
+                        f"{', '.join(map(str, unreached))}; drop it or raise "
+                        "--config.num_train_steps")
+    return problems
+
+
+def ignored(key: str, config: Mapping[str, Any]) -> str | None:
+    """Why the value of ``key`` has no effect under ``config``'s other settings, or None;
+    a key that is off (0, False, empty) leaves nothing to ignore."""
+    return KEYS[key].unused(config) if config[key] else None
+
+
+def _shown(value: Any) -> str:
+    return repr(tuple(value) if isinstance(value, list) else value)
+
+
+def unreached_boundaries(config: Mapping[str, Any]) -> list[int]:
+    """The learning-rate boundaries at or after the run's last step (none off piecewise)."""
+    if config["schedule"] != "piecewise":
+        return []
+    return [b for b in config["lr_boundaries"] if b >= config["num_train_steps"]]
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int,
+             chosen: Collection[str] = ()) -> list[str]:
+    """ConfigError naming every problem of ``config`` (one line), before anything runs.
+
+    ``chosen``: the keys the user set (train.py: those given on the command line); a
+    chosen key that has no effect under the other settings is a problem, and so are
+    chosen learning-rate boundaries the run will not reach. Returns the warnings to
+    show: the config file's boundaries that a shortened run will not reach.
+    """
     values = config.to_dict()
     problems = _key_problems(values)
     if not problems:
         problems = _value_problems(values)
     if not problems:
-        problems = _relation_problems(values, num_devices)
+        problems = _relation_problems(values, num_devices) + _unused_problems(values, chosen)
     if problems:
         raise ConfigError("; ".join(problems))
+    unreached = unreached_boundaries(values)
+    if not unreached or "lr_boundaries" in chosen:
+        return []
+    return [f"the run ends at num_train_steps={values['num_train_steps']}, before "
+            f"lr_boundaries {', '.join(map(str, unreached))} of the config file: the learning "
+            "rate is not scaled there (a shortened recipe)"]
 
 
 def fixed_keys(config: Mapping[str, Any]) -> set[str]:
@@ -213,10 +307,13 @@ def _comparable(value: Any) -> Any:
 
 
 def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
-    """'key: saved -> new' for each fixed key that ``config`` changes (keys the saved run
-    predates are taken as they are now)."""
+    """'key: saved -> new' for each fixed key that ``config`` changes, leaving out keys that
+    have no effect in either run (keys the saved run predates are taken as they are now)."""
+    new = config.to_dict()
+    old = {**new, **saved}
     by_schedule = fixed_keys(saved) - {k for k, spec in KEYS.items() if spec.fixed}
-    return [f"{key}: {_comparable(saved[key])!r} -> {_comparable(config[key])!r}"
+    return [f"{key}: {_comparable(old[key])!r} -> {_comparable(new[key])!r}"
             + (f" (fixed by schedule={saved['schedule']})" if key in by_schedule else "")
             for key in sorted(fixed_keys(saved))
-            if key in saved and _comparable(saved[key]) != _comparable(config[key])]
+            if _comparable(old[key]) != _comparable(new[key])
+            and not (KEYS[key].unused(old) and KEYS[key].unused(new))]

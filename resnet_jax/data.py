@@ -12,11 +12,13 @@ TensorFlow is imported for the TFDS source alone.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 import socket
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -91,19 +93,45 @@ HOW_TO_PROVIDE = (
     "access and pass its --config.data_dir; or set --config.dataset=folder:PATH "
     "(PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg); or "
     "--config.dataset=cifar:PATH (a cifar-10-batches-py or cifar-100-python directory)")
+SPLITS = ("train", "test")  # a dataset's training and evaluation splits
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSplit:
+    """One split in host memory, with what the dataset says of itself: its class names
+    and its published (mean, std), None where they are measured on the training split."""
+
+    split: Split
+    class_names: list[str]
+    stats: Stats | None
+
+
+def load_split(config: ml_collections.ConfigDict, split: str) -> LoadedSplit:
+    """One split (``"train"`` or ``"test"``) of the dataset ``config.dataset`` names, read
+    whole into host memory; nothing of the other split is decoded."""
+    name = config.dataset
+    if name == "synthetic":
+        dataset = synthetic_dataset(*config.synthetic_examples, config.num_classes,
+                                    config.image_size)
+        return LoadedSplit(getattr(dataset, split), list(dataset.class_names), None)
+    for prefix, load in PATH_SOURCES.items():
+        if name.startswith(prefix):
+            return load(Path(name.removeprefix(prefix)).expanduser(), split)
+    return load_tfds(name, config.data_dir or None, split)
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     """Load the whole dataset named by ``config.dataset`` into host memory."""
-    name = config.dataset
-    if name == "synthetic":
-        train_examples, test_examples = config.synthetic_examples
-        return synthetic_dataset(train_examples, test_examples, config.num_classes,
-                                 config.image_size)
-    for prefix, load in PATH_SOURCES.items():
-        if name.startswith(prefix):
-            return load(Path(name.removeprefix(prefix)).expanduser())
-    return load_tfds(name, config.data_dir or None)
+    train = load_split(config, "train")
+    test = load_split(config, "test")
+    return make_dataset(train.split, test.split, len(train.class_names), train.stats,
+                        train.class_names)
+
+
+def is_tfds_name(name: str) -> bool:
+    """Whether ``config.dataset`` names a TFDS dataset (not a path source, not synthetic)."""
+    return name != "synthetic" and not name.startswith(tuple(PATH_SOURCES))
 
 
 def dataset_name_problem(name: str) -> str | None:
@@ -136,7 +164,9 @@ def synthetic_dataset(train_examples: int, test_examples: int, num_classes: int,
     return make_dataset(split(train_examples), split(test_examples), num_classes)
 
 
-def _class_folders(split_dir: Path) -> list[str]:
+def class_folders(split_dir: Path) -> list[str]:
+    """The class folders of a split, sorted by name (every subfolder, as torchvision's
+    ImageFolder takes them); [] if ``split_dir`` is not a directory."""
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
 
 
@@ -195,16 +225,23 @@ EVAL_SPLITS = ("test", "val")  # the evaluation split of a class-per-folder tree
 
 
 def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
-    """The image files of ``split_dir/<class>/`` for each of ``classes`` (sorted), with labels."""
-    files, labels = [], []
+    """The image files of ``split_dir/<class>/`` for each of ``classes`` (sorted), with labels;
+    DataError naming the class folders that hold no image."""
+    files, labels, empty = [], [], []
     for label, name in enumerate(classes):
         # A broken link is listed too: reading it fails, and says so.
         found = sorted(p for p in (split_dir / name).iterdir()
                        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
+        if not found:
+            empty.append(name)
         files += found
         labels += [label] * len(found)
-    if not files:
-        raise DataError(f"no images under {split_dir}; expected {split_dir}/<class>/*.jpg")
+    if empty:
+        shown = f"{empty[:10]}{' ...' if len(empty) > 10 else ''}"
+        raise DataError(f"class folder(s) {shown} under {split_dir} hold no images "
+                        f"({len(empty)} of {len(classes)}; images are "
+                        f"{'/'.join(sorted(IMAGE_SUFFIXES))} files); every class needs images "
+                        "in every split: add some, or remove the folder from every split")
     return files, labels
 
 
@@ -216,8 +253,8 @@ def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
         raise DataError(f"folder: path {root} {what}; point it at a directory "
                         "holding train/<class>/ and test/<class>/ (or val/<class>/) image folders")
     eval_dir = next((root / s for s in EVAL_SPLITS if (root / s).is_dir()), root / "test")
-    train_classes = _class_folders(root / "train")
-    eval_classes = _class_folders(eval_dir)
+    train_classes = class_folders(root / "train")
+    eval_classes = class_folders(eval_dir)
     if not train_classes or not eval_classes:
         parent = (f"; did you mean folder:{root.parent}?"
                   if root.name in ("train", *EVAL_SPLITS) and (root.parent / "train").is_dir()
@@ -234,24 +271,12 @@ def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
     return root / "train", eval_dir, train_classes
 
 
-def check_no_empty_class(labels: list[int] | np.ndarray, classes: list[str],
-                         train_dir: Path) -> None:
-    """Every class needs training images."""
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(classes))
-    empty = [name for name, count in zip(classes, counts, strict=True) if count == 0]
-    if empty:
-        raise DataError(f"class folder(s) {empty} under {train_dir} hold no images; every "
-                        "class needs training images (remove the empty folders)")
-
-
-def load_image_folder(root: Path) -> Dataset:
-    """Class-per-folder images: ``root/train/<class>/*`` and ``root/test/<class>/*`` (or
-    ``root/val/...``); classes sorted by name."""
+def load_image_folder(root: Path, split: str) -> LoadedSplit:
+    """One split of a class-per-folder tree: ``root/train/<class>/*``, or for ``"test"``
+    ``root/test/<class>/*`` (or ``root/val/...``); classes sorted by name."""
     train_dir, eval_dir, classes = folder_splits(root)
-    train = _read_folder_split(train_dir, classes)
-    check_no_empty_class(train.labels, classes, train_dir)
-    return make_dataset(train, _read_folder_split(eval_dir, classes), len(classes),
-                        class_names=classes)
+    return LoadedSplit(_read_folder_split(train_dir if split == "train" else eval_dir, classes),
+                       classes, None)
 
 
 def _unpickle(path: Path) -> dict:
@@ -270,22 +295,21 @@ def _cifar_split(batches: list[dict], label_key: bytes) -> Split:
     return Split(np.ascontiguousarray(images, dtype=np.uint8), labels)
 
 
-def load_cifar_python(root: Path) -> Dataset:
-    """The pickled "python version" of CIFAR-10 or CIFAR-100, as torchvision downloads it."""
-    cifar10 = [root / f"data_batch_{i}" for i in range(1, 6)] + [root / "test_batch"]
-    cifar100 = [root / "train", root / "test"]
-    if all(p.is_file() for p in cifar10):
-        train = [_unpickle(path) for path in cifar10[:5]]
-        return make_dataset(_cifar_split(train, b"labels"),
-                            _cifar_split([_unpickle(cifar10[5])], b"labels"), 10, CIFAR10_STATS,
-                            CIFAR10_CLASSES)
-    if all(p.is_file() for p in cifar100):
-        train, test = (_unpickle(path) for path in cifar100)
+def load_cifar_python(root: Path, split: str) -> LoadedSplit:
+    """One split of the pickled "python version" of CIFAR-10 or CIFAR-100, as torchvision
+    downloads it."""
+    cifar10 = {"train": [root / f"data_batch_{i}" for i in range(1, 6)],
+               "test": [root / "test_batch"]}
+    cifar100 = {"train": [root / "train"], "test": [root / "test"]}
+    if all(p.is_file() for paths in cifar10.values() for p in paths):
+        return LoadedSplit(_cifar_split([_unpickle(p) for p in cifar10[split]], b"labels"),
+                           list(CIFAR10_CLASSES), CIFAR10_STATS)
+    if all(p.is_file() for paths in cifar100.values() for p in paths):
         meta = root / "meta"
         names = ([n.decode() for n in _unpickle(meta)[b"fine_label_names"]]
-                 if meta.is_file() else None)
-        return make_dataset(_cifar_split([train], b"fine_labels"),
-                            _cifar_split([test], b"fine_labels"), 100, CIFAR100_STATS, names)
+                 if meta.is_file() else [str(i) for i in range(100)])
+        return LoadedSplit(_cifar_split([_unpickle(p) for p in cifar100[split]], b"fine_labels"),
+                           names, CIFAR100_STATS)
     raise DataError(f"cifar: path {root} is not a cifar-10-batches-py directory (data_batch_1..5, "
                     f"test_batch) nor a cifar-100-python one (train, test files); found "
                     f"{_listing(root)}{_folder_hint(root)}")
@@ -318,10 +342,20 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def load_tfds(name: str, data_dir: str | None) -> Dataset:
-    """A TFDS image-classification dataset with 'train' and 'test' splits, read into memory."""
-    import tensorflow as tf
+def import_tfds() -> Any:
+    """tensorflow_datasets, with TensorFlow's C++ start-up notices left out: TFDS only reads
+    files here."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def load_tfds(name: str, data_dir: str | None, split: str) -> LoadedSplit:
+    """One split of a TFDS image-classification dataset ('train' or 'test'), read into
+    memory; downloaded and prepared first where there is network."""
+    tfds = import_tfds()
+    import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # TensorFlow only reads files here
     try:
@@ -334,10 +368,9 @@ def load_tfds(name: str, data_dir: str | None) -> Dataset:
             raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir} and "
                             f"cannot be downloaded from here (no network); {HOW_TO_PROVIDE}")
         builder.download_and_prepare()
-    label = builder.info.features["label"]
-    return make_dataset(_read_tfds_split(builder, "train"), _read_tfds_split(builder, "test"),
-                        label.num_classes, TFDS_STATS.get(name.split(":")[0].split("/")[0]),
-                        label.names)
+    return LoadedSplit(_read_tfds_split(builder, split),
+                       list(builder.info.features["label"].names),
+                       TFDS_STATS.get(name.split(":")[0].split("/")[0]))
 
 
 def _read_tfds_split(builder, split: str) -> Split:

@@ -7,8 +7,9 @@ import contextlib
 import functools
 import json
 import statistics
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,14 @@ def _due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       chosen: Collection[str] = ()) -> dict[str, Any]:
     """Train ``config`` on every device, resuming from ``workdir`` if it holds a run.
 
     Writes metrics.jsonl, TensorBoard events, checkpoints, summary.json and
-    curves.png under ``workdir``; returns the summary. Everything is checked
+    curves.png under ``workdir``; returns the summary. ``chosen`` names the config
+    keys the user set (train.py: those on its command line): one that would have no
+    effect is refused (see :func:`config_schema.validate`). Everything is checked
     before anything is written: a refused start (ConfigError, DataError,
     WorkdirError, CheckpointError) leaves ``workdir`` as it was, and so does
     StartInterrupted (SIGTERM or SIGINT before the train step is compiled). After
@@ -170,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir = Path(workdir)
     with stop_requests() as stop, contextlib.ExitStack() as cleanup:
         with all_or_none():
-            config_schema.validate(config, jax.device_count())
+            warnings = config_schema.validate(config, jax.device_count(), chosen)
             claim_workdir(workdir, cleanup)
             latest = check_previous_run(workdir, config)
             if latest == config.num_train_steps:
@@ -180,6 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             cleanup.callback(pipeline.close)
             data_seconds = time.time() - data_started
             start_from = weights.initial_variables(config) if latest is None else None
+        for warning in warnings if jax.process_index() == 0 else ():
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         where = placement(config)
         fit_start = (None if start_from is None
                      else functools.partial(weights.fit_variables, loaded=start_from))
@@ -274,10 +280,11 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     resident = jax.device_put(pipeline.resident(), where)
     looped = compiled_loops()
     capacity = min(config.steps_per_call, pipeline.max_steps_per_call or config.steps_per_call)
-    capacity = capacity if looped else 1
-    if capacity < config.steps_per_call and jax.process_index() == 0:
-        print("on CPU one train step runs per compiled call: XLA:CPU runs gradient "
-              "convolutions 10-20x slower inside a compiled loop")
+    if not looped and capacity > 1:
+        capacity = 1
+        if jax.process_index() == 0:
+            print("on CPU one train step runs per compiled call: XLA:CPU runs gradient "
+                  "convolutions 10-20x slower inside a compiled loop")
     p_train, p_eval = parallel_steps(config, pipeline, looped)
     devices = jax.device_count()  # no larger eval batch than the test split, padded
     eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)

@@ -159,6 +159,12 @@ class ResNet(nn.Module):
     param_dtype: Any = jnp.float32
     bn_axis_name: str | None = None
 
+    @property
+    def total_stride(self) -> int:
+        """Input pixels per position of the last stage, along each side (32 for the ImageNet
+        stem and four stages): a smaller image leaves the last stage less than one pixel."""
+        return (4 if self.stem == "imagenet" else 1) * 2 ** (len(self.stage_sizes) - 1)
+
     def _check_input(self, x: jnp.ndarray) -> None:
         if x.ndim != 4 or x.shape[-1] != self.input_channels:
             raise ValueError(
@@ -169,6 +175,11 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         if self.shortcut not in ("projection", "option_a"):
             raise ValueError(f"unknown shortcut {self.shortcut!r}; use 'projection' or 'option_a'.")
+        if min(x.shape[1:3]) < self.total_stride:
+            raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than this "
+                             f"network's total stride of {self.total_stride}: its last stage "
+                             "would see less than one pixel; use images of at least "
+                             f"{self.total_stride}x{self.total_stride}.")
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:

@@ -65,10 +65,19 @@ class Schedule:
     keys: tuple[str, ...]
 
 
+def _piecewise(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """``learning_rate`` scaled at each of ``lr_boundaries`` (absolute steps) by its
+    ``lr_scales`` factor, times a linear warm-up from 0 over ``warmup_steps``."""
+    steps = optax.piecewise_constant_schedule(
+        config.learning_rate, dict(zip(config.lr_boundaries, config.lr_scales, strict=True)))
+    if not config.warmup_steps:
+        return steps
+    return lambda step: steps(step) * jnp.minimum(1.0, step / config.warmup_steps)
+
+
 SCHEDULES = {
-    "piecewise": Schedule(lambda c: optax.piecewise_constant_schedule(
-        c.learning_rate, dict(zip(c.lr_boundaries, c.lr_scales, strict=True))),
-        ("learning_rate", "lr_boundaries", "lr_scales")),
+    "piecewise": Schedule(_piecewise, ("learning_rate", "lr_boundaries", "lr_scales",
+                                       "warmup_steps")),
     "cosine": Schedule(lambda c: optax.warmup_cosine_decay_schedule(
         0.0, c.learning_rate, c.warmup_steps, c.num_train_steps),
         ("learning_rate", "warmup_steps", "num_train_steps")),

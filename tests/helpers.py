@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 from configs import smoke
+from resnet_jax.config_schema import ignored
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides):
-    """ResNet-20 on 8x8 synthetic images: a few seconds per run on a CPU."""
+    """ResNet-20 on 8x8 synthetic images: a few seconds per run on a CPU. Unless given, the
+    learning rate falls 10x at step 16 in runs longer than that."""
     config = smoke.get_config()
     config.image_size = 8
     config.synthetic_examples = (256, 100)
@@ -24,14 +26,17 @@ def tiny_config(**overrides):
     config.log_every_steps = 4
     config.lr_boundaries = (16,)
     config.update(overrides)
+    if "lr_boundaries" not in overrides and config.num_train_steps <= 16:
+        config.lr_boundaries, config.lr_scales = (), ()
     return config
 
 
 def overrides_as_flags(config) -> list[str]:
-    """The command-line flags that turn configs/smoke.py into ``config``."""
+    """The command-line flags that turn configs/smoke.py into ``config`` (leaving out the
+    values that have no effect there, which train.py would refuse)."""
     base = smoke.get_config()
     return [f"--config.{key}={_flag_value(value)}" for key, value in config.items()
-            if value != base[key]]
+            if value != base[key] and not ignored(key, config.to_dict())]
 
 
 def _flag_value(value) -> str:

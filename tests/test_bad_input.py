@@ -224,6 +224,8 @@ def run_case(case: Case, case_dir: Path, finished_run: Path) -> tuple:
     before = snapshot(case_dir)
     config = [] if any(f.startswith("--config=") for f in flags) else [
         "--config=configs/smoke.py", *overrides_as_flags(RUN_CONFIG)]
+    if any(f.startswith("--config.dataset=") for f in flags):  # synthetic sizes would be refused
+        config = [f for f in config if not f.startswith("--config.synthetic_examples=")]
     command = [sys.executable, "train.py", *config, *flags]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     return result, before, snapshot(case_dir)

@@ -122,7 +122,7 @@ def test_a_long_run_keeps_its_resident_memory_flat(tmp_path):
     steps = 2500
     config = tiny_config(num_train_steps=steps, batch_size=8, synthetic_examples=(64, 16),
                          log_every_steps=100, eval_every_steps=1000,
-                         checkpoint_every_steps=500, lr_boundaries=(steps,))
+                         checkpoint_every_steps=500, lr_boundaries=(), lr_scales=())
     process = run_train_py(tmp_path, config, devices=1, wait=False)
     samples = []  # (logged steps, resident MiB)
     while (rss := resident_mib(process.pid)) is not None and process.poll() is None:

@@ -29,7 +29,7 @@ def test_ten_sgd_steps_give_the_same_losses_in_both_frameworks(tmp_path, augment
     # compared exactly below.
     config = tiny_config(num_train_steps=10, log_every_steps=1, eval_every_steps=10,
                          image_size=16, augment=augment,
-                         learning_rate=learning_rate, lr_boundaries=(1000,))
+                         learning_rate=learning_rate, lr_boundaries=(), lr_scales=())
     train_and_evaluate(config, tmp_path / "jax")
     torch_train.train(config, tmp_path / "torch")
     jax_losses = [r["train_loss"] for r in metric_rows(tmp_path / "jax")]

@@ -18,7 +18,7 @@ from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
 
 
 def test_a_tiny_model_overfits_a_fixed_batch():
-    config = tiny_config(augment=False, learning_rate=0.05, lr_boundaries=(1000,),
+    config = tiny_config(augment=False, learning_rate=0.05, lr_boundaries=(), lr_scales=(),
                          steps_per_call=10)
     pipeline = build_pipeline(config)
     state = create_train_state(config, build_model(config), pipeline.image_shape)

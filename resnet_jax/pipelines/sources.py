@@ -64,8 +64,7 @@ class TfdsSplit:
 
     def read(self, index: int) -> Record:
         if self._source is None:
-            import tensorflow_datasets as tfds
-
+            tfds = data.import_tfds()
             self._source = tfds.data_source(
                 self.name, split=self.split, data_dir=self.data_dir, download=False,
                 decoders={"image": tfds.decode.SkipDecoding()})
@@ -77,16 +76,14 @@ def open_folder(root: Path) -> Sources:
     """``root/train/<class>/`` and ``root/val/<class>/`` (or ``test/``), images of any size;
     normalised with ImageNet's statistics."""
     train_dir, eval_dir, classes = data.folder_splits(root)
-    train = FolderSplit(train_dir, classes)
-    data.check_no_empty_class(train.labels, classes, train_dir)
-    return Sources(train, FolderSplit(eval_dir, classes), classes, *data.IMAGENET_STATS)
+    return Sources(FolderSplit(train_dir, classes), FolderSplit(eval_dir, classes), classes,
+                   *data.IMAGENET_STATS)
 
 
 def open_tfds(name: str, data_dir: str | None) -> Sources:
     """A prepared TFDS image-classification dataset in array_record format; its
     'validation' split (else 'test') evaluates."""
-    import tensorflow_datasets as tfds
-
+    tfds = data.import_tfds()
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
