@@ -92,10 +92,12 @@ def _claim_five_classes(case_dir: Path) -> None:
     path.write_text(path.read_text().replace('"num_classes": 10', '"num_classes": 5'))
 
 
-def _with_empty_class(case_dir: Path) -> None:
-    _images(case_dir)
-    for image in (case_dir / "images" / "train" / "dog").iterdir():
-        image.unlink()
+def _with_empty_class(split: str, name: str) -> Callable[[Path], None]:
+    def prepare(case_dir: Path) -> None:
+        _images(case_dir)
+        for image in (case_dir / "images" / split / name).iterdir():
+            image.unlink()
+    return prepare
 
 
 def _bad_metrics_line(case_dir: Path) -> None:
@@ -128,7 +130,21 @@ CASES = {
                                       "--config.batch_size=64.5 is not an integer"),
     "boundaries without scales": Case(
         ["--config.lr_scales=(0.1,0.2)"],
-        "lr_boundaries has 1 steps but lr_scales 2 factors; give one factor per boundary"),
+        "lr_boundaries has 0 steps but lr_scales 2 factors; give one factor per boundary"),
+    "a momentum under Adam": Case(
+        ["--config.optimizer=adam", "--config.momentum=0.5"],
+        "momentum=0.5 has no effect with optimizer=adam, which has no momentum (Adam's moment "
+        "decay is fixed); leave out --config.momentum"),
+    "worker processes in memory": Case(
+        ["--config.data_workers=4"], "data_workers=4 has no effect under pipeline=in_memory, "
+        "which decodes the whole dataset once, without workers; leave out --config.data_workers"),
+    "a boundary beyond the run": Case(
+        ["--config.lr_boundaries=(50,)", "--config.lr_scales=(0.1,)"],
+        "lr_boundaries=(50,): the run ends at num_train_steps=8, before step 50; drop it or "
+        "raise --config.num_train_steps"),
+    "an image smaller than the network's stride": Case(
+        ["--config.image_size=2"], "image_size=2 is below resnet20's total stride of 4: its "
+        "last stage would see less than one pixel; set --config.image_size=4 or more"),
     "unknown model": Case(["--config.model=resnet19"],
                           "model='resnet19' must be one of: resnet18, resnet34"),
     "unknown key": Case(["--config.batch_sise=64"],
@@ -166,7 +182,17 @@ CASES = {
         lambda case_dir: image_folder(case_dir / "images", classes=("cat",))),
     "an empty class folder": Case(
         ["--config.dataset=folder:{case}/images", "--config.num_classes=3"],
-        "class folder(s) ['dog'] under {case}/images/train hold no images", _with_empty_class),
+        "class folder(s) ['dog'] under {case}/images/train hold no images",
+        _with_empty_class("train", "dog")),
+    "an empty class folder in the test split": Case(
+        ["--config.dataset=folder:{case}/images", "--config.num_classes=3"],
+        "class folder(s) ['frog'] under {case}/images/test hold no images",
+        _with_empty_class("test", "frog")),
+    "an empty class folder, streaming": Case(
+        ["--config.dataset=folder:{case}/images", "--config.num_classes=3",
+         "--config.pipeline=streaming"],
+        "class folder(s) ['frog'] under {case}/images/test hold no images",
+        _with_empty_class("test", "frog")),
     "class count differs": Case(
         ["--config.dataset=folder:{case}/images"],
         "the dataset has 3 classes but num_classes=10; set --config.num_classes=3",
@@ -357,3 +383,22 @@ def test_a_stop_signal_before_training_leaves_nothing_behind(tmp_path, moment):
     assert "nothing was written" in output and "Traceback" not in output
     assert not (tmp_path / "new").exists()
 
+
+
+def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tmp_path):
+    """The smoke config's boundary (step 30) lies beyond a run cut to 8 steps: it goes on
+    with one warning line; a warm-up given under its piecewise schedule ramps the rate."""
+    command = [sys.executable, "train.py", "--config=configs/smoke.py",
+               f"--workdir={tmp_path / 'run'}", "--config.num_train_steps=8",
+               "--config.warmup_steps=4", "--config.log_every_steps=1",
+               "--config.eval_every_steps=8", "--config.checkpoint_every_steps=8",
+               "--config.image_size=8", "--config.synthetic_examples=(128,64)"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: the run ends at num_train_steps=8, before lr_boundaries 30 of "
+                        "the config file: the learning rate is not scaled there (a shortened "
+                        "recipe)"]
+    rates = [row["learning_rate"] for row in metric_rows(tmp_path / "run")]
+    np.testing.assert_allclose(rates, [0.0, 0.0125, 0.025, 0.0375, 0.05, 0.05, 0.05, 0.05],
+                               rtol=1e-6)

@@ -9,8 +9,15 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import list_models
-from resnet_jax.config_schema import KEYS, ConfigError, changed_fixed_keys, validate
+from resnet_jax import create_model, list_models
+from resnet_jax.config_schema import (
+    KEYS,
+    ConfigError,
+    always,
+    changed_fixed_keys,
+    ignored,
+    validate,
+)
 from resnet_jax.parallel import PARALLEL
 from resnet_jax.training import (
     OPTIMIZERS,
@@ -171,3 +178,122 @@ def test_label_smoothing_matches_its_definition():
     log_p = jax.nn.log_softmax(logits)[0]
     expected = -(0.9 + 0.1 / 3) * log_p[0] - (0.1 / 3) * (log_p[1] + log_p[2])
     assert float(smoothed[0]) == pytest.approx(float(expected), rel=1e-6)
+
+
+# A value per key, valid, on (not 0, False or empty) and unlike the smoke config's: a new
+# key fails the walk below until it is given one (and a rule in config_schema.KEYS).
+PROBES = {
+    "model": "resnet32", "num_classes": 5, "residual": False, "init_from": "IMAGENET1K_V1",
+    "zero_init_residual": True, "dtype": "bfloat16", "dataset": "cifar10",
+    "data_dir": "/data/tfds", "synthetic_examples": (64, 32), "pipeline": "streaming",
+    "image_size": 48, "eval_resize": 72, "data_workers": 3, "augment": True, "batch_size": 32,
+    "eval_batch_size": 16, "num_train_steps": 60, "eval_every_steps": 7,
+    "checkpoint_every_steps": 7, "log_every_steps": 3, "keep_checkpoints": 2,
+    "optimizer": "adamw", "momentum": 0.5, "nesterov": True, "learning_rate": 0.2,
+    "schedule": "cosine", "lr_boundaries": (10,), "lr_scales": (0.5,), "warmup_steps": 5,
+    "weight_decay": 5e-4, "decay_norm_and_bias": True, "label_smoothing": 0.1,
+    "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
+    "log_grad_norms": True, "seed": 7,
+}
+# The smoke config, and the same with one of the settings that decide what the others do
+# changed (a streaming run's eval_resize fits the probe's image size).
+MODES = [{}, {"schedule": "cosine"}, {"schedule": "onecycle"}, {"optimizer": "adam"},
+         {"optimizer": "adamw"}, {"weight_decay": 0.0}, {"init_from": "IMAGENET1K_V1"},
+         {"pipeline": "streaming", "eval_resize": 80}, {"dataset": "folder:/data"},
+         {"dataset": "cifar:/data"}, {"dataset": "cifar10"}]
+
+
+def in_mode(mode, **values):
+    config = load("smoke")
+    config.update({**mode, **values})
+    return config
+
+
+def test_every_key_given_where_it_has_no_effect_is_refused_in_one_line():
+    assert set(PROBES) == set(KEYS), "give the new key a probe value and an effect rule"
+    refused = set()
+    for key, probe in PROBES.items():
+        for mode in MODES:
+            config = in_mode(mode, **{key: probe})
+            why = ignored(key, config.to_dict())
+            if why is None:
+                validate(config, num_devices=1, chosen={key})
+                continue
+            refused.add(key)
+            with pytest.raises(ConfigError) as error:
+                validate(config, num_devices=1, chosen={key})
+            assert str(error.value) == (f"{key}={probe!r} has no effect {why}; leave out "
+                                        f"--config.{key}"), (key, mode)
+            validate(config, num_devices=1)  # the config file's own value is its recipe
+    conditional = {key for key, spec in KEYS.items() if spec.unused is not always}
+    assert refused == conditional, "a key's rule never applies in any mode"
+
+
+def trajectory(config):
+    """What the optimizer and its schedule do: the rate over 41 steps, three updates."""
+    schedule = learning_rate_schedule(config)
+    tx = make_optimizer(config, schedule)
+    params = {"conv": {"kernel": jnp.linspace(-1.0, 1.0, 8).reshape(2, 2, 2)},
+              "bn": {"scale": jnp.array([1.0, 2.0])}}
+    grads = jax.tree.map(lambda p: 0.3 - 0.5 * p, params)
+    state, history = tx.init(params), []
+    for _ in range(3):
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        history.append(params)
+    return np.asarray(jax.vmap(schedule)(jnp.arange(41))), jax.tree.leaves(history)
+
+
+OPTIMIZER_KEYS = ("optimizer", "momentum", "nesterov", "learning_rate", "schedule",
+                  "lr_boundaries", "lr_scales", "warmup_steps", "weight_decay",
+                  "decay_norm_and_bias")
+
+
+@pytest.mark.parametrize("key", OPTIMIZER_KEYS)
+def test_an_optimizer_key_changes_the_updates_exactly_where_it_is_said_to(key):
+    """The rule checked against what the optimizer does: where a key is said to take
+    effect its value changes the rates or the updates, and where it is said to have none,
+    nothing changes. (decay_norm_and_bias is probed with False, momentum with 0.5.)"""
+    probe = {"decay_norm_and_bias": False}.get(key, PROBES[key])
+    for mode in MODES[:6]:
+        base = in_mode(mode)
+        changed = in_mode(mode, **{key: probe})
+        if base[key] == changed[key]:
+            continue
+        (rates, updates), (new_rates, new_updates) = trajectory(base), trajectory(changed)
+        same = np.array_equal(rates, new_rates) and all(
+            np.array_equal(a, b) for a, b in zip(updates, new_updates, strict=True))
+        assert same == bool(KEYS[key].unused(changed.to_dict())), (key, mode)
+
+
+def test_a_warmup_takes_effect_under_the_piecewise_schedule():
+    config = in_mode({}, warmup_steps=10, learning_rate=0.4, lr_boundaries=(20,),
+                     lr_scales=(0.1,))
+    rates = np.asarray(jax.vmap(learning_rate_schedule(config))(jnp.arange(25)))
+    np.testing.assert_allclose(rates[[0, 5, 10, 19, 20, 24]], [0.0, 0.2, 0.4, 0.4, 0.04, 0.04],
+                               rtol=1e-6)
+
+
+def test_boundaries_the_run_will_not_reach():
+    shortened = in_mode({}, num_train_steps=20)  # the smoke config's boundary is step 30
+    assert validate(shortened, 1, chosen={"num_train_steps"}) == [
+        "the run ends at num_train_steps=20, before lr_boundaries 30 of the config file: the "
+        "learning rate is not scaled there (a shortened recipe)"]
+    with pytest.raises(ConfigError, match=r"lr_boundaries=\(30,\): the run ends at "
+                       r"num_train_steps=20, before step 30; drop it or raise"):
+        validate(shortened, 1, chosen={"num_train_steps", "lr_boundaries"})
+    assert validate(in_mode({"schedule": "cosine"}, num_train_steps=20), 1) == []
+
+
+@pytest.mark.parametrize("model,smallest", [("resnet18", 32), ("resnet20", 4),
+                                            ("resnet18_cifar", 8)])
+def test_images_smaller_than_the_total_stride_are_refused(model, smallest):
+    config = in_mode({}, model=model, image_size=smallest - 1)
+    with pytest.raises(ConfigError, match=f"image_size={smallest - 1} is below {model}'s total "
+                       f"stride of {smallest}: .*; set --config.image_size={smallest} or more"):
+        validate(config, 1)
+    config.image_size = smallest
+    validate(config, 1)
+    with pytest.raises(ValueError, match=f"smaller than this network's total stride of "
+                       f"{smallest}"):
+        create_model(model).init(jax.random.key(0), jnp.zeros((1, smallest - 1, 64, 3)))
