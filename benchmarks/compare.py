@@ -9,10 +9,10 @@ images/s, and their ratios); DIR defaults to RUN_TORCH's parent directory.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from resnet_jax.command_line import ArgumentParser
 from resnet_jax.metrics import plot_curves, read_metrics
 from resnet_jax.workdir import SUMMARY_FILE
 
@@ -49,7 +49,7 @@ def compare(jax_run: Path, torch_run: Path, out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("jax_run", type=Path)
     parser.add_argument("torch_run", type=Path)
     parser.add_argument("--out", type=Path, help="report directory (default: RUN_TORCH/..)")

@@ -37,6 +37,7 @@ if not __package__:  # run as a file (python benchmarks/degradation.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from resnet_jax.checkpoints import CheckpointError
+from resnet_jax.command_line import ArgumentParser
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import DataError
 from resnet_jax.interrupts import StartInterrupted, StartRefused
@@ -185,7 +186,7 @@ def train_one(config: ml_collections.ConfigDict, chosen: Collection[str], run_di
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--dataset", default="cifar10",
                         help="as --config.dataset of train.py (default: cifar10 from TFDS)")

@@ -11,7 +11,6 @@ it makes them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from resnet_jax.command_line import ArgumentParser
 
 CLASSES = 10
 DONE = "GENERATED"  # marks a folder this benchmark filled completely
@@ -42,6 +43,8 @@ def make_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 def generate(folder: Path, images: int, seed: int = 0) -> None:
     """``images`` JPEGs of about 500x375 (quality 90) under folder/{train,val}/<class>/."""
+    if folder.exists() and not folder.is_dir():
+        raise SystemExit(f"error: --folder {folder} is a file; pass a new or empty directory")
     if (folder / DONE).exists():
         return
     if folder.exists() and any(folder.iterdir()):
@@ -97,7 +100,7 @@ def pipeline_rate(folder: Path, workers: int, batch: int, seconds: float) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, required=True,
                         help="where the JPEGs are (generated there once)")
     parser.add_argument("--images", type=int, default=2000, help="JPEGs to generate")

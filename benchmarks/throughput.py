@@ -20,7 +20,6 @@ leaves out the cuDNN convolutions on GPU.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -48,6 +47,7 @@ if not __package__:  # run as a file (python benchmarks/throughput.py): import f
 from benchmarks.torch_models import torch_model
 from configs import smoke
 from resnet_jax import create_model, data
+from resnet_jax.command_line import ArgumentParser, at_least
 from resnet_jax.config_schema import ConfigError, validate
 from resnet_jax.loop import compiled_loops, train_and_evaluate
 from resnet_jax.metrics import Throughput, read_metrics
@@ -215,18 +215,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}")
-        return value
-
-    return parse
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="resnet20, batch 128, fp32 only")
     parser.add_argument("--out", default="throughput.json", help="JSON file to write")
     parser.add_argument("--windows", type=at_least(1), default=5)
@@ -241,6 +231,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = [FULL_ROWS[0]] if args.quick else FULL_ROWS
     if args.models:
+        offered = list(dict.fromkeys(model for model, _, _ in rows))
+        unknown = [m for m in args.models.split(",") if m not in offered]
+        if unknown:
+            quick = "; --quick has resnet20 only" if args.quick else ""
+            parser.error(f"--models {','.join(unknown)}: not among this run's models "
+                         f"({', '.join(offered)}{quick})")
         rows = [row for row in rows if row[0] in args.models.split(",")]
     rows = [(m, args.image_size or s, args.batch_size or b) for m, s, b in rows]
     timing = {"warmup": args.warmup, "windows": args.windows, "window_steps": args.window_steps}

@@ -34,7 +34,9 @@ from typing import Any
 if not __package__:  # run as a file (python benchmarks/time_to_accuracy.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from resnet_jax.command_line import ArgumentParser
 from resnet_jax.metrics import read_metrics, read_segments
+from resnet_jax.workdir import create, remove_if_empty
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,10 +136,12 @@ def train_in_process(command: list[str], name: str) -> None:
         code = code or 130
     finally:
         signal.signal(signal.SIGTERM, forward)
+    if code == 1:  # a refusal: the trainer's own line above says what to fix
+        raise SystemExit(1)
     if code:
         raise SystemExit(f"error: the {name} run stopped (exit status {code}; its message is "
-                         "above); fix what it says, or, if it was interrupted, start the same "
-                         "command again to continue")
+                         "above); if it was interrupted, start the same command again to "
+                         "continue")
 
 
 def torch_run(command: list[str], run_dir: Path, name: str) -> None:
@@ -209,7 +213,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Any --config.KEY=VALUE is passed to both trainers, as train.py takes it.")
     parser.add_argument("--config", required=True, help="a config file (configs/*.py)")
@@ -227,9 +231,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch_flags = [f"--{'' if getattr(args, name) else 'no'}{name}"
                    for name in ("amp", "channels_last", "compile")]
     workdir = args.workdir.resolve()  # the trainers run from the repository
-    workdir.mkdir(parents=True, exist_ok=True)
-    report = run_both(str(Path(args.config).resolve()), overrides, workdir, args.seeds,
-                      torch_flags)
+    if workdir.exists() and not workdir.is_dir():
+        parser.error(f"--workdir {args.workdir} is a file; pass a directory")
+    created = create(workdir)
+    try:
+        report = run_both(str(Path(args.config).resolve()), overrides, workdir, args.seeds,
+                          torch_flags)
+    except BaseException:  # a refused or interrupted start leaves nothing behind
+        remove_if_empty(created)
+        raise
     print(format_report(report))
     return report
 

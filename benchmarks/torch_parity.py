@@ -6,7 +6,6 @@ Random torchvision weights with randomised BatchNorm statistics; prints the
 max |difference| of eval-mode logits relative to max |logit|, float32.
 """
 
-import argparse
 
 import numpy as np
 
@@ -18,6 +17,7 @@ except ModuleNotFoundError:  # not in the README's main install
 import torchvision
 
 from resnet_jax import create_model
+from resnet_jax.command_line import ArgumentParser
 from resnet_jax.models import IMAGENET_DEPTHS
 from resnet_jax.torch_compat import from_torchvision
 
@@ -36,7 +36,7 @@ def randomised_torchvision(name: str, seed: int = 0) -> torch.nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["224x224", "97x81"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -237,6 +237,15 @@ def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[
     return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}
 
 
+def saved_steps(run_dir: str | Path) -> list[int]:
+    """The steps of a run's checkpoints, oldest first ([] if it has none)."""
+    directory = Path(run_dir).absolute() / workdir.CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    with ocp.CheckpointManager(directory, item_handlers=_item_handlers()) as manager:
+        return sorted(manager.all_steps())
+
+
 def saved_pipeline_state(run_dir: str | Path) -> dict[str, Any] | None:
     """The input pipeline's state in the latest checkpoint of a run (None if it has none)."""
     with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,

@@ -1,11 +1,15 @@
-"""Command-line flags of the trainers: config mistakes as one line instead of a traceback."""
+"""Command lines: the trainers' config flags, and the argparse of the other commands, with
+every mistake as one line instead of a usage text or a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 import sys
 import traceback
+from collections.abc import Callable
+from typing import NoReturn
 
 from absl import flags
 from ml_collections import config_flags
@@ -81,3 +85,22 @@ def chosen_config_keys() -> set[str]:
     """The config keys given on the command line (``--config.KEY=...``): what
     :func:`resnet_jax.config_schema.validate` calls the keys the user chose."""
     return set(config_flags.get_override_values(FLAGS["config"]))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line as one line, ``error: ...`` (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low},"  # argparse: "invalid integer >= 1, value: 'x'"
+    return parse

@@ -12,6 +12,7 @@ TensorFlow is imported for the TFDS source alone.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import pickle
 import socket
@@ -127,6 +128,34 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     test = load_split(config, "test")
     return make_dataset(train.split, test.split, len(train.class_names), train.stats,
                         train.class_names)
+
+
+def class_change(trained: list[str], found: list[str]) -> str | None:
+    """How the classes ``found`` in the data now differ from those a run ``trained`` on
+    (in order), or None if they are the same."""
+    if list(found) == list(trained):
+        return None
+    gone = [name for name in trained if name not in found]
+    new = [name for name in found if name not in trained]
+    if not gone and not new:
+        return "the same classes in another order"
+    return f"classes only in the run: {listed(gone)}; only in the data now: {listed(new)}"
+
+
+def listed(names: list[str]) -> str:
+    """Up to ten names, and how many more."""
+    return (", ".join(names[:10]) + (f" (and {len(names) - 10} more)" if len(names) > 10 else "")
+            if names else "none")
+
+
+def imagenet_synsets() -> list[str]:
+    """ImageNet-1k's 1,000 WordNet synsets (n01440764 ...) in the order of its class indices,
+    from the label file tensorflow-datasets ships (read without importing it); [] if absent."""
+    spec = importlib.util.find_spec("tensorflow_datasets")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "imagenet2012" / "labels.txt"
+    return path.read_text().split() if path.is_file() else []
 
 
 def is_tfds_name(name: str) -> bool:

@@ -5,15 +5,18 @@ its own test split.
     python -m resnet_jax.evaluate --workdir runs/resnet20
 
 ``folder:PATH``: ``PATH/<class>/*`` images (ImageNet's validation set sorted into
-its 1,000 class folders, say), through the weights' evaluation transform. Folders
-named as the weights' classes map by name; otherwise the sorted folders map to the
-classes in order (ImageNet's synset folders do). Every readable image counts once.
+its 1,000 class folders, say), through the weights' evaluation transform. Class
+folders are matched to the weights' classes by name (ImageNet's synset folders to
+weights that name its classes, through ImageNet's synset order); by sorted position
+only where the weights carry no names, and then the mapping is printed. Every
+readable image counts once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from resnet_jax import data, workdir
-from resnet_jax.predict import positive, probabilities, read_batches
+from resnet_jax.command_line import ArgumentParser, at_least
+from resnet_jax.predict import probabilities, read_batches
 from resnet_jax.weights import Weights, WeightsError, load_weights
 
 
@@ -50,30 +54,72 @@ class Totals:
                 "loss": self.loss / n, "examples": self.examples}
 
 
-def folder_labels(root: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
-    """The images under ``root/<class>/`` and their labels in the weights' class order."""
+SYNSET = re.compile(r"n\d{8}")  # an ImageNet (WordNet) class folder: n01440764
+
+
+def class_indices(folders: list[str], weights: Weights) -> dict[str, int]:
+    """Each class folder's output of the weights, matched by name: a folder named as one of
+    the weights' classes, or by its ImageNet synset where the weights have ImageNet's 1,000
+    classes; by sorted position only where the weights carry no names (said on stderr).
+    A subset of the classes is allowed (and said); an unknown name is a DataError."""
+    names = weights.class_names
+    known = {name: i for i, name in enumerate(names)}
+    if set(folders) <= known.keys():
+        indices = {folder: known[folder] for folder in folders}
+    elif len(names) == 1000 and all(SYNSET.fullmatch(folder) for folder in folders):
+        indices = _by_synset(folders, names)
+    elif not weights.names_known and len(folders) == len(names):
+        indices = {folder: i for i, folder in enumerate(folders)}
+        print("the weights carry no class names: the sorted class folders are their outputs "
+              "in order (" + data.listed([f"{f} -> {i}" for f, i in indices.items()]) + ")",
+              file=sys.stderr)
+    else:
+        unknown = [f for f in folders if f not in known]
+        unmatched = [n for n in names if n not in folders]
+        fix = ("name each folder as the class it holds" if weights.names_known else
+               f"the weights carry no class names: give one folder per output ({len(names)}), "
+               f"or name the folders 0 to {len(names) - 1}")
+        raise data.DataError(
+            f"{len(unknown)} class folder(s) are not among the weights' {len(names)} classes: "
+            f"{data.listed(unknown)}; the weights' classes without a folder: "
+            f"{data.listed(unmatched)}; {fix}")
+    if len(indices) < len(names):
+        print(f"the folder holds {len(indices)} of the weights' {len(names)} classes: top-1 and "
+              f"top-5 are counted over those images, choosing among all {len(names)} classes",
+              file=sys.stderr)
+    return indices
+
+
+def _by_synset(folders: list[str], names: list[str]) -> dict[str, int]:
+    """Synset folders -> ImageNet-1k class indices, through the synset table TFDS ships."""
+    table = {synset: i for i, synset in enumerate(data.imagenet_synsets())}
+    unknown = [folder for folder in folders if folder not in table]
+    if unknown:
+        raise data.DataError(f"{len(unknown)} synset folder(s) are not ImageNet-1k classes: "
+                             f"{data.listed(unknown)}; use ImageNet-1k's class folders")
+    indices = {folder: table[folder] for folder in folders}
+    print(f"class folders named by ImageNet synsets, matched to the weights' classes in "
+          f"ImageNet's order ({folders[0]} -> {names[indices[folders[0]]]})", file=sys.stderr)
+    return indices
+
+
+def folder_labels(root: Path, weights: Weights) -> tuple[list[Path], np.ndarray]:
+    """The images under ``root/<class>/`` and their labels as the weights' outputs."""
     if not root.is_dir():
         raise data.DataError(f"{root} {'is a file' if root.exists() else 'does not exist'}; "
                              "pass folder:PATH where PATH/<class>/ hold the images")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = data.class_folders(root)
     if not folders:
         raise data.DataError(f"{root} holds no class folders; pass folder:PATH where PATH/<class>/ "
                              "hold the images")
-    if set(folders) <= set(class_names):
-        index = {name: class_names.index(name) for name in folders}
-    elif len(folders) == len(class_names):
-        index = dict(zip(folders, range(len(folders)), strict=True))
-    else:
-        raise data.DataError(f"{root} has {len(folders)} class folders, the weights "
-                             f"{len(class_names)} classes, and the folder names are not class "
-                             "names; give one folder per class")
+    indices = class_indices(folders, weights)
     files, labels = data.image_files(root, folders)
-    return files, np.asarray([index[folders[label]] for label in labels], np.int64)
+    return files, np.asarray([indices[folders[label]] for label in labels], np.int64)
 
 
 def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[str, Any]:
     """Top-1/top-5 (percent), mean loss, examples counted and skipped, images/s."""
-    files, labels = folder_labels(root, weights.class_names)
+    files, labels = folder_labels(root, weights)
     apply, totals, skipped = probabilities(weights), Totals(), []
     batch_size = min(batch_size, len(files))
     started = time.perf_counter()
@@ -88,47 +134,58 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     return {**totals.result(), "skipped": skipped, "images_per_sec": len(files) / seconds,
-            "weights": weights.source, "published": weights.metrics}
+            "weights": weights.describe(), "step": weights.step, "published": weights.metrics}
 
 
-def evaluate_run(run_dir: Path, batch_size: int = 64) -> dict[str, Any]:
-    """A training run's latest checkpoint on the test split of its own data."""
-    from resnet_jax.checkpoints import restore
-    from resnet_jax.pipelines import build_pipeline
+def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -> dict[str, Any]:
+    """A training run's checkpoint of ``step`` (else its latest) on the test split of its
+    own data, read alone (in memory, the training split is not decoded)."""
+    from resnet_jax.pipelines import evaluation_pipeline
 
     saved = workdir.read_config(run_dir)
     if saved is None:
         raise WeightsError(f"{run_dir} holds no config.json; is it a training run's --workdir?")
     config = ml_collections.ConfigDict(saved)
+    weights = load_weights(None, str(run_dir), step=step)
     devices = jax.local_device_count()
     batch_size = -(-batch_size // devices) * devices
-    model, variables = restore(run_dir)
-    pipeline = build_pipeline(config)
-    resident = jax.device_put(pipeline.resident())
-
-    @jax.jit
-    def step(resident: dict[str, Any], batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
-        images, labels = pipeline.prepare_eval(resident, batch)
-        logits = model.apply(variables, images, train=False).astype(np.float32)
-        return jax.nn.softmax(logits), labels
-
-    totals, started = Totals(), time.perf_counter()
+    pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
     try:
+        _check_same_classes(pipeline.class_names, weights.class_names, config.dataset)
+        model = weights.model
+        resident = jax.device_put(pipeline.resident())
+
+        @jax.jit
+        def step_fn(resident: dict[str, Any], batch: dict[str, Any]) -> tuple[jax.Array, ...]:
+            images, labels = pipeline.prepare_eval(resident, batch)
+            logits = model.apply(weights.variables, images, train=False).astype(np.float32)
+            return jax.nn.softmax(logits), labels
+
+        totals, started = Totals(), time.perf_counter()
         for batch in tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
                           total=-(-pipeline.eval_examples // batch_size), file=sys.stderr):
-            probs, labels = jax.device_get(step(resident, batch))
+            probs, labels = jax.device_get(step_fn(resident, batch))
             keep = np.asarray(batch["mask"]) > 0
             totals.add(probs[keep], labels[keep])
     finally:
         pipeline.close()
     seconds = time.perf_counter() - started
     return {**totals.result(), "skipped": sorted(getattr(pipeline, "skipped", {})),
-            "images_per_sec": totals.examples / seconds, "weights": str(run_dir),
-            "published": {}}
+            "images_per_sec": totals.examples / seconds, "weights": weights.describe(),
+            "step": weights.step, "published": {}}
+
+
+def _check_same_classes(found: list[str], trained: list[str], dataset: str) -> None:
+    change = data.class_change(trained, found)
+    if change:
+        raise data.DataError(f"{dataset} no longer holds the classes the run trained on "
+                             f"({change}); restore the data, or evaluate it by class name with "
+                             "--weights RUN --dataset folder:PATH")
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"top-1     {result['top1']:.3f}%", f"top-5     {result['top5']:.3f}%",
+    lines = [f"weights   {result['weights']}",
+             f"top-1     {result['top1']:.3f}%", f"top-5     {result['top5']:.3f}%",
              f"loss      {result['loss']:.4f}", f"examples  {result['examples']}",
              f"images/s  {result['images_per_sec']:.1f}"]
     if result["skipped"]:
@@ -140,15 +197,17 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m resnet_jax.evaluate",
+    parser = ArgumentParser(prog="python -m resnet_jax.evaluate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="IMAGENET1K_V1/V2, a .pth file, or a run's directory")
     parser.add_argument("--model", help="resnet18 ... resnet152 (with a weights name or .pth)")
     parser.add_argument("--dataset", help="folder:PATH, PATH holding one folder per class")
     parser.add_argument("--workdir", type=Path, help="a training run: its own test split")
-    parser.add_argument("--resize", type=positive, help="shorter side before the crop")
-    parser.add_argument("--crop", type=positive, help="centre crop")
-    parser.add_argument("--batch-size", type=positive, default=64)
+    parser.add_argument("--resize", type=at_least(1), help="shorter side before the crop")
+    parser.add_argument("--crop", type=at_least(1), help="centre crop")
+    parser.add_argument("--step", type=at_least(0),
+                        help="a run's checkpoint of this step (default: its latest)")
+    parser.add_argument("--batch-size", type=at_least(1), default=64)
     parser.add_argument("--json", action="store_true", help="only a JSON object on stdout")
     args = parser.parse_args(argv)
     if bool(args.workdir) == bool(args.dataset):
@@ -167,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.workdir:
-            result = evaluate_run(args.workdir, args.batch_size)
+            result = evaluate_run(args.workdir, args.batch_size, args.step)
         else:
             root = Path(args.dataset.removeprefix("folder:")).expanduser()
             if not root.is_dir():  # before any download
                 raise data.DataError(f"{root} is not a directory; pass folder:PATH where "
                                      "PATH/<class>/ hold the images")
-            weights = load_weights(args.model, args.weights, args.resize, args.crop)
+            weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)
             result = evaluate_folder(weights, root, args.batch_size)
     except (WeightsError, data.DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

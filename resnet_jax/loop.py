@@ -21,7 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from resnet_jax import checkpoints, config_schema, weights
+from resnet_jax import checkpoints, config_schema, data, weights
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.interrupts import StopRequests, all_or_none, stop_requests
 from resnet_jax.metrics import (
@@ -48,6 +48,7 @@ from resnet_jax.workdir import (
     create,
     latest_checkpoint_step,
     read_config,
+    read_data_description,
     read_metrics_file,
     remove_if_empty,
     write_atomically,
@@ -112,6 +113,15 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
                           f"where the run in {workdir} stands; pass --config.num_train_steps="
                           f"{latest} or more")
     return latest
+
+
+def check_same_classes(workdir: Path, pipeline: Pipeline) -> None:
+    """A resumed run's data must hold the classes it trained on, in the same order."""
+    saved = read_data_description(workdir)
+    change = saved and data.class_change(saved["class_names"], pipeline.class_names)
+    if change:
+        raise data.DataError(f"the data no longer holds the classes the run in {workdir} trained "
+                             f"on ({change}); restore the data, or pass a new --workdir")
 
 
 def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
@@ -182,6 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             data_started = time.time()
             pipeline = build_pipeline(config)
             cleanup.callback(pipeline.close)
+            if latest is not None:
+                check_same_classes(workdir, pipeline)
             data_seconds = time.time() - data_started
             start_from = weights.initial_variables(config) if latest is None else None
         for warning in warnings if jax.process_index() == 0 else ():

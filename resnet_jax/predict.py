@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from resnet_jax.command_line import ArgumentParser, at_least
 from resnet_jax.pipelines.images import UnreadableImage
 from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights
 
@@ -88,37 +89,38 @@ def format_results(results: list[dict[str, Any]], top: int = 5) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m resnet_jax.predict",
+    parser = ArgumentParser(prog="python -m resnet_jax.predict",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, help="image files")
     parser.add_argument("--weights", required=True,
                         help="IMAGENET1K_V1/V2, a .pth file, or a training run's directory")
     parser.add_argument("--model", help="resnet18 ... resnet152 (read from a run)")
-    parser.add_argument("--resize", type=positive, help="shorter side before the crop "
+    parser.add_argument("--resize", type=at_least(1), help="shorter side before the crop "
                         "(default: the weights' own, 256 or 232)")
-    parser.add_argument("--crop", type=positive, help="centre crop (default: the weights' own)")
-    parser.add_argument("--batch-size", type=positive, default=32)
-    parser.add_argument("--top", type=positive, default=5, help="classes shown per image")
+    parser.add_argument("--crop", type=at_least(1), help="centre crop (default: the weights' own)")
+    parser.add_argument("--step", type=at_least(0),
+                        help="a run's checkpoint of this step (default: its latest)")
+    parser.add_argument("--batch-size", type=at_least(1), default=32)
+    parser.add_argument("--top", type=at_least(1),
+                        help="classes shown per image (default: 5, or all of fewer)")
     parser.add_argument("--json", action="store_true", help="only a JSON list on stdout")
     return parser.parse_args(argv)
-
-
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        weights = load_weights(args.model, args.weights, args.resize, args.crop)
+        weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)
+        classes = len(weights.class_names)
+        if (args.top or 0) > classes:
+            raise WeightsError(f"--top {args.top} exceeds the weights' {classes} classes; pass "
+                               f"--top {classes} or less")
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    top = min(args.top, len(weights.class_names))
+    top = args.top or min(5, classes)
+    source = f"weights: {weights.describe()}"  # JSON on stdout holds the results only
+    print(source, file=sys.stderr if args.json else sys.stdout, flush=True)
     results = predict(weights, args.images, args.batch_size, top)
     if args.json:
         print(json.dumps(results))

@@ -9,7 +9,6 @@ column; BatchNorm, ReLU, pooling and additions are not counted.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from resnet_jax.command_line import ArgumentParser
 from resnet_jax.models import create_model, list_models
 
 _LAYER_TYPES = (nn.Conv, nn.Dense, nn.BatchNorm)
@@ -104,7 +104,7 @@ def summarize(module: nn.Module, input_shape: tuple[int, ...], **call_kwargs: An
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=list_models(), metavar="NAME",
                         help=f"one of: {', '.join(list_models())}")
     parser.add_argument("--input-size", type=int, default=None,

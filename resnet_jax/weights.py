@@ -62,10 +62,23 @@ class Weights:
 
     model: ResNet
     variables: dict[str, Any]
-    class_names: list[str]
+    class_names: list[str]  # '0', '1', ... where ``names_known`` is False
     preprocessing: Preprocessing
     metrics: dict[str, float]  # published top-1 / top-5 (percent), where known
     source: str
+    step: int | None = None  # a training run's checkpoint
+    names_known: bool = True
+
+    def describe(self) -> str:
+        """Where the weights come from, for the first line of a report."""
+        if self.step is None:
+            return self.source
+        return f"{self.source}, checkpoint of step {self.step}"
+
+
+def placeholder_names(count: int) -> list[str]:
+    """The class names of weights that carry none: '0', '1', ..."""
+    return [str(i) for i in range(count)]
 
 
 def cache_dir() -> Path:
@@ -73,23 +86,41 @@ def cache_dir() -> Path:
 
 
 def load_weights(model: str | None, weights: str, resize: int | None = None,
-                 crop: int | None = None) -> Weights:
+                 crop: int | None = None, step: int | None = None) -> Weights:
     """``weights``: a torchvision weights name of ``model`` (``IMAGENET1K_V1``...), a ``.pth``
     state dict of ``model``, or a training run's work directory (its model is read from
-    the run). ``resize``/``crop`` replace the preprocessing's sizes."""
+    the run; its checkpoint of ``step``, else the latest). ``resize``/``crop`` replace the
+    preprocessing's sizes."""
     path = Path(weights).expanduser()
     if not WEIGHTS_NAME.fullmatch(weights) and not path.exists():
         raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
                            "IMAGENET1K_V1, a .pth file, or a training run's work directory")
+    if step is not None and not path.is_dir():
+        raise WeightsError(f"a step (--step {step}) picks a checkpoint of a training run; "
+                           f"{weights} is not a run's work directory")
     if path.is_dir():
-        loaded = _from_run(path, model)
+        loaded = _from_run(path, model, step)
     elif path.suffix in (".pth", ".pt") or path.is_file():
         loaded = _from_pth(_need_model(model, weights), path)
     else:
         loaded = _from_name(_need_model(model, weights), weights)
     sizes = {key: value for key, value in (("resize", resize), ("crop", crop)) if value}
     preprocessing = dataclasses.replace(loaded.preprocessing, **sizes)
+    _check_sizes(preprocessing, loaded.model, sizes)
     return dataclasses.replace(loaded, preprocessing=preprocessing)
+
+
+def _check_sizes(preprocessing: Preprocessing, model: ResNet, given: dict[str, int]) -> None:
+    """Refuse a crop the network cannot take, or one larger than the resized image."""
+    flag = "--crop" if "crop" in given else "the weights' crop"
+    if preprocessing.crop < model.total_stride:
+        raise WeightsError(f"{flag} {preprocessing.crop} is below the network's total stride of "
+                           f"{model.total_stride}: its last stage would see less than one pixel; "
+                           f"pass --crop {model.total_stride} or more")
+    if preprocessing.resize < preprocessing.crop:
+        raise WeightsError(f"resize {preprocessing.resize} is below crop {preprocessing.crop}: "
+                           "the centre crop would reach past the resized image; pass --resize "
+                           f"{preprocessing.crop} or more (or a smaller --crop)")
 
 
 def pretrained(model: str, weights: str) -> tuple[ResNet, dict[str, Any]]:
@@ -227,27 +258,41 @@ def _from_pth(model: str, path: Path) -> Weights:
         raise WeightsError(f"{path} does not fit {model}; {hint}") from None
     names = _imagenet_class_names() if classes == 1000 else None
     return Weights(create_model(model, num_classes=classes), variables,
-                   names or [f"class {i}" for i in range(classes)], Preprocessing(256, 224), {},
-                   str(path))
+                   names or placeholder_names(classes), Preprocessing(256, 224), {}, str(path),
+                   names_known=names is not None)
 
 
 # A training run.
 
-def _from_run(run_dir: Path, model_name: str | None) -> Weights:
-    from resnet_jax.checkpoints import restore
+def _from_run(run_dir: Path, model_name: str | None, step: int | None) -> Weights:
+    from resnet_jax.checkpoints import restore, saved_steps
 
     trained = (workdir.read_config(run_dir) or {}).get("model")
     if model_name and trained and model_name != trained:
         raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; leave out "
                            "--model (a run's model is read from it)")
+    steps = saved_steps(run_dir)
+    if step is None and steps:
+        step = steps[-1]
+        _warn_if_training(run_dir, step)
     try:
-        model, variables = restore(run_dir)
+        model, variables = restore(run_dir, step)
     except FileNotFoundError as error:
         raise WeightsError(str(error)) from None
     saved = run_data(run_dir)
     return Weights(model, variables, saved["class_names"],
                    Preprocessing(saved["eval_resize"], saved["image_size"],
-                                 tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir))
+                                 tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir),
+                   step, saved["class_names"] != placeholder_names(len(saved["class_names"])))
+
+
+def _warn_if_training(run_dir: Path, step: int) -> None:
+    trainer = workdir.live_trainer(run_dir)
+    if trainer:
+        last = (workdir.read_config(run_dir) or {}).get("num_train_steps", "?")
+        print(f"warning: {run_dir} is still training ({trainer}): its latest checkpoint, step "
+              f"{step} of {last}, is used, not the finished run (--step N picks another)",
+              file=sys.stderr)
 
 
 def initial_variables(config: Any) -> dict[str, Any] | None:
@@ -283,9 +328,9 @@ def fit_variables(initialised: dict[str, Any], loaded: dict[str, Any]) -> dict[s
 
 def run_data(run_dir: Path) -> dict[str, Any]:
     """What a run saved about its data (class names, statistics, image sizes)."""
-    path = run_dir / workdir.DATA_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise WeightsError(f"{path} is missing or unreadable: this run predates it, or it was "
-                           "removed; train the run on (any step) to write it again") from None
+    saved = workdir.read_data_description(run_dir)
+    if saved is None:
+        raise WeightsError(f"{run_dir / workdir.DATA_FILE} is missing or unreadable: this run "
+                           "predates it, or it was removed; train the run on (any step) to "
+                           "write it again")
+    return saved

@@ -69,6 +69,15 @@ def _reason(error: Exception) -> str:
     return getattr(error, "msg", None) or type(error).__name__
 
 
+def read_data_description(workdir: Path) -> dict[str, Any] | None:
+    """dataset.json (class names, statistics, image sizes: what inference needs), None if
+    the run has none (it predates it, or it was removed) or it is unreadable."""
+    try:
+        return json.loads((workdir / DATA_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 @dataclasses.dataclass(frozen=True)
 class MetricsFile:
     """The rows of metrics.jsonl, and whether its last line was cut short by a kill."""
@@ -178,6 +187,23 @@ class Lock:
             self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
+
+
+def live_trainer(workdir: Path) -> str | None:
+    """Who trains in ``workdir`` now ("process N on HOST"), None if no process holds its lock."""
+    try:
+        fd = os.open(workdir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "a process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def create(workdir: Path) -> list[Path]:

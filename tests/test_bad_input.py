@@ -90,6 +90,9 @@ def _drop_config(case_dir: Path) -> None:
 def _claim_five_classes(case_dir: Path) -> None:
     path = case_dir / "run" / "config.json"
     path.write_text(path.read_text().replace('"num_classes": 10', '"num_classes": 5'))
+    path = case_dir / "run" / "dataset.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()),
+                                "class_names": ["0", "1", "2", "3", "4"]}))
 
 
 def _with_empty_class(split: str, name: str) -> Callable[[Path], None]:
@@ -340,13 +343,17 @@ def wait_for(condition, process, timeout=120.0) -> None:
         time.sleep(0.01)
 
 
-def test_a_second_train_py_on_a_busy_workdir_is_refused(tmp_path):
+def test_a_busy_workdir_refuses_a_second_train_py_and_evaluate_names_the_step_it_read(
+        tmp_path):
     workdir = tmp_path / "run"
     config = tiny_config(num_train_steps=400, checkpoint_every_steps=100, eval_every_steps=400)
     first = run_train_py(workdir, config, wait=False)
-    wait_for(lambda: (workdir / "metrics.jsonl").exists(), first)  # training
+    wait_for(lambda: (workdir / "checkpoints" / "100").exists(), first)  # training
     assert f"process {first.pid} on" in lock_holder(workdir)
     second = run_train_py(workdir, config)
+    evaluated = subprocess.run([sys.executable, "-m", "resnet_jax.evaluate", "--workdir",
+                                str(workdir), "--json"], cwd=REPO, capture_output=True,
+                               text=True, timeout=300)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
     assert second.returncode == 1
@@ -354,6 +361,11 @@ def test_a_second_train_py_on_a_busy_workdir_is_refused(tmp_path):
     assert len(second.stderr.strip().splitlines()) == 1, second.stderr
     assert first.returncode == 0  # the first run was not disturbed, and stopped cleanly
     assert not (workdir / ".lock").exists()
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    result = json.loads(evaluated.stdout)
+    assert result["weights"] == f"{workdir}, checkpoint of step {result['step']}"
+    assert f"warning: {workdir} is still training (process {first.pid} on" in evaluated.stderr
+    assert f"its latest checkpoint, step {result['step']} of 400, is used" in evaluated.stderr
 
 
 @pytest.mark.parametrize("moment", ["importing", "loading data"])
@@ -402,3 +414,24 @@ def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tm
     rates = [row["learning_rate"] for row in metric_rows(tmp_path / "run")]
     np.testing.assert_allclose(rates, [0.0, 0.0125, 0.025, 0.0375, 0.05, 0.05, 0.05, 0.05],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("script,flags,message", [
+    ("throughput", ["--quick", "--models", "resnet999", "--out", "{case}/out.json"],
+     "error: --models resnet999: not among this run's models (resnet20; --quick has resnet20 "
+     "only) (see throughput.py --help)"),
+    ("input_pipeline", ["--folder", "{case}/a_file", "--out", "{case}/out.json"],
+     "error: --folder {case}/a_file is a file; pass a new or empty directory"),
+    ("degradation", ["--workdir", "{case}/runs", "--depths", "20"],
+     "error: --depths needs two depths or more to compare, got [20] (see degradation.py --help)"),
+])
+def test_the_helper_scripts_refuse_in_one_line_and_leave_nothing(tmp_path, script, flags,
+                                                                  message):
+    (tmp_path / "a_file").write_text("mine")
+    before = snapshot(tmp_path)
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{script}",
+                             *[f.format(case=tmp_path) for f in flags]],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode in (1, 2)
+    assert result.stderr.strip() == message.format(case=tmp_path)
+    assert snapshot(tmp_path) == before

@@ -107,6 +107,8 @@ def test_evaluate_counts_what_torchvision_counts(tmp_path):
             correct += torchvision_top5(model, path)[0][0] == label
     assert ours["examples"] == 12 and len(ours["skipped"]) == 1
     assert round(ours["top1"] * 12 / 100) == correct
+    assert ("the weights carry no class names: the sorted class folders are their outputs in "
+            "order (ant -> 0, bee -> 1, cat -> 2)") in result.stderr  # a .pth of 3 classes
 
 
 def cache_entry(tmp_path, variables, url="https://example.invalid/resnet18-00000000.pth"):
@@ -221,4 +223,4 @@ def test_predict_and_evaluate_refuse_sizes_below_one(argv, capsys):
         predict.parse_args(argv)
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--workdir", "RUN", *argv[3:]])
-    assert "must be at least 1" in capsys.readouterr().err
+    assert "is below 1" in capsys.readouterr().err

@@ -10,7 +10,8 @@ from resnet_jax import data
 from resnet_jax.pipelines.base import Pipeline, normalize, step_key
 from resnet_jax.pipelines.in_memory import InMemory
 
-__all__ = ["Pipeline", "build_pipeline", "check_dataset", "normalize", "step_key"]
+__all__ = ["Pipeline", "build_pipeline", "check_dataset", "evaluation_pipeline", "normalize",
+           "step_key"]
 
 
 def _in_memory(config: ml_collections.ConfigDict) -> Pipeline:
@@ -40,6 +41,20 @@ def build_pipeline(config: ml_collections.ConfigDict) -> Pipeline:
     """The pipeline ``config.pipeline`` over the data of ``config``, checked against the
     config (classes, labels, batch size, image size): DataError names what does not fit."""
     return PIPELINES[config.pipeline](config)
+
+
+def evaluation_pipeline(config: ml_collections.ConfigDict, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> Pipeline:
+    """The pipeline of a run's ``config`` for its evaluation alone, normalising with the
+    statistics the run trained with; in memory, only the test split is read."""
+    if config.pipeline != "in_memory":
+        return build_pipeline(config)
+    test = data.load_split(config, "test")
+    nothing = data.Split(test.split.images[:0], test.split.labels[:0])
+    dataset = data.Dataset(nothing, test.split, len(test.class_names), tuple(mean), tuple(std),
+                           tuple(test.class_names))
+    return InMemory(dataset, batch_size=config.batch_size, seed=config.seed, augment=False,
+                    dtype=config.dtype)
 
 
 def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:

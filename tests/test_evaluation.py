@@ -1,0 +1,140 @@
+"""Every number names its source: evaluation and prediction match class folders to the
+weights' classes by name, say which checkpoint they read, read only the split they
+evaluate, and refuse sizes and names that cannot give a true answer."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import tiny_config
+from PIL import Image
+
+from resnet_jax import data, evaluate, predict
+from resnet_jax.loop import train_and_evaluate
+from resnet_jax.weights import Preprocessing, Weights
+
+CLASSES = {"cat": (200, 40, 40), "dog": (40, 200, 40), "frog": (40, 40, 200)}
+
+
+def colour_folder(root, per_split=(16, 4), classes=CLASSES):
+    """Class folders of 8x8 images whose colour gives the class away."""
+    rng = np.random.default_rng(0)
+    for split, count in zip(("train", "test"), per_split, strict=True):
+        for name, colour in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 20, (8, 8, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A ResNet-20 that tells the three colours apart, trained on their folders."""
+    root = colour_folder(tmp_path_factory.mktemp("colours") / "images")
+    workdir = root.parent / "run"
+    config = tiny_config(dataset=f"folder:{root}", num_classes=3, batch_size=24,
+                         eval_batch_size=24, num_train_steps=20, eval_every_steps=20,
+                         checkpoint_every_steps=10, learning_rate=0.05)
+    summary = train_and_evaluate(config, workdir)
+    assert summary["final_test_accuracy"] == 1.0
+    return workdir
+
+
+def evaluated(argv, capsys) -> tuple[int, dict, str]:
+    status = evaluate.main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    return status, (json.loads(out) if status == 0 else {}), err
+
+
+def test_class_folders_are_matched_by_name_and_a_subset_is_said(run, tmp_path, capsys):
+    test = run.parent / "images" / "test"
+    status, whole, _ = evaluated(["--weights", str(run), "--dataset", f"folder:{test}"], capsys)
+    assert status == 0 and whole["top1"] == 100.0 and whole["examples"] == 12
+    assert whole["weights"] == f"{run}, checkpoint of step 20" and whole["step"] == 20
+    subset = shutil.copytree(test, tmp_path / "subset")
+    shutil.rmtree(subset / "cat")  # dog and frog: by position they would be cat and dog
+    status, result, err = evaluated(["--weights", str(run), "--dataset", f"folder:{subset}"],
+                                    capsys)
+    assert status == 0 and result["top1"] == 100.0 and result["examples"] == 8
+    assert "the folder holds 2 of the weights' 3 classes" in err
+
+
+@pytest.mark.parametrize("renamed", ["aardvark", "catt"])  # moved in the sort order, or not
+def test_a_class_folder_the_weights_do_not_know_is_refused_naming_both_sides(
+        run, tmp_path, capsys, renamed):
+    copy = shutil.copytree(run.parent / "images" / "test", tmp_path / "copy")
+    (copy / "cat").rename(copy / renamed)
+    status, _, err = evaluated(["--weights", str(run), "--dataset", f"folder:{copy}"], capsys)
+    assert status == 1
+    assert err.strip() == (f"error: 1 class folder(s) are not among the weights' 3 classes: "
+                           f"{renamed}; the weights' classes without a folder: cat; name each "
+                           "folder as the class it holds")
+
+
+def test_synset_folders_map_to_weights_that_name_imagenets_classes(tmp_path, capsys):
+    root = tmp_path / "val"
+    for synset in ("n01443537", "n01440764"):  # goldfish, tench: indices 1 and 0
+        (root / synset).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(root / synset / "a.jpg")
+    names = ["tench", "goldfish", *[f"class {i}" for i in range(2, 1000)]]
+    weights = Weights(None, {}, names, Preprocessing(40, 32), {}, "torchvision")
+    files, labels = evaluate.folder_labels(root, weights)
+    assert [f.parent.name for f in files] == ["n01440764", "n01443537"]
+    assert labels.tolist() == [0, 1]
+    assert "n01440764 -> tench" in capsys.readouterr().err
+    (root / "n99999999").mkdir()
+    with pytest.raises(data.DataError, match="1 synset folder.* not ImageNet-1k classes: "
+                                             "n99999999"):
+        evaluate.folder_labels(root, weights)
+
+
+def test_an_empty_class_folder_is_refused_in_evaluation_too(run, tmp_path, capsys):
+    copy = shutil.copytree(run.parent / "images" / "test", tmp_path / "copy")
+    for image in (copy / "dog").iterdir():
+        image.unlink()
+    status, _, err = evaluated(["--weights", str(run), "--dataset", f"folder:{copy}"], capsys)
+    assert status == 1 and f"class folder(s) ['dog'] under {copy} hold no images" in err
+
+
+def test_a_run_is_evaluated_on_its_test_split_alone_and_by_its_own_classes(run, tmp_path,
+                                                                          capsys):
+    copy = shutil.copytree(run, tmp_path / "run")
+    images = shutil.copytree(run.parent / "images", tmp_path / "images")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "dataset": f"folder:{images}"}))
+    (images / "train" / "cat" / "0.png").write_bytes(b"broken")  # decoding train would fail
+    status, result, _ = evaluated(["--workdir", str(copy), "--step", "10"], capsys)
+    assert status == 0 and result["examples"] == 12 and result["step"] == 10
+    for split in ("train", "test"):
+        (images / split / "cat").rename(images / split / "lynx")
+    status, _, err = evaluated(["--workdir", str(copy)], capsys)
+    assert status == 1 and err.strip() == (
+        f"error: folder:{images} no longer holds the classes the run trained on (classes only "
+        "in the run: cat; only in the data now: lynx); restore the data, or evaluate it by "
+        "class name with --weights RUN --dataset folder:PATH")
+    (images / "train" / "lynx" / "0.png").unlink()
+    with pytest.raises(data.DataError, match="the data no longer holds the classes the run in "
+                                             f"{copy} trained on"):
+        train_and_evaluate(tiny_config(**{**config, "dataset": f"folder:{images}",
+                                          "num_train_steps": 30}), copy)
+
+
+def test_predict_names_the_checkpoint_and_refuses_what_cannot_be_answered(run, capsys):
+    image = str(run.parent / "images" / "test" / "dog" / "0.png")
+    assert predict.main([image, "--weights", str(run), "--step", "10"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"weights: {run}, checkpoint of step 10"
+    assert out[2].split()[1] == "dog"
+    for flags, message in ((["--top", "4"], "--top 4 exceeds the weights' 3 classes; pass "
+                                            "--top 3 or less"),
+                           (["--crop", "3"], "--crop 3 is below the network's total stride of "
+                                             "4: its last stage would see less than one pixel"),
+                           (["--step", "5"], "no checkpoint of step 5 under")):
+        assert predict.main([image, "--weights", str(run), *flags]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    status, _, err = evaluated(["--weights", str(run), "--crop", "3", "--dataset",
+                                f"folder:{run.parent / 'images' / 'test'}"], capsys)
+    assert status == 1 and "--crop 3 is below the network's total stride of 4" in err
