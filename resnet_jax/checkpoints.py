@@ -3,9 +3,7 @@ the input pipeline's position, item ``pipeline``), and restore for inference."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from resnet_jax import workdir
 from resnet_jax.models import ResNet, build_model
 from resnet_jax.parallel import replicated
+from resnet_jax.quiet import absl_logs_quiet
 
 
 class CheckpointError(RuntimeError):
@@ -41,20 +40,9 @@ def checkpoint_manager(run_dir: str | Path, keep: int) -> ocp.CheckpointManager:
                        keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=preservation, create=True)
-    with orbax_errors_quiet():  # a damaged checkpoint is reported by restore_latest
+    with absl_logs_quiet():  # a damaged checkpoint is reported by restore_latest
         return ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
                                      options=options, item_handlers=_item_handlers())
-
-
-@contextlib.contextmanager
-def orbax_errors_quiet() -> Iterator[None]:
-    """Orbax logs each unreadable file as an error; we report them in one line instead."""
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.FATAL)
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
 
 
 def _resharded(tree: Any, sharding: NamedSharding) -> Any:
@@ -152,7 +140,7 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, dic
     failures = {}
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            with orbax_errors_quiet():
+            with absl_logs_quiet():
                 saved = manager.item_metadata(step)[STATE].tree
             difference = _structure_difference(_saved_shapes(saved), wanted)
             if difference:
@@ -163,7 +151,7 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, dic
             items = {STATE: ocp.args.StandardRestore(_restore_target(state, saved, everywhere))}
             if (Path(manager.directory) / str(step) / PIPELINE).is_dir():
                 items[PIPELINE] = ocp.args.JsonRestore()
-            with orbax_errors_quiet():
+            with absl_logs_quiet():
                 restored = manager.restore(step, args=ocp.args.Composite(**items))
         except CheckpointMismatch:
             raise

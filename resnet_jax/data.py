@@ -25,6 +25,8 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from resnet_jax.quiet import absl_logs_quiet
+
 # Per-channel (mean, std) of the training sets, on the 0..1 scale, as commonly published.
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
@@ -94,7 +96,6 @@ HOW_TO_PROVIDE = (
     "access and pass its --config.data_dir; or set --config.dataset=folder:PATH "
     "(PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg); or "
     "--config.dataset=cifar:PATH (a cifar-10-batches-py or cifar-100-python directory)")
-SPLITS = ("train", "test")  # a dataset's training and evaluation splits
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 
@@ -372,9 +373,10 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def import_tfds() -> Any:
-    """tensorflow_datasets, with TensorFlow's C++ start-up notices left out: TFDS only reads
-    files here."""
+    """tensorflow_datasets, with TensorFlow's C++ start-up notices left out (its log level, and
+    the oneDNN notice that bypasses it): TFDS only reads files here."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow_datasets as tfds
 
     return tfds
@@ -392,7 +394,9 @@ def load_tfds(name: str, data_dir: str | None, split: str) -> LoadedSplit:
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(f"TFDS has no dataset named {name!r}; use a TFDS name such as cifar10, "
                         "or folder:PATH, cifar:PATH or synthetic") from None
-    if not builder.is_prepared():
+    with absl_logs_quiet():  # TFDS warns that the folder it looks for has no dataset_info
+        prepared = builder.is_prepared()
+    if not prepared:
         if not _reachable(builder.info.homepage or ""):
             raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir} and "
                             f"cannot be downloaded from here (no network); {HOW_TO_PROVIDE}")

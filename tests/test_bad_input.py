@@ -196,6 +196,9 @@ CASES = {
          "--config.pipeline=streaming"],
         "class folder(s) ['frog'] under {case}/images/test hold no images",
         _with_empty_class("test", "frog")),
+    "TFDS data neither prepared nor downloadable": Case(  # TensorFlow's notices left out
+        ["--config.dataset=cifar10", "--config.data_dir={case}/tfds"],
+        "TFDS dataset cifar10 is not prepared in {case}/tfds/cifar10/"),
     "class count differs": Case(
         ["--config.dataset=folder:{case}/images"],
         "the dataset has 3 classes but num_classes=10; set --config.num_classes=3",

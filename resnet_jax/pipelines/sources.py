@@ -12,6 +12,7 @@ import numpy as np
 
 from resnet_jax import data
 from resnet_jax.data import DataError
+from resnet_jax.quiet import absl_logs_quiet
 
 Record = tuple[bytes, int, str]  # encoded image, label, a name to report it by
 
@@ -90,7 +91,9 @@ def open_tfds(name: str, data_dir: str | None) -> Sources:
         raise DataError(f"TFDS has no dataset named {name!r}; use a TFDS name such as "
                         "imagenet2012 or imagenette, or folder:PATH") from None
     build = f"tfds build {name} --file_format=array_record"
-    if not builder.is_prepared():
+    with absl_logs_quiet():  # TFDS warns that the folder it looks for has no dataset_info
+        prepared = builder.is_prepared()
+    if not prepared:
         raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir}; prepare "
                         f"it with `{build}` (--data_dir to choose where), then pass that "
                         "--config.data_dir, or use --config.dataset=folder:PATH")
