@@ -14,7 +14,7 @@ from pathlib import Path
 
 from resnet_jax.command_line import ArgumentParser
 from resnet_jax.metrics import plot_curves, read_metrics
-from resnet_jax.workdir import SUMMARY_FILE
+from resnet_jax.workdir import SUMMARY_FILE, WorkdirError, read_config
 
 ROWS = [("final test accuracy", "final_test_accuracy"),
         ("best test accuracy", "best_test_accuracy"),
@@ -48,16 +48,48 @@ def compare(jax_run: Path, torch_run: Path, out: Path) -> str:
     return report
 
 
+def run_problem(jax_run: Path, torch_run: Path) -> str | None:
+    """Why the two directories are not a finished JAX run and the PyTorch twin's run of the
+    same recipe, in that order, or None."""
+    for run in (jax_run, torch_run):
+        if not (run / SUMMARY_FILE).is_file():
+            return f"{run / SUMMARY_FILE} not found: pass the --workdir of a finished run"
+    if jax_run.resolve() == torch_run.resolve():
+        return f"both runs are {jax_run}: pass a JAX run and a PyTorch run"
+    try:
+        jax_config, torch_config = read_config(jax_run), read_config(torch_run)
+    except WorkdirError as error:
+        return str(error)
+    if jax_config is None:
+        swapped = " (the order is JAX, then PyTorch)" if torch_config is not None else ""
+        return f"{jax_run} is not a train.py run (it has no config.json){swapped}"
+    if torch_config is not None:
+        return (f"{torch_run} is a train.py run; the second run must be the PyTorch twin's "
+                "(python -m benchmarks.torch_train)")
+    summaries = [json.loads((run / SUMMARY_FILE).read_text()) for run in (jax_run, torch_run)]
+    if summaries[0].get("interrupted") or summaries[0]["steps"] != jax_config["num_train_steps"]:
+        return (f"{jax_run} is unfinished (step {summaries[0]['steps']} of "
+                f"{jax_config['num_train_steps']}); finish it with its train.py command first")
+    differing = [f"{key} {summaries[0][key]!r} and {summaries[1][key]!r}"
+                 for key in ("model", "dataset", "steps") if summaries[0][key] != summaries[1][key]]
+    if differing:
+        return f"the runs follow different recipes ({'; '.join(differing)})"
+    return None
+
+
 def main() -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("jax_run", type=Path)
     parser.add_argument("torch_run", type=Path)
     parser.add_argument("--out", type=Path, help="report directory (default: RUN_TORCH/..)")
     args = parser.parse_args()
-    for run in (args.jax_run, args.torch_run):
-        if not (run / SUMMARY_FILE).exists():
-            parser.error(f"{run / SUMMARY_FILE} not found: pass the --workdir of a finished run")
-    print(compare(args.jax_run, args.torch_run, args.out or args.torch_run.parent))
+    problem = run_problem(args.jax_run, args.torch_run)
+    if problem:
+        parser.error(problem)
+    out = args.out or args.torch_run.parent
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file; pass a directory for the report")
+    print(compare(args.jax_run, args.torch_run, out))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ from resnet_jax.weights import WeightsError
 from resnet_jax.workdir import WorkdirError
 
 KINDS = ("plain", "residual")
+# The keys each net's config takes from the experiment itself, not from --set.
+SET_HERE = {"model": "each net's depth comes from --depths",
+            "residual": "each depth trains as a plain and as a residual net",
+            "dataset": "pass --dataset", "num_train_steps": "pass --steps",
+            "lr_boundaries": "the rate falls 10x at 1/2 and 3/4 of --steps",
+            "log_grad_norms": "the gradient-norm figure needs them"}
 DEPTHS = (20, 32, 44, 56)
 
 
@@ -67,6 +73,8 @@ def run_config(kind: str, depth: int, steps: int, dataset: str,
     config.eval_every_steps = config.checkpoint_every_steps = max(1, steps // 32)
     config.log_every_steps = max(1, min(100, steps // 64))
     for key, value in overrides.items():
+        if key in SET_HERE:
+            raise SystemExit(f"error: --set {key}: {SET_HERE[key]}; leave it out")
         if key not in config:
             close = difflib.get_close_matches(key, list(config), n=1)
             raise SystemExit(f"error: --set {key}: no such config key"

@@ -11,8 +11,10 @@ it makes them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,10 +22,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from resnet_jax.command_line import ArgumentParser
+from resnet_jax.command_line import ArgumentParser, check_out
 
 CLASSES = 10
 DONE = "GENERATED"  # marks a folder this benchmark filled completely
+STARTED = "GENERATING"  # marks a folder this benchmark is filling (or was, cut short)
 
 
 def make_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -42,14 +45,19 @@ def make_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 
 def generate(folder: Path, images: int, seed: int = 0) -> None:
-    """``images`` JPEGs of about 500x375 (quality 90) under folder/{train,val}/<class>/."""
+    """``images`` JPEGs of about 500x375 (quality 90) under folder/{train,val}/<class>/; a fill
+    cut short is started over."""
     if folder.exists() and not folder.is_dir():
         raise SystemExit(f"error: --folder {folder} is a file; pass a new or empty directory")
     if (folder / DONE).exists():
         return
-    if folder.exists() and any(folder.iterdir()):
+    if (folder / STARTED).exists():
+        shutil.rmtree(folder)  # ours, cut short
+    elif folder.exists() and any(folder.iterdir()):
         raise SystemExit(f"error: {folder} is not empty and was not filled by this benchmark; "
                          "pass a new or empty --folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STARTED).write_text(f"{images} images\n")
     rng = np.random.default_rng(seed)
     for i in tqdm(range(images), desc="generating JPEGs", unit="img"):
         for split in ("train", "val"):
@@ -60,7 +68,7 @@ def generate(folder: Path, images: int, seed: int = 0) -> None:
             height, width = (375, 500) if rng.random() < 0.7 else (500, 375)
             Image.fromarray(make_photo(rng, height, width)).save(directory / f"{i:06d}.jpg",
                                                                  quality=90)
-    (folder / DONE).write_text(f"{images} images\n")
+    (folder / STARTED).rename(folder / DONE)
 
 
 def per_worker_rate(folder: Path, seconds: float, size: int = 224) -> float:
@@ -116,6 +124,15 @@ def main() -> None:
         parser.error(f"--workers={args.workers} must be integers separated by commas, e.g. 1,2")
     if min(workers) < 0 or args.images < CLASSES or args.batch < 1 or args.seconds <= 0:
         parser.error(f"need --workers >= 0, --images >= {CLASSES}, --batch >= 1, --seconds > 0")
+    check_out(parser, args.out)
+    try:
+        measure(args, workers)
+    except KeyboardInterrupt:
+        raise SystemExit("error: stopped by Ctrl-C; nothing measured was written (the same "
+                         "command starts again, generating the JPEGs again if cut short)") from None
+
+
+def measure(args: argparse.Namespace, workers: list[int]) -> None:
     generate(args.folder, args.images)
     result = {"decoder": "libjpeg-turbo (simplejpeg, fast DCT and upsampling); resize: PIL",
               "per_worker_images_per_sec": per_worker_rate(args.folder, args.seconds),

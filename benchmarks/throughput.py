@@ -47,7 +47,7 @@ if not __package__:  # run as a file (python benchmarks/throughput.py): import f
 from benchmarks.torch_models import torch_model
 from configs import smoke
 from resnet_jax import create_model, data
-from resnet_jax.command_line import ArgumentParser, at_least
+from resnet_jax.command_line import ArgumentParser, at_least, check_out
 from resnet_jax.config_schema import ConfigError, validate
 from resnet_jax.loop import compiled_loops, train_and_evaluate
 from resnet_jax.metrics import Throughput, read_metrics
@@ -240,12 +240,17 @@ def main() -> None:
         rows = [row for row in rows if row[0] in args.models.split(",")]
     rows = [(m, args.image_size or s, args.batch_size or b) for m, s, b in rows]
     timing = {"warmup": args.warmup, "windows": args.windows, "window_steps": args.window_steps}
+    check_out(parser, Path(args.out))
     for model, size, batch in rows:  # refuse what the trainer would refuse, before measuring
         try:
             validate(trainer_config(model, size, batch, "float32", timing, args.steps_per_call),
                      jax.device_count())
         except ConfigError as error:
-            parser.error(str(error))
+            message = str(error)
+            for key, flag in (("image_size", "image-size"), ("batch_size", "batch-size"),
+                              ("steps_per_call", "steps-per-call")):
+                message = message.replace(f"--config.{key}=", f"--{flag} ")
+            parser.error(message)
     results = measure(rows, args.quick, timing, args.steps_per_call)
     report = {
         "device": jax.devices()[0].device_kind, "jax_devices": jax.local_device_count(),

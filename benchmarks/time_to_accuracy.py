@@ -35,6 +35,7 @@ if not __package__:  # run as a file (python benchmarks/time_to_accuracy.py): im
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from resnet_jax.command_line import ArgumentParser
+from resnet_jax.data import resolved_dataset
 from resnet_jax.metrics import read_metrics, read_segments
 from resnet_jax.workdir import create, remove_if_empty
 
@@ -212,6 +213,13 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def absolute_data_path(override: str) -> str:
+    """``--config.dataset=folder:PATH`` with PATH made absolute (the trainers run from the
+    repository, not from here)."""
+    key, sep, value = override.partition("=")
+    return f"{key}={resolved_dataset(value)}" if key == "--config.dataset" and sep else override
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -228,6 +236,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(overrides) < len(rest):
         parser.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in overrides)}"
                      " (config keys are passed as --config.KEY=VALUE)")
+    if any(arg.startswith(("--config.seed=", "--config.seed ")) or arg == "--config.seed"
+           for arg in overrides):
+        parser.error("--config.seed: the seeds come from --seeds (e.g. --seeds 3)")
+    if len(set(args.seeds)) < len(args.seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))} repeats a seed; give each once")
+    overrides = [absolute_data_path(arg) for arg in overrides]  # the trainers run elsewhere
     torch_flags = [f"--{'' if getattr(args, name) else 'no'}{name}"
                    for name in ("amp", "channels_last", "compile")]
     workdir = args.workdir.resolve()  # the trainers run from the repository

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from absl import flags
@@ -104,3 +107,23 @@ def at_least(low: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {low},"  # argparse: "invalid integer >= 1, value: 'x'"
     return parse
+
+
+def exit_on_stop_signals() -> None:
+    """From now on Ctrl-C or SIGTERM ends the command at once, in one line, with the exit
+    status 128 + the signal's number: for commands that write nothing."""
+    def stop(signum: int, frame: object) -> None:
+        print(f"error: stopped by {signal.Signals(signum).name}; nothing was written",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)  # XLA threads cut short can crash a normal teardown
+
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, stop)
+
+
+def check_out(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Refuse an --out file that cannot be written, before any work is done for it."""
+    if out.is_dir():
+        parser.error(f"--out {out} is a directory; pass a file name")
+    if not out.parent.is_dir():
+        parser.error(f"--out {out}: the directory {out.parent} does not exist; create it first")

@@ -125,8 +125,11 @@ INT32_MAX = 2**31 - 1  # the step counter is int32
 STEPS = integer(1, INT32_MAX)
 POSITIVE = integer(1)
 IN_MEMORY = "under pipeline={pipeline}, which "
-NOT_SGD = "with optimizer={optimizer}, which has no momentum (Adam's moment decay is fixed)"
+NOT_SGD = unused_when(lambda c: c["optimizer"] != "sgd", "with optimizer={optimizer}, which has "
+                      "no momentum (Adam's moment decay is fixed)")
 NOT_PIECEWISE = "under schedule={schedule}; only the piecewise schedule has boundaries"
+NO_MOMENTUM = unused_when(lambda c: not c["momentum"],
+                          "with momentum=0, without which Nesterov's step is plain SGD's")
 KEYS: dict[str, Key] = {
     # The model.
     "model": Key(FIXED, one_of(list_models), always),
@@ -164,10 +167,8 @@ KEYS: dict[str, Key] = {
     "keep_checkpoints": Key(FREE, POSITIVE, always),
     # The optimizer and its schedule.
     "optimizer": Key(FIXED, one_of(lambda: training.OPTIMIZERS), always),
-    "momentum": Key(FIXED, number(0, 1, below_high=True), unused_when(
-        lambda c: c["optimizer"] != "sgd", NOT_SGD)),
-    "nesterov": Key(FIXED, boolean, unused_when(
-        lambda c: c["optimizer"] != "sgd", NOT_SGD)),
+    "momentum": Key(FIXED, number(0, 1, below_high=True), NOT_SGD),
+    "nesterov": Key(FIXED, boolean, lambda c: NOT_SGD(c) or NO_MOMENTUM(c)),
     "learning_rate": Key(FIXED, number(0), always),
     "schedule": Key(FIXED, one_of(lambda: training.SCHEDULES), always),
     "lr_boundaries": Key(FIXED, sequence(integer(0, INT32_MAX)), unused_when(
@@ -185,7 +186,7 @@ KEYS: dict[str, Key] = {
     # How it runs.
     "parallel": Key(FREE, one_of(lambda: parallel.PARALLEL), always),
     "steps_per_call": Key(FREE, integer(1, 10_000), unused_when(  # a call's batches held at once
-        lambda c: c["pipeline"] == "streaming",
+        lambda c: c["pipeline"] == "streaming" and c["steps_per_call"] > 1,
         "under pipeline=streaming, which runs one step per compiled call (a call's images are "
         "held on the devices at once)")),
     "log_grad_norms": Key(FREE, boolean, always),
@@ -217,14 +218,23 @@ def _value_problems(config: Mapping[str, Any]) -> list[str]:
 
 def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]:
     problems = []
-    if len(config["lr_boundaries"]) != len(config["lr_scales"]):
+    piecewise = config["schedule"] == "piecewise"
+    if piecewise and len(config["lr_boundaries"]) != len(config["lr_scales"]):
         problems.append(f"lr_boundaries has {len(config['lr_boundaries'])} steps but lr_scales "
                         f"{len(config['lr_scales'])} factors; give one factor per boundary")
-    elif list(config["lr_boundaries"]) != sorted(set(config["lr_boundaries"])):
+    elif piecewise and list(config["lr_boundaries"]) != sorted(set(config["lr_boundaries"])):
         problems.append(f"lr_boundaries={tuple(config['lr_boundaries'])} must increase")
-    if config["schedule"] != "onecycle" and config["warmup_steps"] > config["num_train_steps"]:
+    if piecewise and config["warmup_steps"] > config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} exceeds num_train_steps="
                         f"{config['num_train_steps']}; shorten the warm-up")
+    if config["schedule"] == "cosine" and config["warmup_steps"] >= config["num_train_steps"]:
+        problems.append(f"warmup_steps={config['warmup_steps']} leaves no steps of "
+                        f"num_train_steps={config['num_train_steps']} for the cosine decay; "
+                        "shorten the warm-up")
+    if config["zero_init_residual"] and not config["residual"]:
+        problems.append("zero_init_residual=True with residual=False zeroes every block's "
+                        "output (the plain net has no shortcut around the zeroed scale); set "
+                        "--config.zero_init_residual=False")
     if config["pipeline"] == "streaming" and config["eval_resize"] < config["image_size"]:
         problems.append(f"eval_resize={config['eval_resize']} is below image_size="
                         f"{config['image_size']}; the centre crop must fit in the resized image: "
@@ -245,11 +255,13 @@ def _unused_problems(config: Mapping[str, Any], chosen: Collection[str]) -> list
     """Each chosen key that would have no effect, and boundaries the run would not reach."""
     problems = [f"{key}={_shown(config[key])} has no effect {why}; leave out --config.{key}"
                 for key in KEYS if key in chosen and (why := ignored(key, config))]
-    unreached = unreached_boundaries(config)
-    if unreached and "lr_boundaries" in chosen:
-        problems.append(f"lr_boundaries={_shown(config['lr_boundaries'])}: the run ends at "
-                        f"num_train_steps={config['num_train_steps']}, before step "
-                        f"{', '.join(map(str, unreached))}; drop it or raise "
+    unreached = ", ".join(map(str, unreached_boundaries(config)))
+    given = [f"{key}={_shown(config[key])}" for key in ("lr_boundaries", "lr_scales")
+             if key in chosen]
+    if unreached and given:
+        problems.append(f"{' and '.join(given)}: the run ends at num_train_steps="
+                        f"{config['num_train_steps']}, before step {unreached} of lr_boundaries, "
+                        "where the rate would be scaled; drop the boundary or raise "
                         "--config.num_train_steps")
     return problems
 
@@ -289,7 +301,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     if problems:
         raise ConfigError("; ".join(problems))
     unreached = unreached_boundaries(values)
-    if not unreached or "lr_boundaries" in chosen:
+    if not unreached or {"lr_boundaries", "lr_scales"} & set(chosen):
         return []
     return [f"the run ends at num_train_steps={values['num_train_steps']}, before "
             f"lr_boundaries {', '.join(map(str, unreached))} of the config file: the learning "
@@ -302,7 +314,10 @@ def fixed_keys(config: Mapping[str, Any]) -> set[str]:
     return {k for k, spec in KEYS.items() if spec.fixed} | set(schedule.keys if schedule else ())
 
 
-def _comparable(value: Any) -> Any:
+def _comparable(key: str, value: Any) -> Any:
+    """A value as saved in config.json compares (a relative data path: from here)."""
+    if key == "dataset":
+        return data.resolved_dataset(value)
     return list(value) if isinstance(value, tuple | list) else value
 
 
@@ -312,8 +327,8 @@ def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDi
     new = config.to_dict()
     old = {**new, **saved}
     by_schedule = fixed_keys(saved) - {k for k, spec in KEYS.items() if spec.fixed}
-    return [f"{key}: {_comparable(old[key])!r} -> {_comparable(new[key])!r}"
+    return [f"{key}: {_comparable(key, old[key])!r} -> {_comparable(key, new[key])!r}"
             + (f" (fixed by schedule={saved['schedule']})" if key in by_schedule else "")
             for key in sorted(fixed_keys(saved))
-            if _comparable(old[key]) != _comparable(new[key])
+            if _comparable(key, old[key]) != _comparable(key, new[key])
             and not (KEYS[key].unused(old) and KEYS[key].unused(new))]

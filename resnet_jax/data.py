@@ -16,6 +16,7 @@ import importlib.util
 import os
 import pickle
 import socket
+import sys
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,6 +132,38 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
                         train.class_names)
 
 
+def resolved_dataset(name: str) -> str:
+    """``config.dataset`` with the path of ``folder:`` or ``cifar:`` made absolute (a relative
+    one is the current directory's): the same data wherever a run is resumed or evaluated."""
+    prefix = next((p for p in PATH_SOURCES if name.startswith(p)), "")
+    path = name.removeprefix(prefix).strip()
+    if not prefix or not path:
+        return name
+    return prefix + str(Path(path).expanduser().absolute())
+
+
+def description_change(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """How the data described by ``now`` differs from the description a run saved (see
+    dataset.json; the keys both hold are compared), or None if it does not."""
+    if "class_names" in now:
+        change = class_change(saved["class_names"], now["class_names"])
+        if change:
+            return change
+    for key, what in (("train_examples", "training images"), ("eval_examples",
+                                                              "evaluation images")):
+        if key in saved and key in now and saved[key] != now[key]:
+            return f"{saved[key]} {what} then, {now[key]} now"
+    for key in ("mean", "std"):
+        if key in now and not np.allclose(saved[key], now[key], rtol=1e-6):
+            return (f"the training images' per-channel {key} was {_rounded(saved[key])}, now "
+                    f"{_rounded(now[key])}")
+    return None
+
+
+def _rounded(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
+
+
 def class_change(trained: list[str], found: list[str]) -> str | None:
     """How the classes ``found`` in the data now differ from those a run ``trained`` on
     (in order), or None if they are the same."""
@@ -195,9 +228,30 @@ def synthetic_dataset(train_examples: int, test_examples: int, num_classes: int,
 
 
 def class_folders(split_dir: Path) -> list[str]:
-    """The class folders of a split, sorted by name (every subfolder, as torchvision's
-    ImageFolder takes them); [] if ``split_dir`` is not a directory."""
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
+    """The class folders of a split, sorted by name: its subfolders but hidden ones (a name
+    starting with '.', such as .ipynb_checkpoints); [] if ``split_dir`` is not a directory."""
+    if not split_dir.is_dir():
+        return []
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not _hidden(p.name))
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _is_image_name(name: str) -> bool:
+    return not _hidden(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def images_under(directory: Path) -> list[Path]:
+    """The image files under ``directory`` at any depth, as torchvision's ImageFolder walks a
+    class folder (links followed, sorted by folder then name), hidden ones left out. A
+    broken link is listed too: reading it fails, and says so."""
+    walked = []
+    for root, folders, names in os.walk(directory, followlinks=True):
+        folders[:] = [name for name in folders if not _hidden(name)]
+        walked.append((root, sorted(name for name in names if _is_image_name(name))))
+    return [Path(root) / name for root, names in sorted(walked) for name in names]
 
 
 def _decode(path: Path) -> np.ndarray | str:
@@ -255,13 +309,12 @@ EVAL_SPLITS = ("test", "val")  # the evaluation split of a class-per-folder tree
 
 
 def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
-    """The image files of ``split_dir/<class>/`` for each of ``classes`` (sorted), with labels;
-    DataError naming the class folders that hold no image."""
+    """The image files under ``split_dir/<class>/`` for each of ``classes``, with labels;
+    DataError naming the class folders that hold no image. Images directly in
+    ``split_dir``, in no class folder, are named in a warning and left out."""
     files, labels, empty = [], [], []
     for label, name in enumerate(classes):
-        # A broken link is listed too: reading it fails, and says so.
-        found = sorted(p for p in (split_dir / name).iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
+        found = images_under(split_dir / name)
         if not found:
             empty.append(name)
         files += found
@@ -272,6 +325,10 @@ def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[i
                         f"({len(empty)} of {len(classes)}; images are "
                         f"{'/'.join(sorted(IMAGE_SUFFIXES))} files); every class needs images "
                         "in every split: add some, or remove the folder from every split")
+    loose = sorted(p.name for p in split_dir.iterdir() if p.is_file() and _is_image_name(p.name))
+    if loose:
+        print(f"warning: {len(loose)} image(s) directly under {split_dir} are in no class folder "
+              f"and are left out: {listed(loose)}", file=sys.stderr)
     return files, labels
 
 

@@ -28,9 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from resnet_jax import data, workdir
-from resnet_jax.command_line import ArgumentParser, at_least
+from resnet_jax.command_line import ArgumentParser, at_least, exit_on_stop_signals
 from resnet_jax.predict import probabilities, read_batches
-from resnet_jax.weights import Weights, WeightsError, load_weights
+from resnet_jax.weights import Weights, WeightsError, load_weights, run_data
 
 
 class Totals:
@@ -134,7 +134,8 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     return {**totals.result(), "skipped": skipped, "images_per_sec": len(files) / seconds,
-            "weights": weights.describe(), "step": weights.step, "published": weights.metrics}
+            "weights": weights.describe(), "step": weights.step, "data": f"folder:{root}",
+            "published": weights.metrics}
 
 
 def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -> dict[str, Any]:
@@ -151,7 +152,7 @@ def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -
     batch_size = -(-batch_size // devices) * devices
     pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
     try:
-        _check_same_classes(pipeline.class_names, weights.class_names, config.dataset)
+        _check_same_data(run_data(run_dir), pipeline, config.dataset)
         model = weights.model
         resident = jax.device_put(pipeline.resident())
 
@@ -172,19 +173,22 @@ def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -
     seconds = time.perf_counter() - started
     return {**totals.result(), "skipped": sorted(getattr(pipeline, "skipped", {})),
             "images_per_sec": totals.examples / seconds, "weights": weights.describe(),
-            "step": weights.step, "published": {}}
+            "step": weights.step, "data": f"{config.dataset}, the run's evaluation split",
+            "published": {}}
 
 
-def _check_same_classes(found: list[str], trained: list[str], dataset: str) -> None:
-    change = data.class_change(trained, found)
+def _check_same_data(saved: dict[str, Any], pipeline: Any, dataset: str) -> None:
+    """The run's evaluation data must be what it evaluated while training."""
+    change = data.description_change(saved, {"class_names": pipeline.class_names,
+                                             "eval_examples": pipeline.eval_examples})
     if change:
-        raise data.DataError(f"{dataset} no longer holds the classes the run trained on "
-                             f"({change}); restore the data, or evaluate it by class name with "
-                             "--weights RUN --dataset folder:PATH")
+        raise data.DataError(f"{dataset} has changed since the run trained on it ({change}); "
+                             "restore the data, or evaluate it by class name with --weights RUN "
+                             "--dataset folder:PATH")
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"weights   {result['weights']}",
+    lines = [f"weights   {result['weights']}", f"data      {result['data']}",
              f"top-1     {result['top1']:.3f}%", f"top-5     {result['top5']:.3f}%",
              f"loss      {result['loss']:.4f}", f"examples  {result['examples']}",
              f"images/s  {result['images_per_sec']:.1f}"]
@@ -223,6 +227,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a call from Python
+        exit_on_stop_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.workdir:

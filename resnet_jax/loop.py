@@ -115,13 +115,14 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
     return latest
 
 
-def check_same_classes(workdir: Path, pipeline: Pipeline) -> None:
-    """A resumed run's data must hold the classes it trained on, in the same order."""
+def check_same_data(workdir: Path, pipeline: Pipeline, config: ml_collections.ConfigDict) -> None:
+    """A resumed run's data must be the data it trained on (classes, image counts and, in
+    memory, statistics: see dataset.json)."""
     saved = read_data_description(workdir)
-    change = saved and data.class_change(saved["class_names"], pipeline.class_names)
+    change = saved and data.description_change(saved, data_description(config, pipeline))
     if change:
-        raise data.DataError(f"the data no longer holds the classes the run in {workdir} trained "
-                             f"on ({change}); restore the data, or pass a new --workdir")
+        raise data.DataError(f"the data has changed since the run in {workdir} trained on it "
+                             f"({change}); restore the data, or pass a new --workdir")
 
 
 def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
@@ -138,15 +139,33 @@ def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
             "eval_examples": int(totals["count"])}
 
 
+def data_description(config: ml_collections.ConfigDict, pipeline: Pipeline) -> dict[str, Any]:
+    """What inference needs to know of the run's data (classes, statistics, image sizes; in
+    memory, evaluation images are used at their size: no resize beyond it), and what tells
+    the same data again (where it is, how many images each split holds)."""
+    streaming = config.pipeline == "streaming"
+    return {"dataset": config.dataset, "class_names": list(pipeline.class_names),
+            "mean": list(pipeline.mean), "std": list(pipeline.std),
+            "image_size": config.image_size,
+            "eval_resize": config.eval_resize if streaming else config.image_size,
+            "train_examples": pipeline.train_examples, "eval_examples": pipeline.eval_examples}
+
+
 def save_data_description(run_dir: Path, config: ml_collections.ConfigDict,
                           pipeline: Pipeline) -> None:
-    """What inference needs to know of the run's data: classes, statistics, image sizes
-    (in memory, evaluation images are used at their size: no resize beyond it)."""
-    streaming = config.pipeline == "streaming"
-    write_atomically(run_dir / DATA_FILE, json.dumps({
-        "class_names": pipeline.class_names, "mean": pipeline.mean, "std": pipeline.std,
-        "image_size": config.image_size,
-        "eval_resize": config.eval_resize if streaming else config.image_size}, indent=1))
+    write_atomically(run_dir / DATA_FILE, json.dumps(data_description(config, pipeline),
+                                                     indent=1))
+
+
+def describe_data_again(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """dataset.json, lost from a finished run, written again from its data."""
+    pipeline = build_pipeline(config)
+    try:
+        save_data_description(workdir, config, pipeline)
+    finally:
+        pipeline.close()
+    print(f"warning: {workdir / DATA_FILE} was missing; wrote it again from the data",
+          file=sys.stderr, flush=True)
 
 
 def resume_line(workdir: Path, step: int, last: int) -> str:
@@ -185,15 +204,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     with stop_requests() as stop, contextlib.ExitStack() as cleanup:
         with all_or_none():
             warnings = config_schema.validate(config, jax.device_count(), chosen)
+            if "steps_per_call" in chosen and config.steps_per_call > 1 and not compiled_loops():
+                raise ConfigError(f"steps_per_call={config.steps_per_call} has no effect on a "
+                                  f"CPU, which runs one train step per compiled call ({CPU_LOOPS});"
+                                  " leave out --config.steps_per_call")
+            config = config.copy_and_resolve_references()  # the caller's stays as it is
+            config.dataset = data.resolved_dataset(config.dataset)
             claim_workdir(workdir, cleanup)
             latest = check_previous_run(workdir, config)
             if latest == config.num_train_steps:
+                if jax.process_index() == 0 and read_data_description(workdir) is None:
+                    describe_data_again(workdir, config)
                 return report_finished(workdir, config)
             data_started = time.time()
             pipeline = build_pipeline(config)
             cleanup.callback(pipeline.close)
             if latest is not None:
-                check_same_classes(workdir, pipeline)
+                check_same_data(workdir, pipeline, config)
             data_seconds = time.time() - data_started
             start_from = weights.initial_variables(config) if latest is None else None
         for warning in warnings if jax.process_index() == 0 else ():
@@ -246,6 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 # (measured with jax 0.10.2: jax-ml/jax#12868), so on a CPU each call runs one step,
 # without a loop (whose rounding differs).
 LOOPS_ON_CPU = False
+CPU_LOOPS = "XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop"
 
 
 # The host runs at most this many calls ahead of the devices.
@@ -295,8 +323,7 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     if not looped and capacity > 1:
         capacity = 1
         if jax.process_index() == 0:
-            print("on CPU one train step runs per compiled call: XLA:CPU runs gradient "
-                  "convolutions 10-20x slower inside a compiled loop")
+            print(f"on CPU one train step runs per compiled call: {CPU_LOOPS}")
     p_train, p_eval = parallel_steps(config, pipeline, looped)
     devices = jax.device_count()  # no larger eval batch than the test split, padded
     eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)

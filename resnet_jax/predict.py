@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from resnet_jax.command_line import ArgumentParser, at_least
+from resnet_jax.command_line import ArgumentParser, at_least, exit_on_stop_signals
 from resnet_jax.pipelines.images import UnreadableImage
 from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights
 
@@ -108,6 +108,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a call from Python
+        exit_on_stop_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)

@@ -156,7 +156,8 @@ def _from_name(model: str, weights: str) -> Weights:
 def _table_entry(model: str, weights: str) -> Any:
     if model not in TORCHVISION_MODELS:
         raise WeightsError(f"torchvision publishes weights for {', '.join(TORCHVISION_MODELS)}, "
-                           f"not {model}; pass --weights PATH.pth or a work directory")
+                           f"not {model}; give a .pth file or a training run's work directory "
+                           "instead (--weights, or --config.init_from)")
     try:
         from torchvision.models import get_model_weights
     except ImportError:
@@ -269,8 +270,9 @@ def _from_run(run_dir: Path, model_name: str | None, step: int | None) -> Weight
 
     trained = (workdir.read_config(run_dir) or {}).get("model")
     if model_name and trained and model_name != trained:
-        raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; leave out "
-                           "--model (a run's model is read from it)")
+        raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; its weights fit "
+                           f"a {trained} only (leave out --model, or set "
+                           f"--config.model={trained})")
     steps = saved_steps(run_dir)
     if step is None and steps:
         step = steps[-1]
@@ -331,6 +333,6 @@ def run_data(run_dir: Path) -> dict[str, Any]:
     saved = workdir.read_data_description(run_dir)
     if saved is None:
         raise WeightsError(f"{run_dir / workdir.DATA_FILE} is missing or unreadable: this run "
-                           "predates it, or it was removed; train the run on (any step) to "
-                           "write it again")
+                           "predates it, or it was removed; start the run's train.py command "
+                           "again to write it back (a finished run is not trained again)")
     return saved

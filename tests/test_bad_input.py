@@ -143,8 +143,12 @@ CASES = {
         "which decodes the whole dataset once, without workers; leave out --config.data_workers"),
     "a boundary beyond the run": Case(
         ["--config.lr_boundaries=(50,)", "--config.lr_scales=(0.1,)"],
-        "lr_boundaries=(50,): the run ends at num_train_steps=8, before step 50; drop it or "
-        "raise --config.num_train_steps"),
+        "lr_boundaries=(50,) and lr_scales=(0.1,): the run ends at num_train_steps=8, before "
+        "step 50 of lr_boundaries, where the rate would be scaled; drop the boundary or raise "
+        "--config.num_train_steps"),
+    "several steps per call on a CPU": Case(
+        ["--config.steps_per_call=50"], "steps_per_call=50 has no effect on a CPU, which runs "
+        "one train step per compiled call"),
     "an image smaller than the network's stride": Case(
         ["--config.image_size=2"], "image_size=2 is below resnet20's total stride of 4: its "
         "last stage would see less than one pixel; set --config.image_size=4 or more"),
@@ -425,8 +429,23 @@ def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tm
      "only) (see throughput.py --help)"),
     ("input_pipeline", ["--folder", "{case}/a_file", "--out", "{case}/out.json"],
      "error: --folder {case}/a_file is a file; pass a new or empty directory"),
+    ("throughput", ["--quick", "--out", "{case}/missing/out.json"],
+     "error: --out {case}/missing/out.json: the directory {case}/missing does not exist; create "
+     "it first (see throughput.py --help)"),
+    ("throughput", ["--quick", "--image-size", "2", "--out", "{case}/out.json"],
+     "error: image_size=2 is below resnet20's total stride of 4: its last stage would see less "
+     "than one pixel; set --image-size 4 or more (see throughput.py --help)"),
     ("degradation", ["--workdir", "{case}/runs", "--depths", "20"],
      "error: --depths needs two depths or more to compare, got [20] (see degradation.py --help)"),
+    ("degradation", ["--workdir", "{case}/runs", "--set", "residual=True"],
+     "error: --set residual: each depth trains as a plain and as a residual net; leave it out"),
+    ("time_to_accuracy", ["--config", "configs/smoke.py", "--workdir", "{case}/tta",
+                          "--config.seed=3"],
+     "error: --config.seed: the seeds come from --seeds (e.g. --seeds 3) (see "
+     "time_to_accuracy.py --help)"),
+    ("time_to_accuracy", ["--config", "configs/smoke.py", "--workdir", "{case}/tta", "--seeds",
+                          "0", "0"],
+     "error: --seeds 0 0 repeats a seed; give each once (see time_to_accuracy.py --help)"),
 ])
 def test_the_helper_scripts_refuse_in_one_line_and_leave_nothing(tmp_path, script, flags,
                                                                   message):
@@ -438,3 +457,63 @@ def test_the_helper_scripts_refuse_in_one_line_and_leave_nothing(tmp_path, scrip
     assert result.returncode in (1, 2)
     assert result.stderr.strip() == message.format(case=tmp_path)
     assert snapshot(tmp_path) == before
+
+
+def test_a_jpeg_folder_cut_short_is_generated_again(tmp_path):
+    from benchmarks import input_pipeline
+
+    folder = tmp_path / "jpegs"
+    folder.mkdir()
+    (folder / input_pipeline.STARTED).write_text("20 images\n")  # a fill interrupted early
+    (folder / "train").mkdir()
+    (folder / "train" / "stray.jpg").write_bytes(b"half")
+    input_pipeline.generate(folder, 20)
+    assert (folder / input_pipeline.DONE).exists() and not (folder / "train" / "stray.jpg").exists()
+    assert len(list((folder / "train").rglob("*.jpg"))) == 20
+
+
+def test_compare_refuses_pairs_that_are_not_a_jax_and_a_pytorch_run_of_one_recipe(
+        tmp_path, finished_run):
+    from benchmarks.compare import run_problem
+
+    jax_run, torch_run = finished_run, tmp_path / "torch"  # the twin writes no config.json
+    torch_run.mkdir()
+    shutil.copy(jax_run / "summary.json", torch_run / "summary.json")
+    assert run_problem(jax_run, torch_run) is None
+    assert run_problem(jax_run, jax_run) == (f"both runs are {jax_run}: pass a JAX run and a "
+                                             "PyTorch run")
+    assert run_problem(torch_run, jax_run) == (f"{torch_run} is not a train.py run (it has no "
+                                               "config.json) (the order is JAX, then PyTorch)")
+    summary = json.loads((torch_run / "summary.json").read_text())
+    (torch_run / "summary.json").write_text(json.dumps({**summary, "model": "resnet32"}))
+    assert run_problem(jax_run, torch_run) == ("the runs follow different recipes (model "
+                                               "'resnet20' and 'resnet32')")
+    unfinished = shutil.copytree(jax_run, tmp_path / "unfinished")
+    config = json.loads((unfinished / "config.json").read_text())
+    (unfinished / "config.json").write_text(json.dumps({**config, "num_train_steps": 100}))
+    assert run_problem(unfinished, torch_run) == (f"{unfinished} is unfinished (step 8 of 100); "
+                                                  "finish it with its train.py command first")
+
+
+def test_a_finished_run_started_again_writes_a_lost_dataset_description_back(
+        tmp_path, finished_run, capsys):
+    workdir = shutil.copytree(finished_run, tmp_path / "run")
+    saved = (workdir / "dataset.json").read_text()
+    (workdir / "dataset.json").unlink()
+    train_and_evaluate(RUN_CONFIG, workdir)
+    assert f"{workdir / 'dataset.json'} was missing; wrote it again" in capsys.readouterr().err
+    assert json.loads((workdir / "dataset.json").read_text()) == json.loads(saved)
+
+
+def test_ctrl_c_in_predict_is_one_line(tmp_path, finished_run):
+    image = tmp_path / "image.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(image)
+    process = subprocess.Popen([sys.executable, "-m", "resnet_jax.predict", *[str(image)] * 400,
+                                "--weights", str(finished_run), "--batch-size", "1"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith(f"weights: {finished_run}")  # predicting now
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT
+    assert err.strip().splitlines()[-1] == "error: stopped by SIGINT; nothing was written"
+    assert "Traceback" not in err

@@ -145,3 +145,28 @@ def test_local_sources_do_not_import_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_class_folders_are_read_at_any_depth_hidden_ones_left_out_loose_images_named(
+        tmp_path, capsys):
+    root = write_image_folder(tmp_path / "images")
+    (root / "train" / "cat" / "0000.png").rename(root / "train" / "cat" / "nested.png")
+    (root / "train" / "cat" / "deeper").mkdir()
+    (root / "train" / "cat" / "nested.png").rename(root / "train" / "cat" / "deeper" / "0.png")
+    for split in ("train", "test"):  # a notebook's folder and an AppleDouble file: no classes
+        (root / split / ".ipynb_checkpoints").mkdir()
+        (root / split / "dog" / "._0000.png").write_bytes(b"resource fork")
+    (root / "train" / "loose.png").write_bytes((root / "train" / "dog" / "0000.png").read_bytes())
+    dataset = data.load_dataset(config_for(f"folder:{root}", num_classes=3))
+    assert dataset.class_names == ("cat", "dog", "frog") and len(dataset.train) == 12
+    assert ("warning: 1 image(s) directly under " + str(root / "train") + " are in no class "
+            "folder and are left out: loose.png") in capsys.readouterr().err
+
+
+def test_images_smaller_than_the_network_takes_are_refused_naming_the_way_out(tmp_path):
+    root = write_image_folder(tmp_path / "images", size=3)
+    from resnet_jax.pipelines import build_pipeline
+
+    with pytest.raises(data.DataError, match="the images are 3x3, smaller than resnet20's total "
+                       "stride of 4: stream them resized"):
+        build_pipeline(config_for(f"folder:{root}", num_classes=3, image_size=3, batch_size=4))

@@ -11,6 +11,7 @@ from helpers import tiny_config
 from PIL import Image
 
 from resnet_jax import data, evaluate, predict
+from resnet_jax.config_schema import ConfigError
 from resnet_jax.loop import train_and_evaluate
 from resnet_jax.weights import Preprocessing, Weights
 
@@ -98,8 +99,8 @@ def test_an_empty_class_folder_is_refused_in_evaluation_too(run, tmp_path, capsy
     assert status == 1 and f"class folder(s) ['dog'] under {copy} hold no images" in err
 
 
-def test_a_run_is_evaluated_on_its_test_split_alone_and_by_its_own_classes(run, tmp_path,
-                                                                          capsys):
+def test_a_run_is_evaluated_on_its_test_split_alone_and_only_on_its_own_data(run, tmp_path,
+                                                                             capsys):
     copy = shutil.copytree(run, tmp_path / "run")
     images = shutil.copytree(run.parent / "images", tmp_path / "images")
     config = json.loads((copy / "config.json").read_text())
@@ -107,18 +108,51 @@ def test_a_run_is_evaluated_on_its_test_split_alone_and_by_its_own_classes(run, 
     (images / "train" / "cat" / "0.png").write_bytes(b"broken")  # decoding train would fail
     status, result, _ = evaluated(["--workdir", str(copy), "--step", "10"], capsys)
     assert status == 0 and result["examples"] == 12 and result["step"] == 10
-    for split in ("train", "test"):
-        (images / split / "cat").rename(images / split / "lynx")
-    status, _, err = evaluated(["--workdir", str(copy)], capsys)
-    assert status == 1 and err.strip() == (
-        f"error: folder:{images} no longer holds the classes the run trained on (classes only "
-        "in the run: cat; only in the data now: lynx); restore the data, or evaluate it by "
-        "class name with --weights RUN --dataset folder:PATH")
-    (images / "train" / "lynx" / "0.png").unlink()
-    with pytest.raises(data.DataError, match="the data no longer holds the classes the run in "
-                                             f"{copy} trained on"):
-        train_and_evaluate(tiny_config(**{**config, "dataset": f"folder:{images}",
-                                          "num_train_steps": 30}), copy)
+    assert result["data"] == f"folder:{images}, the run's evaluation split"
+    changes = [(lambda: (images / "test" / "dog" / "0.png").unlink(),
+                "12 evaluation images then, 11 now"),
+               (lambda: [(images / split / "cat").rename(images / split / "lynx")
+                         for split in ("train", "test")],
+                "classes only in the run: cat; only in the data now: lynx")]
+    for change, described in changes:
+        change()
+        status, _, err = evaluated(["--workdir", str(copy)], capsys)
+        assert status == 1 and err.strip() == (
+            f"error: folder:{images} has changed since the run trained on it ({described}); "
+            "restore the data, or evaluate it by class name with --weights RUN --dataset "
+            "folder:PATH")
+
+
+def test_a_resumed_run_refuses_data_that_changed(run, tmp_path):
+    """The same classes and image counts, darker training images: other statistics."""
+    copy = shutil.copytree(run, tmp_path / "run")
+    images = shutil.copytree(run.parent / "images", tmp_path / "images")
+    for path in (images / "train").rglob("*.png"):
+        Image.fromarray(np.asarray(Image.open(path)) // 3).save(path)
+    config = json.loads((copy / "config.json").read_text())
+    config = tiny_config(**{**config, "dataset": f"folder:{images}", "num_train_steps": 30})
+    (copy / "config.json").write_text(json.dumps(config.to_dict()))
+    with pytest.raises(data.DataError, match=f"the data has changed since the run in {copy} "
+                       r"trained on it \(the training images' per-channel mean was"):
+        train_and_evaluate(config, copy)
+
+
+def test_a_relative_data_path_is_the_current_directorys_once_and_for_all(run, tmp_path,
+                                                                        monkeypatch, capsys):
+    shutil.copytree(run.parent / "images", tmp_path / "here" / "images")
+    monkeypatch.chdir(tmp_path / "here")
+    config = tiny_config(dataset="folder:images", num_classes=3, batch_size=24,
+                         eval_batch_size=24, num_train_steps=2, eval_every_steps=2)
+    train_and_evaluate(config, tmp_path / "relative")
+    capsys.readouterr()  # the run's summary
+    saved = json.loads((tmp_path / "relative" / "config.json").read_text())
+    assert saved["dataset"] == f"folder:{tmp_path / 'here' / 'images'}"
+    monkeypatch.chdir(tmp_path)  # elsewhere, the same words name other data
+    status, result, _ = evaluated(["--workdir", "relative"], capsys)
+    assert status == 0 and result["data"].startswith(f"folder:{tmp_path / 'here' / 'images'},")
+    with pytest.raises(ConfigError, match="dataset: 'folder:.*here/images' -> 'folder:"
+                                          f"{tmp_path / 'images'}'"):
+        train_and_evaluate(config.copy_and_resolve_references(), tmp_path / "relative")
 
 
 def test_predict_names_the_checkpoint_and_refuses_what_cannot_be_answered(run, capsys):

@@ -198,7 +198,8 @@ PROBES = {
 # The smoke config, and the same with one of the settings that decide what the others do
 # changed (a streaming run's eval_resize fits the probe's image size).
 MODES = [{}, {"schedule": "cosine"}, {"schedule": "onecycle"}, {"optimizer": "adam"},
-         {"optimizer": "adamw"}, {"weight_decay": 0.0}, {"init_from": "IMAGENET1K_V1"},
+         {"optimizer": "adamw"}, {"weight_decay": 0.0}, {"momentum": 0.0},
+         {"init_from": "IMAGENET1K_V1"},
          {"pipeline": "streaming", "eval_resize": 80}, {"dataset": "folder:/data"},
          {"dataset": "cifar:/data"}, {"dataset": "cifar10"}]
 
@@ -255,7 +256,7 @@ def test_an_optimizer_key_changes_the_updates_exactly_where_it_is_said_to(key):
     effect its value changes the rates or the updates, and where it is said to have none,
     nothing changes. (decay_norm_and_bias is probed with False, momentum with 0.5.)"""
     probe = {"decay_norm_and_bias": False}.get(key, PROBES[key])
-    for mode in MODES[:6]:
+    for mode in MODES[:7]:
         base = in_mode(mode)
         changed = in_mode(mode, **{key: probe})
         if base[key] == changed[key]:
@@ -279,9 +280,11 @@ def test_boundaries_the_run_will_not_reach():
     assert validate(shortened, 1, chosen={"num_train_steps"}) == [
         "the run ends at num_train_steps=20, before lr_boundaries 30 of the config file: the "
         "learning rate is not scaled there (a shortened recipe)"]
-    with pytest.raises(ConfigError, match=r"lr_boundaries=\(30,\): the run ends at "
-                       r"num_train_steps=20, before step 30; drop it or raise"):
-        validate(shortened, 1, chosen={"num_train_steps", "lr_boundaries"})
+    for key in ("lr_boundaries", "lr_scales"):  # either given makes them the user's
+        with pytest.raises(ConfigError, match=f"{key}=.*: the run ends at num_train_steps=20, "
+                           "before step 30 of lr_boundaries, where the rate would be scaled; "
+                           "drop the boundary or raise --config.num_train_steps"):
+            validate(shortened, 1, chosen={"num_train_steps", key})
     assert validate(in_mode({"schedule": "cosine"}, num_train_steps=20), 1) == []
 
 
@@ -297,3 +300,21 @@ def test_images_smaller_than_the_total_stride_are_refused(model, smallest):
     with pytest.raises(ValueError, match=f"smaller than this network's total stride of "
                        f"{smallest}"):
         create_model(model).init(jax.random.key(0), jnp.zeros((1, smallest - 1, 64, 3)))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"residual": False, "zero_init_residual": True},
+     "zero_init_residual=True with residual=False zeroes every block's output"),
+    ({"schedule": "cosine", "warmup_steps": 40, "lr_boundaries": ()},
+     "warmup_steps=40 leaves no steps of num_train_steps=40 for the cosine decay"),
+    ({"warmup_steps": 41}, "warmup_steps=41 exceeds num_train_steps=40"),
+])
+def test_settings_that_cannot_train_as_meant_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(in_mode({}, **overrides), num_devices=1)
+
+
+def test_off_values_and_unused_lists_are_never_refused():
+    """An empty list of boundaries under cosine is nothing to ignore, whatever the scales."""
+    config = in_mode({"schedule": "cosine"}, lr_boundaries=(), nesterov=False, data_workers=0)
+    assert validate(config, 1, chosen={"lr_boundaries", "nesterov", "data_workers"}) == []

@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 
 from resnet_jax import data
+from resnet_jax.models import create_model
 from resnet_jax.pipelines.base import Pipeline, normalize, step_key
 from resnet_jax.pipelines.in_memory import InMemory
 
@@ -50,6 +51,11 @@ def evaluation_pipeline(config: ml_collections.ConfigDict, mean: tuple[float, ..
     if config.pipeline != "in_memory":
         return build_pipeline(config)
     test = data.load_split(config, "test")
+    height, width = test.split.images.shape[1:3]
+    if (height, width) != (config.image_size, config.image_size):
+        raise data.DataError(f"the evaluation images are {height}x{width}, but the run trained "
+                             f"at image_size={config.image_size}: the data has changed since; "
+                             "restore it")
     nothing = data.Split(test.split.images[:0], test.split.labels[:0])
     dataset = data.Dataset(nothing, test.split, len(test.class_names), tuple(mean), tuple(std),
                            tuple(test.class_names))
@@ -62,6 +68,12 @@ def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> N
     labels = np.concatenate([dataset.train.labels, dataset.test.labels])
     _check_fit(dataset.num_classes, labels, len(dataset.train), config)
     height, width = dataset.train.images.shape[1:3]
+    stride = create_model(config.model).total_stride
+    if min(height, width) < stride:
+        raise data.DataError(f"the images are {height}x{width}, smaller than {config.model}'s "
+                             f"total stride of {stride}: stream them resized "
+                             f"(--config.pipeline=streaming --config.image_size={stride} or "
+                             "more), or use larger images")
     if (height, width) != (config.image_size, config.image_size):
         raise data.DataError(f"the images are {height}x{width} but image_size="
                              f"{config.image_size}; the in_memory pipeline trains at the data's "
