@@ -145,16 +145,18 @@ def resolved_dataset(name: str) -> str:
 def description_change(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     """How the data described by ``now`` differs from the description a run saved (see
     dataset.json; the keys both hold are compared), or None if it does not."""
-    if "class_names" in now:
-        change = class_change(saved["class_names"], now["class_names"])
-        if change:
-            return change
+    def both(key: str) -> bool:
+        return key in saved and key in now
+
+    change = both("class_names") and class_change(saved["class_names"], now["class_names"])
+    if change:
+        return change
     for key, what in (("train_examples", "training images"), ("eval_examples",
                                                               "evaluation images")):
-        if key in saved and key in now and saved[key] != now[key]:
+        if both(key) and saved[key] != now[key]:
             return f"{saved[key]} {what} then, {now[key]} now"
     for key in ("mean", "std"):
-        if key in now and not np.allclose(saved[key], now[key], rtol=1e-6):
+        if both(key) and not np.allclose(saved[key], now[key], rtol=1e-6):
             return (f"the training images' per-channel {key} was {_rounded(saved[key])}, now "
                     f"{_rounded(now[key])}")
     return None

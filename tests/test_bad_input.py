@@ -21,6 +21,7 @@ import pytest
 from helpers import REPO, metric_rows, overrides_as_flags, run_train_py, tiny_config
 from PIL import Image
 
+from resnet_jax.data import synthetic_dataset
 from resnet_jax.loop import train_and_evaluate
 
 RUN_CONFIG = tiny_config(num_train_steps=8, eval_every_steps=8, checkpoint_every_steps=4)
@@ -90,9 +91,10 @@ def _drop_config(case_dir: Path) -> None:
 def _claim_five_classes(case_dir: Path) -> None:
     path = case_dir / "run" / "config.json"
     path.write_text(path.read_text().replace('"num_classes": 10', '"num_classes": 5'))
+    five = synthetic_dataset(*RUN_CONFIG.synthetic_examples, 5, RUN_CONFIG.image_size)
     path = case_dir / "run" / "dataset.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()),
-                                "class_names": ["0", "1", "2", "3", "4"]}))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "mean": five.mean,
+                                "std": five.std, "class_names": list(five.class_names)}))
 
 
 def _with_empty_class(split: str, name: str) -> Callable[[Path], None]:
