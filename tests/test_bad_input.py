@@ -388,7 +388,8 @@ def test_a_stop_signal_before_training_leaves_nothing_behind(tmp_path, moment):
                 pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / label / f"{i}.png")
     workdir = tmp_path / "new" / "run"
-    config = tiny_config(dataset=f"folder:{root}", num_classes=2)
+    # The data's own size: a late signal still lands before training, while compiling.
+    config = tiny_config(dataset=f"folder:{root}", num_classes=2, image_size=32)
     process = run_train_py(workdir, config, wait=False)
     if moment == "importing":
         time.sleep(0.5)
