@@ -9,20 +9,12 @@ command on each, adding --coordinator_address=HOST0:PORT --num_processes=N
 """
 
 import os
-import signal
 import sys
 
-
-def _exit_on_stop_signal(signum: int, frame: object) -> None:
-    # Nothing is on disk yet; an exception here could be swallowed by a library callback.
-    print(f"error: stopped by {signal.Signals(signum).name} while starting; nothing was "
-          "written", file=sys.stderr, flush=True)
-    os._exit(128 + signum)
-
+from resnet_jax.command_line import exit_on_stop_signals
 
 # Until the run installs its own handlers: Ctrl-C while importing gives one line, no traceback.
-signal.signal(signal.SIGINT, _exit_on_stop_signal)
-signal.signal(signal.SIGTERM, _exit_on_stop_signal)
+exit_on_stop_signals()
 
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402

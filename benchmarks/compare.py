@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ml_collections import ConfigDict
+
 from resnet_jax.command_line import ArgumentParser
+from resnet_jax.config_schema import changed_fixed_keys
 from resnet_jax.metrics import plot_curves, read_metrics
-from resnet_jax.workdir import SUMMARY_FILE, WorkdirError, read_config
+from resnet_jax.workdir import SUMMARY_FILE, TWIN_CONFIG_FILE, WorkdirError, read_config
 
 ROWS = [("final test accuracy", "final_test_accuracy"),
         ("best test accuracy", "best_test_accuracy"),
@@ -72,6 +75,9 @@ def run_problem(jax_run: Path, torch_run: Path) -> str | None:
                 f"{jax_config['num_train_steps']}); finish it with its train.py command first")
     differing = [f"{key} {summaries[0][key]!r} and {summaries[1][key]!r}"
                  for key in ("model", "dataset", "steps") if summaries[0][key] != summaries[1][key]]
+    twin = torch_run / TWIN_CONFIG_FILE  # older twin runs have none: the summary's keys only
+    if not differing and twin.is_file():
+        differing = changed_fixed_keys(jax_config, ConfigDict(json.loads(twin.read_text())))
     if differing:
         return f"the runs follow different recipes ({'; '.join(differing)})"
     return None

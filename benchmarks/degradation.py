@@ -41,7 +41,7 @@ from resnet_jax.command_line import ArgumentParser
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import DataError
 from resnet_jax.interrupts import StartInterrupted, StartRefused
-from resnet_jax.loop import TrainingDiverged, train_and_evaluate
+from resnet_jax.loop import TrainingDiverged, check_config, train_and_evaluate
 from resnet_jax.metrics import read_metrics
 from resnet_jax.weights import WeightsError
 from resnet_jax.workdir import WorkdirError
@@ -52,7 +52,8 @@ SET_HERE = {"model": "each net's depth comes from --depths",
             "residual": "each depth trains as a plain and as a residual net",
             "dataset": "pass --dataset", "num_train_steps": "pass --steps",
             "lr_boundaries": "the rate falls 10x at 1/2 and 3/4 of --steps",
-            "log_grad_norms": "the gradient-norm figure needs them"}
+            "log_grad_norms": "the gradient-norm figure needs them",
+            "init_from": "each net trains from scratch"}
 DEPTHS = (20, 32, 44, 56)
 
 
@@ -213,6 +214,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--depths needs two depths or more to compare, got {depths}")
     configs = {(kind, depth): run_config(kind, depth, args.steps, args.dataset, dict(args.set))
                for kind in KINDS for depth in depths}
+    for (kind, depth), config in configs.items():  # every net's settings, before any trains
+        try:
+            check_config(config, dict(args.set))
+        except ConfigError as error:
+            raise SystemExit(f"error: {kind}-{depth}: {error}") from None
     runs = {}
     for (kind, depth), config in configs.items():
         print(f"== {kind}-{depth}: {args.steps} iterations", flush=True)

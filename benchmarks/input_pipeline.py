@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import time
@@ -122,8 +123,14 @@ def main() -> None:
         workers = [int(w) for w in args.workers.split(",")]
     except ValueError:
         parser.error(f"--workers={args.workers} must be integers separated by commas, e.g. 1,2")
-    if min(workers) < 0 or args.images < CLASSES or args.batch < 1 or args.seconds <= 0:
-        parser.error(f"need --workers >= 0, --images >= {CLASSES}, --batch >= 1, --seconds > 0")
+    if (min(workers) < 0 or args.images < CLASSES or not 1 <= args.batch <= args.images
+            or not 0 < args.seconds < math.inf):
+        parser.error(f"need --workers >= 0, --images >= {CLASSES}, --batch from 1 to --images, "
+                     "--seconds > 0 and finite")
+    generated = args.folder / DONE
+    if generated.is_file() and generated.read_text().split()[0] != str(args.images):
+        parser.error(f"--folder {args.folder} holds {generated.read_text().split()[0]} generated "
+                     f"images, not {args.images}; pass that --images, or a new --folder")
     check_out(parser, args.out)
     try:
         measure(args, workers)
@@ -135,6 +142,7 @@ def main() -> None:
 def measure(args: argparse.Namespace, workers: list[int]) -> None:
     generate(args.folder, args.images)
     result = {"decoder": "libjpeg-turbo (simplejpeg, fast DCT and upsampling); resize: PIL",
+              "images": args.images, "batch": args.batch,
               "per_worker_images_per_sec": per_worker_rate(args.folder, args.seconds),
               "cpu_count": os.cpu_count(), "pipeline": {}}
     print(f"one worker process: {result['per_worker_images_per_sec']:.0f} images/s")

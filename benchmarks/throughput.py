@@ -225,9 +225,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=at_least(1), help="override every row's batch size")
     parser.add_argument("--image-size", type=at_least(1), help="override every row's image size")
     parser.add_argument("--models", help="comma-separated: keep only these models' rows")
-    parser.add_argument("--steps-per-call", type=at_least(1), default=100,
-                        help="the trainer's config.steps_per_call (its calls end at each "
-                        "window's log too)")
+    parser.add_argument("--steps-per-call", type=at_least(1),
+                        help="the trainer's config.steps_per_call (default 100; 1 on a CPU; its "
+                        "calls end at each window's log too)")
     args = parser.parse_args()
     rows = [FULL_ROWS[0]] if args.quick else FULL_ROWS
     if args.models:
@@ -241,9 +241,13 @@ def main() -> None:
     rows = [(m, args.image_size or s, args.batch_size or b) for m, s, b in rows]
     timing = {"warmup": args.warmup, "windows": args.windows, "window_steps": args.window_steps}
     check_out(parser, Path(args.out))
+    if (args.steps_per_call or 1) > 1 and not compiled_loops():
+        parser.error(f"--steps-per-call {args.steps_per_call} has no effect on a CPU, which runs "
+                     "one train step per compiled call; leave it out")
+    steps_per_call = args.steps_per_call or (100 if compiled_loops() else 1)
     for model, size, batch in rows:  # refuse what the trainer would refuse, before measuring
         try:
-            validate(trainer_config(model, size, batch, "float32", timing, args.steps_per_call),
+            validate(trainer_config(model, size, batch, "float32", timing, steps_per_call),
                      jax.device_count())
         except ConfigError as error:
             message = str(error)
@@ -251,14 +255,14 @@ def main() -> None:
                               ("steps_per_call", "steps-per-call")):
                 message = message.replace(f"--config.{key}=", f"--{flag} ")
             parser.error(message)
-    results = measure(rows, args.quick, timing, args.steps_per_call)
+    results = measure(rows, args.quick, timing, steps_per_call)
     report = {
         "device": jax.devices()[0].device_kind, "jax_devices": jax.local_device_count(),
         "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "versions": {"jax": jax.__version__, "flax": flax.__version__,
                      "torch": torch.__version__, "python": platform.python_version()},
         "timing": timing, "rows": results,
-        "trainer_steps_per_call": args.steps_per_call if compiled_loops() else 1,
+        "trainer_steps_per_call": steps_per_call,
     }
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

@@ -4,13 +4,15 @@
         --workdir runs/tta --config.dataset=folder:data/cifar10-jpeg \\
         [--seeds 0 1 2] [--no-amp] [--no-channels_last] [--no-compile] [--config.key=value ...]
 
-For each seed, trains the config with the PyTorch twin (benchmarks/torch_train.py,
-with --amp --channels_last --compile unless --no-amp ... say otherwise), then with
-train.py, each in its own process, one after the other on the same device, from
-the same initial weights on the same batches; --config.KEY=VALUE overrides go to
-both. The runs live in WORKDIR/torch_seedS and WORKDIR/jax_seedS: started again,
-a finished PyTorch run of the same command is kept (a stopped one starts over)
-and train.py resumes or reports its run (and refuses changed settings). Evaluate often
+For each seed, trains the config with train.py, then with the PyTorch twin
+(benchmarks/torch_train.py, with --amp --channels_last --compile unless --no-amp
+... say otherwise), each in its own process, one after the other on the same
+device, from the same initial weights on the same batches; --config.KEY=VALUE
+overrides go to both (a relative data path is made absolute first), and what either
+side would refuse is refused before either trains. The runs live in
+WORKDIR/jax_seedS and WORKDIR/torch_seedS: started again, train.py resumes or
+reports its run (and refuses changed settings), and a finished PyTorch run of the
+same command is kept (a stopped one starts over). Evaluate often
 (--config.eval_every_steps=1000) so that the crossing times mean something.
 Writes WORKDIR/time_to_accuracy.png (test accuracy against wall-clock seconds,
 compilation included) and WORKDIR/time_to_accuracy.json, and prints per seed the
@@ -34,7 +36,9 @@ from typing import Any
 if not __package__:  # run as a file (python benchmarks/time_to_accuracy.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from resnet_jax.command_line import ArgumentParser
+from benchmarks.torch_train import check_twin_config
+from resnet_jax.command_line import ArgumentParser, at_least, load_config
+from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import resolved_dataset
 from resnet_jax.metrics import read_metrics, read_segments
 from resnet_jax.workdir import create, remove_if_empty
@@ -163,12 +167,12 @@ def run_both(config: str, overrides: list[str], workdir: Path, seeds: list[int],
     for seed in seeds:
         common = ["--config", config, *overrides, f"--config.seed={seed}"]
         jax_dir, torch_dir = workdir / f"jax_seed{seed}", workdir / f"torch_seed{seed}"
-        print(f"== seed {seed}: PyTorch", flush=True)  # first: it refuses what it cannot twin
-        torch_run([sys.executable, "-m", "benchmarks.torch_train", *common,
-                   "--workdir", str(torch_dir), *torch_flags], torch_dir, f"PyTorch seed {seed}")
         print(f"== seed {seed}: JAX", flush=True)  # a finished run just prints its summary
         train_in_process([sys.executable, "train.py", *common, "--workdir", str(jax_dir)],
                          f"JAX seed {seed}")
+        print(f"== seed {seed}: PyTorch", flush=True)
+        torch_run([sys.executable, "-m", "benchmarks.torch_train", *common,
+                   "--workdir", str(torch_dir), *torch_flags], torch_dir, f"PyTorch seed {seed}")
         segments = read_segments(jax_dir)
         if len(segments) > 1:
             print(f"warning: the JAX run of seed {seed} was resumed ({len(segments)} segments): "
@@ -213,6 +217,16 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_both_sides(config_file: str, overrides: list[str], amp: bool) -> None:
+    """Refuse, before either trains, what the PyTorch twin would refuse (train.py refuses the
+    rest before it trains, and it runs first)."""
+    config, chosen = load_config(config_file, overrides)
+    try:
+        check_twin_config(config, amp, chosen)
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def absolute_data_path(override: str) -> str:
     """``--config.dataset=folder:PATH`` with PATH made absolute (the trainers run from the
     repository, not from here)."""
@@ -226,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         epilog="Any --config.KEY=VALUE is passed to both trainers, as train.py takes it.")
     parser.add_argument("--config", required=True, help="a config file (configs/*.py)")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="default: 0")
+    parser.add_argument("--seeds", type=at_least(0), nargs="+", default=[0], help="default: 0")
     for name, what in (("amp", "bfloat16 autocast"), ("channels_last", "NHWC memory format"),
                        ("compile", "torch.compile")):
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=True,
@@ -244,13 +258,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overrides = [absolute_data_path(arg) for arg in overrides]  # the trainers run elsewhere
     torch_flags = [f"--{'' if getattr(args, name) else 'no'}{name}"
                    for name in ("amp", "channels_last", "compile")]
+    config_file = str(Path(args.config).resolve())
+    check_both_sides(config_file, overrides, args.amp)
     workdir = args.workdir.resolve()  # the trainers run from the repository
     if workdir.exists() and not workdir.is_dir():
         parser.error(f"--workdir {args.workdir} is a file; pass a directory")
     created = create(workdir)
     try:
-        report = run_both(str(Path(args.config).resolve()), overrides, workdir, args.seeds,
-                          torch_flags)
+        report = run_both(config_file, overrides, workdir, args.seeds, torch_flags)
     except BaseException:  # a refused or interrupted start leaves nothing behind
         remove_if_empty(created)
         raise

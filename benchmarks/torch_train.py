@@ -42,7 +42,7 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
 from resnet_jax.command_line import chosen_config_keys, parse_flags
-from resnet_jax.config_schema import ConfigError, validate
+from resnet_jax.config_schema import ConfigError, resolved, validate
 from resnet_jax.loop import finish_run, next_event
 from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
 from resnet_jax.models import build_model
@@ -50,7 +50,7 @@ from resnet_jax.pipelines import build_pipeline, step_key
 from resnet_jax.pipelines.in_memory import augmentation_draws
 from resnet_jax.torch_compat import to_torchvision
 from resnet_jax.training import create_train_state, learning_rate_schedule
-from resnet_jax.workdir import CHECKPOINT_DIR, CONFIG_FILE
+from resnet_jax.workdir import CHECKPOINT_DIR, CONFIG_FILE, TWIN_CONFIG_FILE, write_atomically
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
@@ -166,12 +166,18 @@ def evaluate(model: torch.nn.Module, on_device: DeviceData, batch_size: int,
             "eval_examples": examples}
 
 
+# train.py's settings that the twin has no use for (an off value is nothing to ignore).
+TWIN_IGNORES = {"log_grad_norms": "logs no gradient norms", "parallel": "trains on one device",
+                "steps_per_call": "runs its steps one at a time",
+                "checkpoint_every_steps": "saves no checkpoints",
+                "keep_checkpoints": "saves no checkpoints"}
+
+
 def check_twin_config(config: ml_collections.ConfigDict, amp: bool,
-                      chosen: Collection[str] = ()) -> None:
+                      chosen: Collection[str] = ()) -> list[str]:
     """ConfigError for a config the twin cannot follow as train.py would (``chosen``: as
-    train.py's, the keys the user set)."""
-    for warning in validate(config, 1, chosen):
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    train.py's, the keys the user set); the warnings to show."""
+    warnings = validate(config, 1, chosen)
     if config.pipeline != "in_memory":
         raise ConfigError(f"pipeline={config.pipeline}: the PyTorch twin draws its batches from "
                           "the in_memory pipeline; pass --config.pipeline=in_memory")
@@ -181,6 +187,12 @@ def check_twin_config(config: ml_collections.ConfigDict, amp: bool,
     if config.dtype == "bfloat16" and not amp:
         raise ConfigError("dtype=bfloat16 computes in bfloat16 in JAX; pass --amp for the same in "
                           "PyTorch")
+    ignored = [f"{key}={config[key]!r} has no effect in the PyTorch twin, which {why}; leave "
+               f"out --config.{key}" for key, why in TWIN_IGNORES.items()
+               if key in chosen and config[key]]
+    if ignored:
+        raise ConfigError("; ".join(ignored))
+    return warnings
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = False,
@@ -188,13 +200,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
           chosen: Collection[str] = ()) -> dict[str, Any]:
     """Train ``config`` in PyTorch on one device; returns the summary (JAX trainer's schema)."""
     started = time.time()
-    check_twin_config(config, amp, chosen)
+    for warning in check_twin_config(config, amp, chosen):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    config = resolved(config)  # named as train.py names it
     workdir = Path(workdir)
     if (workdir / CONFIG_FILE).exists() or (workdir / CHECKPOINT_DIR).exists():
         raise ConfigError(f"{workdir} holds a train.py run; pass another --workdir for the "
                           "PyTorch side")
     pipeline = build_pipeline(config)
     workdir.mkdir(parents=True, exist_ok=True)
+    write_atomically(workdir / TWIN_CONFIG_FILE, config.to_json_best_effort(indent=2))
     data_seconds = time.time() - started
     dev = device()
     model = initial_model(config, pipeline.image_shape).to(dev)

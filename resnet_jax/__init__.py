@@ -1,21 +1,19 @@
 """ResNet in JAX/Flax linen, with exact torchvision weight parity."""
 
-from resnet_jax.models import BasicBlock, Bottleneck, ResNet, create_model, list_models
+import importlib
+
+# Each name is imported on first use: the command lines start (and take stop signals) before
+# JAX loads, and Orbax and the image libraries are not needed for the models alone.
+_HOMES = {"BasicBlock": "models", "Bottleneck": "models", "ResNet": "models",
+          "create_model": "models", "list_models": "models", "restore": "checkpoints",
+          "pretrained": "weights"}
+_MODULES = ("weights", "nnx")
 
 
 def __getattr__(name: str):
-    # Imported on first use: Orbax and the image libraries are not needed for the models alone.
-    if name == "restore":
-        from resnet_jax.checkpoints import restore
-
-        return restore
-    if name == "pretrained":
-        from resnet_jax.weights import pretrained
-
-        return pretrained
-    if name in ("weights", "nnx"):
-        import importlib
-
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"resnet_jax.{_HOMES[name]}"), name)
+    if name in _MODULES:
         return importlib.import_module(f"resnet_jax.{name}")
     raise AttributeError(f"module 'resnet_jax' has no attribute {name!r}")
 

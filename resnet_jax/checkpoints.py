@@ -1,5 +1,6 @@
-"""Orbax checkpoints under ``WORKDIR/checkpoints`` (the train state, item ``default``, and
-the input pipeline's position, item ``pipeline``), and restore for inference."""
+"""Orbax checkpoints under ``WORKDIR/checkpoints`` (the train state, item ``default``, the
+input pipeline's position, item ``pipeline``, and a copy of the run's dataset.json, item
+``dataset``), and restore for inference."""
 
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ class CheckpointError(RuntimeError):
     """No checkpoint of a run could be read; the message names each one and its error."""
 
 
-STATE, PIPELINE = "default", "pipeline"  # the items of a checkpoint
+STATE, PIPELINE, DATA = "default", "pipeline", "dataset"  # the items of a checkpoint
 
 
 def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
-    return {STATE: ocp.StandardCheckpointHandler(), PIPELINE: ocp.JsonCheckpointHandler()}
+    return {STATE: ocp.StandardCheckpointHandler(), PIPELINE: ocp.JsonCheckpointHandler(),
+            DATA: ocp.JsonCheckpointHandler()}
 
 
 def checkpoint_manager(run_dir: str | Path, keep: int) -> ocp.CheckpointManager:
@@ -61,15 +63,16 @@ def _resharded(tree: Any, sharding: NamedSharding) -> Any:
 
 
 def save(manager: ocp.CheckpointManager, state: Any, metrics: dict[str, float] | None = None,
-         pipeline: dict[str, Any] | None = None) -> None:
+         pipeline: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> None:
     """Save ``state`` (replicated) at its step, with the input ``pipeline``'s state if it
-    has one; every process calls this together."""
+    has one and the description of the run's ``data``; every process calls this together."""
     step = int(state.step)
     if step in manager.all_steps():
         return
     items = {STATE: ocp.args.StandardSave(_resharded(state, replicated(jax.devices())))}
-    if pipeline is not None:
-        items[PIPELINE] = ocp.args.JsonSave(pipeline)
+    for name, value in ((PIPELINE, pipeline), (DATA, data)):
+        if value is not None:
+            items[name] = ocp.args.JsonSave(value)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
 
@@ -234,15 +237,25 @@ def saved_steps(run_dir: str | Path) -> list[int]:
         return sorted(manager.all_steps())
 
 
-def saved_pipeline_state(run_dir: str | Path) -> dict[str, Any] | None:
-    """The input pipeline's state in the latest checkpoint of a run (None if it has none)."""
-    with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
-                               item_handlers=_item_handlers()) as manager:
+def saved_data_description(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's dataset.json, or the copy its latest checkpoint keeps of it; None if neither
+    is there."""
+    return (workdir.read_data_description(Path(run_dir))
+            or latest_json_item(run_dir, DATA))
+
+
+def latest_json_item(run_dir: str | Path, item: str) -> dict[str, Any] | None:
+    """The JSON ``item`` (PIPELINE or DATA) of a run's latest checkpoint, None if it has no
+    checkpoint or that one holds no such item."""
+    directory = Path(run_dir).absolute() / workdir.CHECKPOINT_DIR
+    if not directory.is_dir():
+        return None
+    with ocp.CheckpointManager(directory, item_handlers=_item_handlers()) as manager:
         step = manager.latest_step()
-        if step is None or not (Path(manager.directory) / str(step) / PIPELINE).is_dir():
+        if step is None or not (Path(manager.directory) / str(step) / item).is_dir():
             return None
         return manager.restore(step, args=ocp.args.Composite(
-            **{PIPELINE: ocp.args.JsonRestore()}))[PIPELINE]
+            **{item: ocp.args.JsonRestore()}))[item]
 
 
 def _on_one_device(saved: Any) -> Any:

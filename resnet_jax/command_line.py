@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from absl import flags
 from ml_collections import config_flags
@@ -68,9 +68,13 @@ def _flag_value_message(message: str) -> str:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with config mistakes (unknown key, bad value, a config file that
     does not load) as one line."""
+    return _parse(FLAGS, argv)
+
+
+def _parse(values: flags.FlagValues, argv: list[str]) -> list[str]:
     try:
-        rest = FLAGS(argv)
-        FLAGS.config.keys()  # a config file that failed to load raises here
+        rest = values(argv)
+        values.config.keys()  # a config file that failed to load raises here
         return rest
     except Exception as error:  # noqa: BLE001 (each kind becomes one line below)
         message = _config_file_error(error, _config_file(argv))
@@ -82,6 +86,15 @@ def parse_flags(argv: list[str]) -> list[str]:
         if isinstance(error, flags.Error | TypeError | ValueError):
             sys.exit(f"error: {_flag_value_message(str(error))}")
         raise
+
+
+def load_config(config_file: str, overrides: list[str]) -> tuple[Any, set[str]]:
+    """A config file with ``--config.KEY=VALUE`` overrides, read as train.py reads them
+    (mistakes as one line), and the keys the overrides chose."""
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
+    _parse(values, ["load_config", f"--config={config_file}", *overrides])
+    return values.config, set(config_flags.get_override_values(values["config"]))
 
 
 def chosen_config_keys() -> set[str]:
@@ -111,9 +124,11 @@ def at_least(low: int) -> Callable[[str], int]:
 
 def exit_on_stop_signals() -> None:
     """From now on Ctrl-C or SIGTERM ends the command at once, in one line, with the exit
-    status 128 + the signal's number: for commands that write nothing."""
+    status 128 + the signal's number: for a command that has written nothing (yet). Installed
+    first, before the heavy libraries load."""
     def stop(signum: int, frame: object) -> None:
-        print(f"error: stopped by {signal.Signals(signum).name}; nothing was written",
+        ends_a_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar may hold the line
+        print(f"{ends_a_bar}error: stopped by {signal.Signals(signum).name}; nothing was written",
               file=sys.stderr, flush=True)
         os._exit(128 + signum)  # XLA threads cut short can crash a normal teardown
 

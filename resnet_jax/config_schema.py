@@ -24,7 +24,7 @@ from typing import Any
 
 import ml_collections
 
-from resnet_jax import data, parallel, pipelines, training
+from resnet_jax import data, parallel, pipelines, training, weights
 from resnet_jax.models import create_model, list_models
 
 
@@ -314,10 +314,23 @@ def fixed_keys(config: Mapping[str, Any]) -> set[str]:
     return {k for k, spec in KEYS.items() if spec.fixed} | set(schedule.keys if schedule else ())
 
 
+# Keys whose value may be a path: made absolute once, so that the same data and weights are
+# named the same way wherever a run is started, resumed or evaluated from.
+PATHS = {"dataset": data.resolved_dataset, "init_from": weights.resolved_source}
+
+
+def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with its paths absolute (see PATHS)."""
+    config = config.copy_and_resolve_references()
+    for key, resolve in PATHS.items():
+        config[key] = resolve(config[key])
+    return config
+
+
 def _comparable(key: str, value: Any) -> Any:
-    """A value as saved in config.json compares (a relative data path: from here)."""
-    if key == "dataset":
-        return data.resolved_dataset(value)
+    """A value as saved in config.json compares (a relative path: from here)."""
+    if key in PATHS:
+        return PATHS[key](value)
     return list(value) if isinstance(value, tuple | list) else value
 
 

@@ -133,13 +133,14 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
 
 
 def resolved_dataset(name: str) -> str:
-    """``config.dataset`` with the path of ``folder:`` or ``cifar:`` made absolute (a relative
-    one is the current directory's): the same data wherever a run is resumed or evaluated."""
+    """``config.dataset`` with the path of ``folder:`` or ``cifar:`` made absolute and
+    resolved (a relative one is the current directory's, links followed): the same data
+    wherever a run is resumed or evaluated from, however the path was written."""
     prefix = next((p for p in PATH_SOURCES if name.startswith(p)), "")
     path = name.removeprefix(prefix).strip()
     if not prefix or not path:
         return name
-    return prefix + str(Path(path).expanduser().absolute())
+    return prefix + str(Path(path).expanduser().resolve())
 
 
 def description_change(saved: dict[str, Any], now: dict[str, Any]) -> str | None:

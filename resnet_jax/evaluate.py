@@ -14,44 +14,51 @@ readable image counts once.
 
 from __future__ import annotations
 
-import argparse
-import json
-import re
-import sys
-import time
-from pathlib import Path
-from typing import Any
+if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is one line too
+    from resnet_jax.command_line import exit_on_stop_signals
 
-import jax
-import ml_collections
-import numpy as np
-from tqdm import tqdm
+    exit_on_stop_signals()
 
-from resnet_jax import data, workdir
-from resnet_jax.command_line import ArgumentParser, at_least, exit_on_stop_signals
-from resnet_jax.predict import probabilities, read_batches
-from resnet_jax.weights import Weights, WeightsError, load_weights, run_data
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from resnet_jax import data, workdir  # noqa: E402
+from resnet_jax.command_line import ArgumentParser, at_least  # noqa: E402
+from resnet_jax.predict import log_probabilities, read_batches  # noqa: E402
+from resnet_jax.weights import Weights, WeightsError, load_weights, run_data  # noqa: E402
 
 
 class Totals:
-    """Running sums of top-1, top-5 hits, log-loss and counted examples."""
+    """Running sums of top-1, top-5 hits, cross-entropy loss and counted examples."""
 
     def __init__(self) -> None:
-        self.top1 = self.top5 = self.examples = 0
+        self.top1 = self.top5 = self.examples = self.classes = 0
         self.loss = 0.0
 
-    def add(self, probs: np.ndarray, labels: np.ndarray) -> None:
-        ranked = np.argsort(-probs, axis=-1, kind="stable")[:, :5]
+    def add(self, log_probs: np.ndarray, labels: np.ndarray) -> None:
+        self.classes = log_probs.shape[-1]
+        ranked = np.argsort(-log_probs, axis=-1, kind="stable")[:, :5]
         self.top1 += int(np.sum(ranked[:, 0] == labels))
         self.top5 += int(np.sum(np.any(ranked == labels[:, None], axis=-1)))
-        picked = probs[np.arange(len(labels)), labels]
-        self.loss += float(-np.sum(np.log(np.maximum(picked, np.finfo(np.float32).tiny))))
+        self.loss += float(-np.sum(log_probs[np.arange(len(labels)), labels], dtype=np.float64))
         self.examples += len(labels)
 
     def result(self) -> dict[str, Any]:
+        """Percentages and the mean loss; no top-5 among five classes or fewer (always 100)."""
         n = max(self.examples, 1)
-        return {"top1": 100 * self.top1 / n, "top5": 100 * self.top5 / n,
-                "loss": self.loss / n, "examples": self.examples}
+        return {"top1": 100 * self.top1 / n,
+                "top5": 100 * self.top5 / n if self.classes > 5 else None,
+                "loss": self.loss / n, "examples": self.examples, "classes": self.classes}
 
 
 SYNSET = re.compile(r"n\d{8}")  # an ImageNet (WordNet) class folder: n01440764
@@ -120,22 +127,22 @@ def folder_labels(root: Path, weights: Weights) -> tuple[list[Path], np.ndarray]
 def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[str, Any]:
     """Top-1/top-5 (percent), mean loss, examples counted and skipped, images/s."""
     files, labels = folder_labels(root, weights)
-    apply, totals, skipped = probabilities(weights), Totals(), []
+    apply, totals, skipped = log_probabilities(weights), Totals(), []
     batch_size = min(batch_size, len(files))
     started = time.perf_counter()
     with tqdm(total=len(files), unit="img", desc="evaluating", file=sys.stderr) as bar:
         for start, (chunk, batch, errors) in zip(
                 range(0, len(files), batch_size),
                 read_batches(files, weights.preprocessing, batch_size), strict=True):
-            probs = np.asarray(apply(weights.variables, batch))[:len(chunk)]
+            log_probs = np.asarray(apply(weights.variables, batch))[:len(chunk)]
             readable = np.array([e is None for e in errors])
             skipped += [f"{path} ({e})" for path, e in zip(chunk, errors, strict=True) if e]
-            totals.add(probs[readable], labels[start:start + len(chunk)][readable])
+            totals.add(log_probs[readable], labels[start:start + len(chunk)][readable])
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     return {**totals.result(), "skipped": skipped, "images_per_sec": len(files) / seconds,
             "weights": weights.describe(), "step": weights.step, "data": f"folder:{root}",
-            "published": weights.metrics}
+            "preprocessing": weights.preprocessing.describe(), "published": weights.metrics}
 
 
 def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -> dict[str, Any]:
@@ -160,20 +167,22 @@ def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -
         def step_fn(resident: dict[str, Any], batch: dict[str, Any]) -> tuple[jax.Array, ...]:
             images, labels = pipeline.prepare_eval(resident, batch)
             logits = model.apply(weights.variables, images, train=False).astype(np.float32)
-            return jax.nn.softmax(logits), labels
+            return jax.nn.log_softmax(logits), labels
 
         totals, started = Totals(), time.perf_counter()
         for batch in tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
                           total=-(-pipeline.eval_examples // batch_size), file=sys.stderr):
-            probs, labels = jax.device_get(step_fn(resident, batch))
+            log_probs, labels = jax.device_get(step_fn(resident, batch))
             keep = np.asarray(batch["mask"]) > 0
-            totals.add(probs[keep], labels[keep])
+            totals.add(log_probs[keep], labels[keep])
     finally:
         pipeline.close()
     seconds = time.perf_counter() - started
     return {**totals.result(), "skipped": sorted(getattr(pipeline, "skipped", {})),
             "images_per_sec": totals.examples / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"{config.dataset}, the run's evaluation split",
+            "preprocessing": (weights.preprocessing.describe() if config.pipeline == "streaming"
+                              else f"at their size, {config.image_size}x{config.image_size}"),
             "published": {}}
 
 
@@ -188,8 +197,11 @@ def _check_same_data(saved: dict[str, Any], pipeline: Any, dataset: str) -> None
 
 
 def format_result(result: dict[str, Any]) -> str:
+    top5 = ("n/a (among 5 classes or fewer)" if result["top5"] is None
+            else f"{result['top5']:.3f}%")
     lines = [f"weights   {result['weights']}", f"data      {result['data']}",
-             f"top-1     {result['top1']:.3f}%", f"top-5     {result['top5']:.3f}%",
+             f"images    {result['preprocessing']}",
+             f"top-1     {result['top1']:.3f}%", f"top-5     {top5}",
              f"loss      {result['loss']:.4f}", f"examples  {result['examples']}",
              f"images/s  {result['images_per_sec']:.1f}"]
     if result["skipped"]:
@@ -227,8 +239,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the command itself, not a call from Python
-        exit_on_stop_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.workdir:

@@ -80,6 +80,17 @@ def check_finite(recent: list[tuple[int, int, dict[str, jax.Array]]],
             "--config.learning_rate (or add warm-up) and start again with the same --workdir")
 
 
+def check_config(config: ml_collections.ConfigDict, chosen: Collection[str] = ()) -> list[str]:
+    """ConfigError for a config this trainer cannot run as given, here (see
+    :func:`config_schema.validate`, and a chosen steps_per_call on a CPU); the warnings."""
+    warnings = config_schema.validate(config, jax.device_count(), chosen)
+    if "steps_per_call" in chosen and config.steps_per_call > 1 and not compiled_loops():
+        raise ConfigError(f"steps_per_call={config.steps_per_call} has no effect on a CPU, "
+                          f"which runs one train step per compiled call ({CPU_LOOPS}); leave "
+                          "out --config.steps_per_call")
+    return warnings
+
+
 def claim_workdir(workdir: Path, cleanup: contextlib.ExitStack) -> None:
     """Make ``workdir`` this run's: refuse a directory of somebody else's or one in use;
     undo on exit what a start that never trained created."""
@@ -117,9 +128,15 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
 
 def check_same_data(workdir: Path, pipeline: Pipeline, config: ml_collections.ConfigDict) -> None:
     """A resumed run's data must be the data it trained on (classes, image counts and, in
-    memory, statistics: see dataset.json)."""
-    saved = read_data_description(workdir)
-    change = saved and data.description_change(saved, data_description(config, pipeline))
+    memory, statistics: see dataset.json, or its copy in the checkpoints)."""
+    saved = checkpoints.saved_data_description(workdir)
+    if saved is None:
+        if jax.process_index() == 0:
+            print(f"warning: {workdir} has no {DATA_FILE}, nor a copy in its checkpoints (they "
+                  "predate it): the data cannot be checked against the run's; resuming on the "
+                  "data as it is", file=sys.stderr, flush=True)
+        return
+    change = data.description_change(saved, data_description(config, pipeline))
     if change:
         raise data.DataError(f"the data has changed since the run in {workdir} trained on it "
                              f"({change}); restore the data, or pass a new --workdir")
@@ -157,15 +174,16 @@ def save_data_description(run_dir: Path, config: ml_collections.ConfigDict,
                                                      indent=1))
 
 
-def describe_data_again(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """dataset.json, lost from a finished run, written again from its data."""
-    pipeline = build_pipeline(config)
-    try:
-        save_data_description(workdir, config, pipeline)
-    finally:
-        pipeline.close()
-    print(f"warning: {workdir / DATA_FILE} was missing; wrote it again from the data",
-          file=sys.stderr, flush=True)
+def restore_data_description(workdir: Path) -> None:
+    """dataset.json, lost from a finished run, written back from its checkpoints' copy."""
+    copy = checkpoints.latest_json_item(workdir, checkpoints.DATA)
+    if copy is None:
+        print(f"warning: {workdir / DATA_FILE} is missing and the run's checkpoints predate the "
+              "copy they now keep: predict and evaluate cannot use this run", file=sys.stderr)
+        return
+    write_atomically(workdir / DATA_FILE, json.dumps(copy, indent=1))
+    print(f"warning: {workdir / DATA_FILE} was missing; wrote it back from the latest "
+          "checkpoint's copy", file=sys.stderr, flush=True)
 
 
 def resume_line(workdir: Path, step: int, last: int) -> str:
@@ -203,18 +221,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     workdir = Path(workdir)
     with stop_requests() as stop, contextlib.ExitStack() as cleanup:
         with all_or_none():
-            warnings = config_schema.validate(config, jax.device_count(), chosen)
-            if "steps_per_call" in chosen and config.steps_per_call > 1 and not compiled_loops():
-                raise ConfigError(f"steps_per_call={config.steps_per_call} has no effect on a "
-                                  f"CPU, which runs one train step per compiled call ({CPU_LOOPS});"
-                                  " leave out --config.steps_per_call")
-            config = config.copy_and_resolve_references()  # the caller's stays as it is
-            config.dataset = data.resolved_dataset(config.dataset)
+            warnings = check_config(config, chosen)
+            config = config_schema.resolved(config)  # the caller's stays as it is
             claim_workdir(workdir, cleanup)
             latest = check_previous_run(workdir, config)
             if latest == config.num_train_steps:
                 if jax.process_index() == 0 and read_data_description(workdir) is None:
-                    describe_data_again(workdir, config)
+                    restore_data_description(workdir)
                 return report_finished(workdir, config)
             data_started = time.time()
             pipeline = build_pipeline(config)
@@ -318,6 +331,7 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
     """
     step, last = int(state.step), config.num_train_steps
     resident = jax.device_put(pipeline.resident(), where)
+    description = data_description(config, pipeline)  # kept in every checkpoint too
     looped = compiled_loops()
     capacity = min(config.steps_per_call, pipeline.max_steps_per_call or config.steps_per_call)
     if not looped and capacity > 1:
@@ -385,7 +399,8 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
                     accuracy = (eval_metrics or {}).get("test_accuracy")
                     best = None if accuracy is None else {"test_accuracy": accuracy}
                     with showing(bar, "saving checkpoint"):
-                        checkpoints.save(manager, state, best, pipeline.get_state())
+                        checkpoints.save(manager, state, best, pipeline.get_state(),
+                                         description)
             if interrupted:
                 bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
             if interrupted or step == last:
@@ -433,10 +448,10 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
-        logging.warning("%s is missing or unreadable; rebuilt it from metrics.jsonl and %s",
-                        path, SEGMENTS_FILE)
+        print(f"warning: {path} is missing or unreadable; rebuilt it from metrics.jsonl and "
+              f"{SEGMENTS_FILE}", file=sys.stderr, flush=True)
         rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
-        pipeline_state = checkpoints.saved_pipeline_state(workdir) or {}
+        pipeline_state = checkpoints.latest_json_item(workdir, checkpoints.PIPELINE) or {}
         return finish_run(workdir, config, config.num_train_steps,
                           timing_summary(read_segments(workdir)), rates, False,
                           devices=jax.device_count(), write=jax.process_index() == 0,
@@ -464,6 +479,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
         "steps": steps,
         "epochs": epochs if epochs is not None else records[-1]["epoch"] if records else 0.0,
         "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
+        "final_test_step": evals[-1]["step"] if evals else None,
         "final_test_loss": evals[-1]["test_loss"] if evals else None,
         "best_test_accuracy": best.get("test_accuracy"),
         "best_step": best.get("step"),

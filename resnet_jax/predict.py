@@ -11,27 +11,33 @@ per image (``{"image": path, "error": why}`` for a file that cannot be read).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is one line too
+    from resnet_jax.command_line import exit_on_stop_signals
 
-import jax
-import numpy as np
-from tqdm import tqdm
+    exit_on_stop_signals()
 
-from resnet_jax.command_line import ArgumentParser, at_least, exit_on_stop_signals
-from resnet_jax.pipelines.images import UnreadableImage
-from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from resnet_jax.command_line import ArgumentParser, at_least  # noqa: E402
+from resnet_jax.pipelines.images import UnreadableImage  # noqa: E402
+from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights  # noqa: E402
 
 
-def probabilities(weights: Weights) -> Any:
-    """A compiled function: a batch of preprocessed images -> class probabilities."""
+def log_probabilities(weights: Weights) -> Any:
+    """A compiled function: a batch of preprocessed images -> log class probabilities
+    (computed from the logits: no probability rounds to zero)."""
     model = weights.model.clone(bn_axis_name=None)
-    return jax.jit(lambda variables, x: jax.nn.softmax(
+    return jax.jit(lambda variables, x: jax.nn.log_softmax(
         model.apply(variables, x, train=False).astype(np.float32)))
 
 
@@ -60,12 +66,12 @@ def read_batches(paths: list[Path], preprocess: Preprocessing, batch_size: int,
 def predict(weights: Weights, paths: list[Path], batch_size: int = 32,
             top: int = 5) -> list[dict[str, Any]]:
     """Per image, its ``top`` classes as [index, name, probability], best first."""
-    apply, results = probabilities(weights), []
+    apply, results = log_probabilities(weights), []
     batch_size = min(batch_size, len(paths))  # only a last, short batch is padded
     with tqdm(total=len(paths), unit="img", desc="predicting", file=sys.stderr,
               disable=len(paths) < 2 * batch_size) as bar:
         for chunk, batch, errors in read_batches(paths, weights.preprocessing, batch_size):
-            probs = np.asarray(apply(weights.variables, batch))
+            probs = np.exp(np.asarray(apply(weights.variables, batch)))
             for path, row, error in zip(chunk, probs, errors, strict=False):
                 if error:
                     results.append({"image": str(path), "error": error})
@@ -108,8 +114,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the command itself, not a call from Python
-        exit_on_stop_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)

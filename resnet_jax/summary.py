@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     model = create_model(args.name)
     size = args.input_size if args.input_size is not None else (
         224 if model.stem == "imagenet" else 32)
-    if size < 1:
-        sys.exit(f"error: --input-size must be at least 1 pixel, got {size}")
+    if size < model.total_stride:
+        sys.exit(f"error: --input-size must be at least {args.name}'s total stride of "
+                 f"{model.total_stride} pixels (its last stage would see less than one), got "
+                 f"{size}")
     print(f"{args.name} at {size}x{size}")
     print(summarize(model, (size, size, model.input_channels)))
 

@@ -49,6 +49,9 @@ class Preprocessing:
     mean: tuple[float, ...] = data.IMAGENET_STATS[0]
     std: tuple[float, ...] = data.IMAGENET_STATS[1]
 
+    def describe(self) -> str:
+        return f"shorter side resized to {self.resize}, centre crop {self.crop}"
+
     def __call__(self, encoded: bytes) -> np.ndarray:
         """An encoded image file -> float32 (crop, crop, 3); UnreadableImage if it is not."""
         pixels = images.eval_crop(images.open_rgb(encoded), self.resize, self.crop)
@@ -121,6 +124,12 @@ def _check_sizes(preprocessing: Preprocessing, model: ResNet, given: dict[str, i
         raise WeightsError(f"resize {preprocessing.resize} is below crop {preprocessing.crop}: "
                            "the centre crop would reach past the resized image; pass --resize "
                            f"{preprocessing.crop} or more (or a smaller --crop)")
+
+
+def resolved_source(weights: str) -> str:
+    """A weights argument with a path made absolute and resolved (a name, or "", as it is)."""
+    path = Path(weights).expanduser()
+    return str(path.resolve()) if weights and path.exists() else weights
 
 
 def pretrained(model: str, weights: str) -> tuple[ResNet, dict[str, Any]]:
@@ -329,10 +338,13 @@ def fit_variables(initialised: dict[str, Any], loaded: dict[str, Any]) -> dict[s
 
 
 def run_data(run_dir: Path) -> dict[str, Any]:
-    """What a run saved about its data (class names, statistics, image sizes)."""
-    saved = workdir.read_data_description(run_dir)
+    """What a run saved about its data (class names, statistics, image sizes): its
+    dataset.json, else the copy in its latest checkpoint."""
+    from resnet_jax.checkpoints import saved_data_description
+
+    saved = saved_data_description(run_dir)
     if saved is None:
-        raise WeightsError(f"{run_dir / workdir.DATA_FILE} is missing or unreadable: this run "
-                           "predates it, or it was removed; start the run's train.py command "
-                           "again to write it back (a finished run is not trained again)")
+        raise WeightsError(f"{run_dir / workdir.DATA_FILE} is missing or unreadable, and the "
+                           "run's checkpoints keep no copy of it (they predate it); put it back "
+                           "from a copy of the run")
     return saved

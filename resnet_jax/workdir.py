@@ -20,6 +20,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 DATA_FILE = "dataset.json"  # class names, statistics, image sizes: what inference needs
+TWIN_CONFIG_FILE = "twin_config.json"  # the config of a PyTorch twin's run (not a train.py run)
 SEGMENTS_FILE = "segments.json"  # each start of the run: steps, wall, data and compile seconds
 CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"

@@ -442,6 +442,21 @@ def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tm
      "error: --depths needs two depths or more to compare, got [20] (see degradation.py --help)"),
     ("degradation", ["--workdir", "{case}/runs", "--set", "residual=True"],
      "error: --set residual: each depth trains as a plain and as a residual net; leave it out"),
+    ("degradation", ["--workdir", "{case}/runs", "--dataset", "synthetic", "--set",
+                     "steps_per_call=5"],
+     "error: plain-20: steps_per_call=5 has no effect on a CPU, which runs one train step per "
+     "compiled call (XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop); "
+     "leave out --config.steps_per_call"),
+    ("throughput", ["--quick", "--steps-per-call", "50", "--out", "{case}/out.json"],
+     "error: --steps-per-call 50 has no effect on a CPU, which runs one train step per compiled "
+     "call; leave it out (see throughput.py --help)"),
+    ("input_pipeline", ["--folder", "{case}/jpegs", "--images", "20", "--batch", "64"],
+     "error: need --workers >= 0, --images >= 10, --batch from 1 to --images, --seconds > 0 and "
+     "finite (see input_pipeline.py --help)"),
+    ("torch_train", ["--config", "configs/smoke.py", "--workdir", "{case}/twin",
+                     "--config.log_grad_norms=True"],
+     "error: log_grad_norms=True has no effect in the PyTorch twin, which logs no gradient "
+     "norms; leave out --config.log_grad_norms"),
     ("time_to_accuracy", ["--config", "configs/smoke.py", "--workdir", "{case}/tta",
                           "--config.seed=3"],
      "error: --config.seed: the seeds come from --seeds (e.g. --seeds 3) (see "
@@ -491,6 +506,11 @@ def test_compare_refuses_pairs_that_are_not_a_jax_and_a_pytorch_run_of_one_recip
     (torch_run / "summary.json").write_text(json.dumps({**summary, "model": "resnet32"}))
     assert run_problem(jax_run, torch_run) == ("the runs follow different recipes (model "
                                                "'resnet20' and 'resnet32')")
+    (torch_run / "summary.json").write_text(json.dumps(summary))
+    twin_config = {**json.loads((jax_run / "config.json").read_text()), "learning_rate": 0.3}
+    (torch_run / "twin_config.json").write_text(json.dumps(twin_config))
+    assert run_problem(jax_run, torch_run) == ("the runs follow different recipes "
+                                               "(learning_rate: 0.05 -> 0.3)")
     unfinished = shutil.copytree(jax_run, tmp_path / "unfinished")
     config = json.loads((unfinished / "config.json").read_text())
     (unfinished / "config.json").write_text(json.dumps({**config, "num_train_steps": 100}))
@@ -504,7 +524,8 @@ def test_a_finished_run_started_again_writes_a_lost_dataset_description_back(
     saved = (workdir / "dataset.json").read_text()
     (workdir / "dataset.json").unlink()
     train_and_evaluate(RUN_CONFIG, workdir)
-    assert f"{workdir / 'dataset.json'} was missing; wrote it again" in capsys.readouterr().err
+    assert (f"{workdir / 'dataset.json'} was missing; wrote it back from the latest "
+            "checkpoint's copy") in capsys.readouterr().err
     assert json.loads((workdir / "dataset.json").read_text()) == json.loads(saved)
 
 

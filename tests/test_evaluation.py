@@ -54,6 +54,7 @@ def test_class_folders_are_matched_by_name_and_a_subset_is_said(run, tmp_path, c
     status, whole, _ = evaluated(["--weights", str(run), "--dataset", f"folder:{test}"], capsys)
     assert status == 0 and whole["top1"] == 100.0 and whole["examples"] == 12
     assert whole["weights"] == f"{run}, checkpoint of step 20" and whole["step"] == 20
+    assert whole["top5"] is None  # among three classes it says nothing
     subset = shutil.copytree(test, tmp_path / "subset")
     shutil.rmtree(subset / "cat")  # dog and frog: by position they would be cat and dog
     status, result, err = evaluated(["--weights", str(run), "--dataset", f"folder:{subset}"],
@@ -123,9 +124,19 @@ def test_a_run_is_evaluated_on_its_test_split_alone_and_only_on_its_own_data(run
             "folder:PATH")
 
 
+def test_evaluate_gives_the_trainers_own_numbers_for_its_checkpoint(run, capsys):
+    status, result, _ = evaluated(["--workdir", str(run)], capsys)
+    summary = json.loads((run / "summary.json").read_text())
+    assert status == 0 and summary["final_test_step"] == result["step"] == 20
+    assert result["top1"] / 100 == summary["final_test_accuracy"]
+    assert result["loss"] == pytest.approx(summary["final_test_loss"], rel=1e-4)
+
+
 def test_a_resumed_run_refuses_data_that_changed(run, tmp_path):
-    """The same classes and image counts, darker training images: other statistics."""
+    """The same classes and image counts, darker training images: other statistics, told
+    apart with the copy of dataset.json every checkpoint keeps when the file is gone."""
     copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "dataset.json").unlink()
     images = shutil.copytree(run.parent / "images", tmp_path / "images")
     for path in (images / "train").rglob("*.png"):
         Image.fromarray(np.asarray(Image.open(path)) // 3).save(path)
@@ -141,7 +152,7 @@ def test_a_relative_data_path_is_the_current_directorys_once_and_for_all(run, tm
                                                                         monkeypatch, capsys):
     shutil.copytree(run.parent / "images", tmp_path / "here" / "images")
     monkeypatch.chdir(tmp_path / "here")
-    config = tiny_config(dataset="folder:images", num_classes=3, batch_size=24,
+    config = tiny_config(dataset="folder:../here/./images", num_classes=3, batch_size=24,
                          eval_batch_size=24, num_train_steps=2, eval_every_steps=2)
     train_and_evaluate(config, tmp_path / "relative")
     capsys.readouterr()  # the run's summary
@@ -151,7 +162,7 @@ def test_a_relative_data_path_is_the_current_directorys_once_and_for_all(run, tm
     status, result, _ = evaluated(["--workdir", "relative"], capsys)
     assert status == 0 and result["data"].startswith(f"folder:{tmp_path / 'here' / 'images'},")
     with pytest.raises(ConfigError, match="dataset: 'folder:.*here/images' -> 'folder:"
-                                          f"{tmp_path / 'images'}'"):
+                                          f"{tmp_path.parent / 'here' / 'images'}'"):
         train_and_evaluate(config.copy_and_resolve_references(), tmp_path / "relative")
 
 

@@ -44,10 +44,12 @@ def test_command_line_prints_the_table(capsys):
     assert "total params: 269,722" in out
 
 
-@pytest.mark.parametrize("size", ["0", "-3"])
-def test_command_line_refuses_an_input_size_below_one_pixel(size):
-    with pytest.raises(SystemExit, match=f"--input-size must be at least 1 pixel, got {size}"):
-        main(["resnet20", "--input-size", size])
+@pytest.mark.parametrize("model,size,stride", [("resnet20", "0", 4), ("resnet20", "-3", 4),
+                                               ("resnet50", "16", 32)])
+def test_command_line_refuses_an_input_size_below_the_total_stride(model, size, stride):
+    with pytest.raises(SystemExit, match=f"--input-size must be at least {model}'s total stride "
+                       f"of {stride} pixels .*, got {size}"):
+        main([model, "--input-size", size])
 
 
 def test_summarize_refuses_empty_shapes():
