@@ -8,8 +8,9 @@ For each seed, trains the config with train.py, then with the PyTorch twin
 (benchmarks/torch_train.py, with --amp --channels_last --compile unless --no-amp
 ... say otherwise), each in its own process, one after the other on the same
 device, from the same initial weights on the same batches; --config.KEY=VALUE
-overrides go to both (a relative data path is made absolute first), and what either
-side would refuse is refused before either trains. The runs live in
+overrides go to both (a relative data path is made absolute first; those of
+train.py's own running, such as checkpoint_every_steps, to train.py alone), and
+what either side would refuse is refused before either trains. The runs live in
 WORKDIR/jax_seedS and WORKDIR/torch_seedS: started again, train.py resumes or
 reports its run (and refuses changed settings), and a finished PyTorch run of the
 same command is kept (a stopped one starts over). Evaluate often
@@ -36,7 +37,7 @@ from typing import Any
 if not __package__:  # run as a file (python benchmarks/time_to_accuracy.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks.torch_train import check_twin_config
+from benchmarks.torch_train import TWIN_IGNORES, check_twin_config
 from resnet_jax.command_line import ArgumentParser, at_least, load_config
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import resolved_dataset
@@ -165,14 +166,14 @@ def run_both(config: str, overrides: list[str], workdir: Path, seeds: list[int],
     """Train every seed in both frameworks; write and return the report."""
     runs = {}
     for seed in seeds:
-        common = ["--config", config, *overrides, f"--config.seed={seed}"]
         jax_dir, torch_dir = workdir / f"jax_seed{seed}", workdir / f"torch_seed{seed}"
         print(f"== seed {seed}: JAX", flush=True)  # a finished run just prints its summary
-        train_in_process([sys.executable, "train.py", *common, "--workdir", str(jax_dir)],
-                         f"JAX seed {seed}")
+        train_in_process([sys.executable, "train.py", "--config", config, *overrides,
+                          f"--config.seed={seed}", "--workdir", str(jax_dir)], f"JAX seed {seed}")
         print(f"== seed {seed}: PyTorch", flush=True)
-        torch_run([sys.executable, "-m", "benchmarks.torch_train", *common,
-                   "--workdir", str(torch_dir), *torch_flags], torch_dir, f"PyTorch seed {seed}")
+        torch_run([sys.executable, "-m", "benchmarks.torch_train", "--config", config,
+                   *twin_overrides(overrides), f"--config.seed={seed}", "--workdir",
+                   str(torch_dir), *torch_flags], torch_dir, f"PyTorch seed {seed}")
         segments = read_segments(jax_dir)
         if len(segments) > 1:
             print(f"warning: the JAX run of seed {seed} was resumed ({len(segments)} segments): "
@@ -217,10 +218,17 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def twin_overrides(overrides: list[str]) -> list[str]:
+    """The overrides the PyTorch twin takes: all but those of train.py's own running (its
+    checkpoints, devices, compiled calls), which the twin has no use for."""
+    return [arg for arg in overrides
+            if arg.removeprefix("--config.").partition("=")[0] not in TWIN_IGNORES]
+
+
 def check_both_sides(config_file: str, overrides: list[str], amp: bool) -> None:
     """Refuse, before either trains, what the PyTorch twin would refuse (train.py refuses the
     rest before it trains, and it runs first)."""
-    config, chosen = load_config(config_file, overrides)
+    config, chosen = load_config(config_file, twin_overrides(overrides))
     try:
         check_twin_config(config, amp, chosen)
     except ConfigError as error:

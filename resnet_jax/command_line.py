@@ -91,9 +91,11 @@ def _parse(values: flags.FlagValues, argv: list[str]) -> list[str]:
 def load_config(config_file: str, overrides: list[str]) -> tuple[Any, set[str]]:
     """A config file with ``--config.KEY=VALUE`` overrides, read as train.py reads them
     (mistakes as one line), and the keys the overrides chose."""
+    argv = ["load_config", f"--config={config_file}", *overrides]
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
-    _parse(values, ["load_config", f"--config={config_file}", *overrides])
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
+                                    sys_argv=argv)  # the overrides it defines flags for
+    _parse(values, argv)
     return values.config, set(config_flags.get_override_values(values["config"]))
 
 
