@@ -46,7 +46,7 @@ if not __package__:  # run as a file (python benchmarks/throughput.py): import f
 
 from benchmarks.torch_models import torch_model
 from configs import smoke
-from resnet_jax import create_model, data
+from resnet_jax import create_model, data, utilisation
 from resnet_jax.command_line import ArgumentParser, at_least, check_out
 from resnet_jax.config_schema import ConfigError, validate
 from resnet_jax.loop import compiled_loops, train_and_evaluate
@@ -54,14 +54,10 @@ from resnet_jax.metrics import Throughput, read_metrics
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
 from resnet_jax.pipelines.in_memory import InMemory
-from resnet_jax.summary import summarize
 from resnet_jax.training import create_train_state, parallel_steps
 
 FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
              ("resnet50", 224, 128)]
-# Dense peak FLOP/s by device kind: (float32 matmuls run as TF32 on these, bfloat16).
-PEAK_FLOPS = {"H100": (494.7e12, 989.4e12), "H200": (494.7e12, 989.4e12),
-              "A100": (156e12, 312e12)}
 
 
 def time_windows(step: Callable[[], None], sync: Callable[[], None], batch: int, warmup: int,
@@ -106,9 +102,8 @@ def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict
         holder["state"], holder["watched"] = p_train(holder["state"], resident, one, batches)
 
     rate = time_windows(step, lambda: jax.block_until_ready(holder["watched"]), batch, **timing)
-    flops = 6.0 * summarize(build_model(config), (size, size, 3)).total_macs * batch
-    return {"images_per_sec": rate, "step_flops": flops,
-            "achieved_flops_per_sec": flops * rate / batch}
+    measure = utilisation.meter(build_model(config), (size, size, 3), dtype)
+    return {"images_per_sec": rate, **measure(rate)}  # tflops, and mfu where the peak is known
 
 
 def trainer_config(model: str, size: int, batch: int, dtype: str, timing: dict,
@@ -163,14 +158,6 @@ def torch_row(model: str, size: int, batch: int, amp: bool, channels_last: bool,
     return {"images_per_sec": time_windows(step, sync, batch, **timing)}
 
 
-def peak_fraction(achieved: float, dtype: str) -> float | None:
-    kind = jax.devices()[0].device_kind
-    for name, (fp32, bf16) in PEAK_FLOPS.items():
-        if name in kind:
-            return achieved / (bf16 if dtype == "bfloat16" else fp32)
-    return None
-
-
 def measure(rows: list[tuple[str, int, int]], quick: bool, timing: dict,
             steps_per_call: int) -> list[dict]:
     results = []
@@ -178,8 +165,8 @@ def measure(rows: list[tuple[str, int, int]], quick: bool, timing: dict,
         row = {"model": model, "image_size": size, "batch": batch}
         jax32 = jax_row(model, size, batch, "float32", timing)
         row["jax_fp32"] = jax32["images_per_sec"]
-        row["jax_fp32_tflops"] = jax32["achieved_flops_per_sec"] / 1e12
-        row["jax_fp32_peak_fraction"] = peak_fraction(jax32["achieved_flops_per_sec"], "float32")
+        row["jax_fp32_tflops"] = jax32["tflops"]
+        row["jax_fp32_peak_fraction"] = jax32.get("mfu")
         row["trainer_fp32"] = trainer_row(model, size, batch, "float32", timing, steps_per_call)
         row["trainer_over_step_fp32"] = row["trainer_fp32"] / row["jax_fp32"]
         row["torch_eager_fp32"] = torch_row(model, size, batch, False, False, False,
@@ -191,8 +178,7 @@ def measure(rows: list[tuple[str, int, int]], quick: bool, timing: dict,
             row["trainer_bf16"] = trainer_row(model, size, batch, "bfloat16", timing,
                                               steps_per_call)
             row["trainer_over_step_bf16"] = row["trainer_bf16"] / row["jax_bf16"]
-            row["jax_bf16_peak_fraction"] = peak_fraction(jax16["achieved_flops_per_sec"],
-                                                          "bfloat16")
+            row["jax_bf16_peak_fraction"] = jax16.get("mfu")
             row["torch_amp_bf16_channels_last"] = torch_row(
                 model, size, batch, True, True, False, timing)["images_per_sec"]
             row["torch_amp_bf16_channels_last_compile"] = torch_row(

@@ -190,6 +190,7 @@ KEYS: dict[str, Key] = {
         "under pipeline=streaming, which runs one step per compiled call (a call's images are "
         "held on the devices at once)")),
     "log_grad_norms": Key(FREE, boolean, always),
+    "peak_tflops": Key(FREE, number(0), always),  # per device, for mfu; 0: the device kind's
     "seed": Key(FIXED, integer(0, INT32_MAX), always),
 }
 

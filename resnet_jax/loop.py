@@ -21,7 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from resnet_jax import checkpoints, config_schema, data, weights
+from resnet_jax import checkpoints, config_schema, data, utilisation, weights
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.interrupts import StopRequests, all_or_none, stop_requests
 from resnet_jax.metrics import (
@@ -339,6 +339,11 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
         if jax.process_index() == 0:
             print(f"on CPU one train step runs per compiled call: {CPU_LOOPS}")
     p_train, p_eval = parallel_steps(config, pipeline, looped)
+    measure = utilisation.meter(build_model(config), pipeline.image_shape, config.dtype,
+                                config.peak_tflops)
+    if measure.peak is None and jax.process_index() == 0:
+        print(f"mfu: no peak TFLOP/s known for {jax.devices()[0].device_kind} ({config.dtype}); "
+              "--config.peak_tflops=N (per device) gives one")
     devices = jax.device_count()  # no larger eval batch than the test split, padded
     eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)
     throughput, recent, interrupted = Throughput(config.batch_size), [], False
@@ -379,10 +384,12 @@ def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline
                 check_finite(recent, manager)
             save_now = save_now or interrupted
             if log_now:
-                state, record = log_window(state, throughput, where)
+                state, record = log_window(state, throughput, where, measure)
                 shown.update(loss=f"{record['train_loss']:.3f}",
                              acc=f"{record['train_accuracy']:.3f}",
                              img_s=f"{record.get('images_per_sec', 0):.0f}")
+                if "mfu" in record:
+                    shown["mfu"] = f"{record['mfu']:.1%}"
                 bar.set_postfix(shown, refresh=False)
             with throughput.paused():
                 eval_metrics = None
@@ -430,14 +437,16 @@ def showing(bar: tqdm, what: str) -> Iterator[None]:
         bar.unpause()
 
 
-def log_window(state: Any, throughput: Throughput, where: Any) -> tuple[Any, dict[str, float]]:
-    """The means of the metrics summed since the last log (then reset), and images/s."""
+def log_window(state: Any, throughput: Throughput, where: Any,
+               measure: utilisation.Meter) -> tuple[Any, dict[str, float]]:
+    """The means of the metrics summed since the last log (then reset), images/s, and the
+    TFLOP/s and mfu they make."""
     sums = jax.device_get(state.metric_sums)
     record = mean_metrics(sums)
     state = state.replace(metric_sums=jax.device_put(jax.tree.map(np.zeros_like, sums), where))
     rate = throughput.window()
     if rate is not None:
-        record["images_per_sec"] = rate
+        record.update(images_per_sec=rate, **measure(rate))
     return state, record
 
 
@@ -489,6 +498,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
                                   if "train_loss" in r), None),
         **timing,
         "median_images_per_sec": statistics.median(throughput) if throughput else None,
+        **{f"median_{key}": _median(records, key) for key in ("tflops", "mfu")},
         "devices": devices,
         "interrupted": interrupted,
     }
@@ -498,6 +508,11 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
             plot_curves(records, workdir / CURVES_FILE)
         print(format_summary(summary))
     return summary
+
+
+def _median(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in records if key in r]
+    return statistics.median(values) if values else None
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -417,6 +417,9 @@ def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tm
                "--config.image_size=8", "--config.synthetic_examples=(128,64)"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert ("mfu: no peak TFLOP/s known for cpu (float32); --config.peak_tflops=N (per device) "
+            "gives one") in result.stdout  # said once: rows carry tflops, and no mfu
+    assert "mfu" not in metric_rows(tmp_path / "run")[-1]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert warnings == ["warning: the run ends at num_train_steps=8, before lr_boundaries 30 of "
                         "the config file: the learning rate is not scaled there (a shortened "

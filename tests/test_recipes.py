@@ -26,6 +26,7 @@ from resnet_jax.training import (
     learning_rate_schedule,
     make_optimizer,
 )
+from resnet_jax.utilisation import Meter, peak_tflops
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.stem != "__init__")
@@ -193,7 +194,7 @@ PROBES = {
     "schedule": "cosine", "lr_boundaries": (10,), "lr_scales": (0.5,), "warmup_steps": 5,
     "weight_decay": 5e-4, "decay_norm_and_bias": True, "label_smoothing": 0.1,
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
-    "log_grad_norms": True, "seed": 7,
+    "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7,
 }
 # The smoke config, and the same with one of the settings that decide what the others do
 # changed (a streaming run's eval_resize fits the probe's image size).
@@ -318,3 +319,16 @@ def test_off_values_and_unused_lists_are_never_refused():
     """An empty list of boundaries under cosine is nothing to ignore, whatever the scales."""
     config = in_mode({"schedule": "cosine"}, lr_boundaries=(), nesterov=False, data_workers=0)
     assert validate(config, 1, chosen={"lr_boundaries", "nesterov", "data_workers"}) == []
+
+
+def test_the_peak_of_a_device_comes_from_its_kind_or_from_the_user():
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
+    assert peak_tflops("NVIDIA H100 PCIe", "float32") == 378.0
+    assert peak_tflops("NVIDIA L40S", "bfloat16") == 362.0
+    assert peak_tflops("NVIDIA L4", "bfloat16") == 121.0
+    assert peak_tflops("TPU v5 lite", "bfloat16") == 197.0
+    assert peak_tflops("cpu", "float32") is None
+    assert peak_tflops("cpu", "float32", given=1.5) == 1.5
+    meter = Meter(image_flops=2e9, peak=100.0, devices=4)
+    assert meter(1000.0) == pytest.approx({"tflops": 2.0, "mfu": 2.0 / 400})
+    assert Meter(2e9, None, 1)(1000.0) == {"tflops": 2.0}

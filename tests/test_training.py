@@ -14,6 +14,7 @@ from resnet_jax import loop, restore
 from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
 from resnet_jax.models import build_model
 from resnet_jax.pipelines import build_pipeline, normalize
+from resnet_jax.summary import summarize
 from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
 
 
@@ -134,13 +135,19 @@ def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
 
 
 def test_a_run_writes_metrics_summary_plot_and_tensorboard(tmp_path):
-    config = tiny_config(log_grad_norms=True, num_classes=10)
+    config = tiny_config(log_grad_norms=True, num_classes=10, peak_tflops=0.002)
     summary = train_and_evaluate(config, tmp_path)
     rows = metric_rows(tmp_path, drop=())
     assert [r["step"] for r in rows] == [4, 8, 12, 16, 20, 24]
     for key in ("epoch", "train_loss", "train_accuracy", "learning_rate", "images_per_sec",
-                "grad_norm/stem", "grad_norm/stage1", "grad_norm/stage3", "grad_norm/head"):
+                "tflops", "mfu", "grad_norm/stem", "grad_norm/stage1", "grad_norm/stage3",
+                "grad_norm/head"):
         assert key in rows[0], key
+    image_flops = 6 * summarize(build_model(config), (8, 8, 3)).total_macs
+    for row in rows:  # 6 FLOPs per forward multiply-accumulate, at the run's image size
+        assert row["tflops"] == pytest.approx(row["images_per_sec"] * image_flops / 1e12)
+        assert row["mfu"] == pytest.approx(row["tflops"] / (0.002 * 8))  # eight devices
+    assert summary["median_mfu"] == pytest.approx(np.median([r["mfu"] for r in rows]))
     assert {"test_loss", "test_accuracy", "eval_examples"} <= set(rows[2])
     assert rows[-1]["learning_rate"] == pytest.approx(0.005)  # 0.05 x 0.1 after step 16
     assert summary["eval_examples"] == 100 and summary["steps"] == 24
