@@ -87,15 +87,17 @@ def per_worker_rate(folder: Path, seconds: float, size: int = 224) -> float:
     return done / (time.perf_counter() - started)
 
 
-def pipeline_rate(folder: Path, workers: int, batch: int, seconds: float) -> float:
-    """Images/s delivered by the streaming pipeline with ``workers`` processes."""
+def pipeline_rate(folder: Path, workers: int, batch: int, seconds: float,
+                  size: int = 224) -> float:
+    """Images/s delivered by the streaming pipeline with ``workers`` processes, cropping to
+    ``size``."""
     from configs import imagenet_resnet50
     from resnet_jax.pipelines import build_pipeline
 
     config = imagenet_resnet50.get_config()
     config.unlock()
     config.update(dataset=f"folder:{folder}", num_classes=CLASSES, batch_size=batch,
-                  data_workers=workers)
+                  data_workers=workers, image_size=size, eval_resize=max(size, 256))
     pipeline = build_pipeline(config)
     try:
         pipeline.train_batches(0, 1)  # workers started and warm

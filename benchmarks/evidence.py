@@ -1,0 +1,301 @@
+"""Accelerator time turned into evidence: the measurements not yet taken for this device
+and this code, as many as fit in the minutes given, each left as a result file.
+
+    python -m benchmarks.evidence --minutes 9 [--data folder:PATH] [--commit SHA]
+    python -m benchmarks.evidence --plan --minutes 9       # what would run, nothing runs
+    python -m benchmarks.evidence --report [--write]       # the README's measured section
+
+Parts, highest priority first: throughput, paper_schedule, streaming, time_to_accuracy,
+degradation, throughput_full (see benchmarks/evidence_parts.py). A part already recorded
+for this device kind and this code is skipped (``--again`` measures it anew), except
+time_to_accuracy, which adds a seed at every call. A part starts only if its estimate
+(its own last duration on this device kind, else a conservative default) fits in the time
+left; it runs in a process of its own, stopped at the deadline: a part cut short records
+nothing (the training parts resume from ``--work`` at the next call). The code's identity
+is the last commit that touched anything outside benchmarks/results/, read from git, or
+given with ``--commit`` where the tree came without .git. Each finished part writes
+OUT/<device kind>/<part>.json: the device, driver, versions, commit, command, start, duration
+and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if not __package__:  # run as a file (python benchmarks/evidence.py): import from the repo
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.evidence_parts import PARTS, TORCH_IN_PROCESS, Context
+from resnet_jax.command_line import ArgumentParser
+from resnet_jax.data import dataset_name_problem, resolved_dataset
+from resnet_jax.workdir import write_atomically
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SMOKE_SECONDS = 60.0  # a part's estimate at smoke size, before it has been timed
+STOP_GRACE = 90.0  # seconds a part has after the deadline to save a checkpoint and stop
+PROBE = ("import json, jax; d = jax.devices(); print(json.dumps({'kind': d[0].device_kind, "
+         "'count': len(d), 'platform': d[0].platform, 'jax': jax.__version__}))")
+
+
+def code_identity(given: str | None) -> str:
+    """The last commit that touched anything outside benchmarks/results/: ``given``, else
+    git's; SystemExit where neither is there."""
+    if given:
+        return given
+    done = subprocess.run(["git", "log", "-1", "--format=%H", "--", ".",
+                           ":(exclude)benchmarks/results"], cwd=REPO, capture_output=True,
+                          text=True, check=False)
+    if done.returncode or not done.stdout.strip():
+        raise SystemExit("error: no git history here to name the code measured; pass --commit "
+                         "SHA, where SHA is what `git log -1 --format=%H -- . "
+                         "':(exclude)benchmarks/results'` prints in the repository")
+    return done.stdout.strip()
+
+
+def device_info() -> dict[str, Any]:
+    """This machine's accelerators, asked of JAX in a process of its own (so that this one
+    holds no device memory), with the driver and library versions."""
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"error: JAX cannot start here: {done.stderr.strip()[-300:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**info, "driver": _nvidia_driver(), "versions": _versions()}
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "torchvision", "grain")
+    return {"python": ".".join(map(str, sys.version_info[:3])),
+            **{name: version(name) for name in names}}
+
+
+def kind_folder(kind: str) -> str:
+    """A device kind as a folder name: 'NVIDIA H200' -> 'nvidia-h200'."""
+    return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-") or "unknown"
+
+
+def result_path(out: Path, kind: str, part: str) -> Path:
+    return out / kind_folder(kind) / f"{part}.json"
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def plan(parts: list[str], out: Path, device: dict[str, Any], commit: str, minutes: float,
+         again: bool, data: str | None, smoke: bool) -> list[tuple[str, float, str | None]]:
+    """Per part: (name, estimated seconds, why it does not run, or None)."""
+    planned = []
+    for name in parts:
+        _, needs_data, _, default_minutes = PARTS[name]
+        previous = read_result(result_path(out, device["kind"], name))
+        timed = previous and previous.get("smoke") == smoke and previous.get("seconds")
+        estimate = 1.25 * timed if timed else (SMOKE_SECONDS if smoke else 60 * default_minutes)
+        why = None
+        if previous and previous.get("commit") == commit and previous.get("smoke") == smoke \
+                and not again and name != "time_to_accuracy":
+            why = f"recorded for this code on {device['kind']} ({previous['started'][:10]})"
+        elif needs_data and not data and not smoke:
+            why = "needs --data (the JPEG copy of CIFAR-10: folder:PATH)"
+        planned.append((name, estimate, why))
+    return planned
+
+
+def fits(name: str, estimate: float, left: float) -> bool:
+    """Whether a part may start with ``left`` seconds: all of its estimate, or for a part
+    that resumes across calls, a third of it (at least two minutes)."""
+    resumable = PARTS[name][2]
+    return left >= (min(estimate, max(120.0, estimate / 3)) if resumable else estimate)
+
+
+def run_part(name: str, args: Any, previous: dict[str, Any] | None,
+             left: float) -> tuple[dict[str, Any] | None, str]:
+    """The part's figures, measured in a child process stopped at the deadline; (None, why)
+    if it was cut short or failed."""
+    work = args.work / name
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        result, given = Path(scratch) / "figures.json", Path(scratch) / "previous.json"
+        given.write_text(json.dumps(previous))
+        command = [sys.executable, "-m", "benchmarks.evidence", "--run-part", name,
+                   "--work", str(work), "--previous", str(given), "--result", str(result)]
+        command += ["--data", args.data] if args.data else []
+        command += ["--cpu-smoke"] if args.cpu_smoke else []
+        env = dict(os.environ)
+        if name in TORCH_IN_PROCESS:  # PyTorch needs room beside JAX's memory pool
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.45"
+        process = subprocess.Popen(command, cwd=REPO, env=env)
+        try:
+            code = process.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # a training part saves a checkpoint and stops
+            try:
+                process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return None, "stopped at the deadline: nothing recorded (training parts resume)"
+        if code:
+            return None, f"failed (exit status {code}; its output is above): nothing recorded"
+        return json.loads(result.read_text()), "recorded"
+
+
+def record(out: Path, device: dict[str, Any], name: str, commit: str, started: float,
+           figures: dict[str, Any], smoke: bool) -> Path:
+    path = result_path(out, device["kind"], name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"part": name, "device": {k: device[k] for k in ("kind", "count", "platform")},
+             "driver": device["driver"], "versions": device["versions"], "commit": commit,
+             "command": shlex.join(["python", "-m", "benchmarks.evidence", *sys.argv[1:]]),
+             "started": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(
+                 timespec="seconds"),
+             "seconds": round(time.time() - started, 1), "smoke": smoke, "figures": figures}
+    write_atomically(path, json.dumps(entry, indent=1) + "\n")
+    return path
+
+
+def check_inputs(parser: ArgumentParser, args: Any) -> list[str]:
+    """Every argument checked before anything runs; the parts asked for."""
+    parts = args.parts.split(",") if args.parts else list(PARTS)
+    unknown = [name for name in parts if name not in PARTS]
+    if unknown:
+        parser.error(f"--parts: no part named {', '.join(unknown)}; the parts are "
+                     f"{', '.join(PARTS)}")
+    if not args.report and not args.minutes:
+        parser.error("--minutes N is needed: the time the measurements may take")
+    if args.commit and not re.fullmatch(r"[0-9a-f]{7,40}", args.commit):
+        parser.error(f"--commit {args.commit} is not a commit hash; pass the 7 to 40 hex digits "
+                     "git log prints")
+    if args.minutes is not None and not 0 < args.minutes < 10_000:
+        parser.error(f"--minutes {args.minutes} must be a positive number of minutes")
+    if args.data:
+        problem = dataset_name_problem(args.data)
+        path = Path(args.data.partition(":")[2]).expanduser()
+        if problem or not args.data.startswith(("folder:", "cifar:")) or not path.is_dir():
+            parser.error(f"--data {args.data}: pass the CIFAR-10 images as folder:PATH (a "
+                         "class-per-folder tree) or cifar:PATH, an existing directory")
+        args.data = resolved_dataset(args.data)
+    for folder, what in ((args.out, "--out"), (args.work, "--work")):
+        if not args.report and not writable(folder):
+            parser.error(f"{what} {folder} cannot be written to; pass a folder you can write")
+    return parts
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be made in ``folder`` (made if missing; nothing is left behind)."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    return existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def run(parser: ArgumentParser, args: Any, parts: list[str]) -> None:
+    started = time.time()
+    deadline = started + 60 * args.minutes
+    commit = code_identity(args.commit)
+    device = device_info()
+    if device["platform"] == "cpu" and not (args.cpu_smoke or args.plan):
+        parser.error("this machine has no accelerator (JAX sees only the CPU); the parts run "
+                     "on a GPU or TPU, or at tiny size with --cpu-smoke (for tests)")
+    planned = plan(parts, args.out, device, commit, args.minutes, args.again, args.data,
+                   args.cpu_smoke)
+    if all(why for _, _, why in planned):
+        print("\n".join(f"{name}: skipped, {why}" for name, _, why in planned))
+        return
+    smallest = min(estimate for _, estimate, why in planned if why is None)
+    if not args.plan and 60 * args.minutes < min(smallest, 120.0):
+        parser.error(f"--minutes {args.minutes:g} is under the shortest part still to measure "
+                     f"(about {smallest / 60:.1f} minutes); give more minutes")
+    print(f"{device['count']} x {device['kind']} ({device['platform']}), code {commit[:12]}, "
+          f"{args.minutes:g} minutes")
+    for name, estimate, why in planned:
+        left = deadline - time.time()
+        if why is None and not fits(name, estimate, left):
+            why = f"about {estimate / 60:.1f} min does not fit in the {left / 60:.1f} min left"
+        if why or args.plan:
+            print(f"{name}: {'would run' if not why else 'skipped'}, "
+                  f"{why or f'about {estimate / 60:.1f} min'}", flush=True)
+            continue
+        print(f"{name}: running (about {estimate / 60:.1f} min, {left / 60:.1f} left)", flush=True)
+        part_started = time.time()
+        previous = read_result(result_path(args.out, device["kind"], name))
+        figures, outcome = run_part(name, args, (previous or {}).get("figures"), left)
+        if figures is not None:
+            path = record(args.out, device, name, commit, part_started, figures, args.cpu_smoke)
+            outcome = f"recorded in {path}"
+        print(f"{name}: {outcome} ({(time.time() - part_started) / 60:.1f} min)", flush=True)
+
+
+def run_one_part(args: Any) -> None:
+    """The child side of run_part: the part's figures into --result."""
+    function = PARTS[args.run_part][0]
+    previous = json.loads(args.previous.read_text()) if args.previous else None
+    figures = function(Context(args.work, args.data, args.cpu_smoke, previous))
+    args.result.write_text(json.dumps(figures))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog="python -m benchmarks.evidence",
+                            description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, help="the time the measurements may take")
+    parser.add_argument("--data", help="the JPEG copy of CIFAR-10, folder:PATH (or cifar:PATH)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where result files go")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence",
+                        help="scratch folder of the training parts (they resume there)")
+    parser.add_argument("--parts", help=f"comma-separated, of: {', '.join(PARTS)}")
+    parser.add_argument("--again", action="store_true", help="measure recorded parts anew")
+    parser.add_argument("--commit", help="the code's commit, where the tree has no .git")
+    parser.add_argument("--plan", action="store_true", help="say what would run; run nothing")
+    parser.add_argument("--report", action="store_true",
+                        help="print the README's measured section from the result files")
+    parser.add_argument("--write", action="store_true", help="with --report: into README.md")
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on a CPU (tests)")
+    parser.add_argument("--run-part", choices=list(PARTS), help=argparse.SUPPRESS)  # a child's
+    parser.add_argument("--previous", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_part:
+        run_one_part(args)
+        return
+    parts = check_inputs(parser, args)
+    if args.report:
+        from benchmarks.evidence_report import report, write_readme
+
+        print(write_readme(args.out) if args.write else report(args.out))
+        return
+    run(parser, args, parts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The README's measured section, made from the result files of ``benchmarks.evidence``:
+markdown tables, each figure with the device, versions and commit it came from, and the
+target it is held against."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+BEGIN = ("<!-- evidence: begin; made by `python -m benchmarks.evidence --report --write` from "
+         "benchmarks/results/, not edited by hand -->")
+END = "<!-- evidence: end -->"
+
+
+def results(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """The result files under ``out`` by part, in a stable order (device kind)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(out.glob("*/*.json")):
+        entry = json.loads(path.read_text())
+        found.setdefault(entry["part"], []).append(entry)
+    return found
+
+
+def source(entry: dict[str, Any]) -> str:
+    """Where the figures come from: device, count, versions, commit, date."""
+    versions = entry.get("versions", {})
+    libraries = ", ".join(f"{name} {versions[name]}" for name in ("jax", "torch")
+                          if versions.get(name))
+    commit = (f"commit {entry['commit'][:12]}" if entry.get("commit")
+              else "commit unknown: " + entry.get("note", "taken before the current trainer"))
+    smoke = "; CPU smoke run, tiny sizes" if entry.get("smoke") else ""
+    date = f"; {entry['started'][:10]}" if entry.get("started") else ""
+    return (f"*{entry['device']['count']} x {entry['device']['kind']}; {libraries}; "
+            f"{commit}{date}{smoke}*")
+
+
+def number(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and abs(value) < 1 and digits == 0:
+        return f"{value:.3f}"
+    return f"{value:,.{digits}f}"
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def throughput_table(figures: dict[str, Any]) -> str:
+    rows = [[r["model"], str(r["image_size"]), str(r["batch"]), r["dtype"],
+             r["what"] + (f" (steps_per_call {r['steps_per_call']})" if r.get("steps_per_call")
+                          else ""),
+             number(r["images_per_sec"]), number(r.get("tflops"), 1), percent(r.get("mfu"))]
+            for r in figures["rows"]]
+    text = table(["model", "size", "batch", "dtype", "what", "images/s", "TFLOP/s", "mfu"], rows)
+    text += ("\n\nPyTorch rows in bfloat16 run AMP autocast with channels_last; TFLOP/s count "
+             "6 FLOPs per forward multiply-accumulate.")
+    checks = [f"- {name}: {value:.3f}{target}" for name, value in figures.get("ratios", {}).items()
+              for target in [_ratio_target(name, value)]]
+    return text + ("\n\n" + "\n".join(checks) if checks else "")
+
+
+def _ratio_target(name: str, value: float) -> str:
+    """The issue's targets beside the figures they apply to."""
+    if "trainer (steps_per_call 100) / JAX step" in name:
+        return f" (target >= 0.95: {'met' if value >= 0.95 else 'missed'})"
+    if name.startswith("resnet50 224 b256 bfloat16: JAX step / fastest PyTorch"):
+        return f" (target >= 1.1 x torch.compile: {'met' if value >= 1.1 else 'missed'})"
+    return ""
+
+
+def throughput_full_table(figures: dict[str, Any]) -> str:
+    variants = [[name, number(row["images_per_sec"]), number(row.get("tflops"), 1),
+                 percent(row.get("mfu"))] for name, row in figures["variants"].items()]
+    return (throughput_table(figures) + "\n\nResNet-50 bf16 step under XLA variants (fastest: "
+            f"{figures['fastest_variant']}):\n\n"
+            + table(["variant", "images/s", "TFLOP/s", "mfu"], variants))
+
+
+def paper_table(figures: dict[str, Any]) -> str:
+    minutes = figures["wall_seconds"] / 60
+    return table(["steps", "final test accuracy", "wall time (all in)", "data loading",
+                  "compilation", "images/s", "mfu", "target"],
+                 [[number(figures.get("steps")), percent(figures["final_test_accuracy"], 2),
+                   f"{minutes:.1f} min", _seconds(figures.get("data_seconds")),
+                   _seconds(figures.get("compile_seconds")),
+                   number(figures.get("median_images_per_sec")),
+                   percent(figures.get("median_mfu")),
+                   f"<= 3 min on an H100/H200: {'met' if minutes <= 3 else 'missed'}"]])
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+def streaming_table(figures: dict[str, Any]) -> str:
+    fraction = figures["fraction_of_synthetic"]
+    held = "met" if fraction >= 0.9 else "missed"
+    return table(["model", "size", "batch", "workers", "pipeline images/s",
+                  "training on it, images/s", "on synthetic data", "fraction"],
+                 [[figures["model"], str(figures["image_size"]), str(figures["batch"]),
+                   str(figures["workers"]), number(figures["pipeline_images_per_sec"]),
+                   number(figures["streaming_images_per_sec"]),
+                   number(figures["synthetic_images_per_sec"]),
+                   f"{percent(fraction)} (target >= 90%: {held})"]])
+
+
+def tta_table(figures: dict[str, Any]) -> str:
+    rows = [[seed, percent(s["jax_final_accuracy"], 2), percent(s["torch_final_accuracy"], 2),
+             _seconds(s["jax_seconds"]), _seconds(s["torch_seconds"]),
+             _seconds(s["jax_seconds_to_torch_final"])]
+            for seed, s in figures["per_seed"].items()]
+    summary = figures["summary"]
+    difference = summary["jax_minus_torch"]
+    interval = ("" if difference["low"] is None else
+                f", 95% interval [{100 * difference['low']:+.2f}, {100 * difference['high']:+.2f}]")
+    return (table(["seed", "JAX final", "PyTorch final", "JAX wall", "PyTorch wall",
+                   "JAX to PyTorch's final"], rows)
+            + f"\n\nJAX - PyTorch final accuracy: {100 * difference['difference']:+.2f} points"
+            f"{interval}, over {len(rows)} seed(s).")
+
+
+def degradation_table(figures: dict[str, Any]) -> str:
+    rows = [[name, percent(None if e["train_error"] is None else e["train_error"] / 100),
+             percent(None if e["test_error"] is None else e["test_error"] / 100)]
+            for name, e in figures["errors"].items()]
+    return (table(["net", "training error (last log window)", "test error"], rows) + "\n\n"
+            + "\n".join(f"- {line}" for line in figures["verdict"]))
+
+
+SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "throughput": ("Training throughput (steady state, synthetic data on the device)",
+                   throughput_table),
+    "paper_schedule": ("The paper's ResNet-20 recipe, 64k steps, through train.py", paper_table),
+    "streaming": ("Streaming: ImageNet-sized JPEGs decoded by worker processes", streaming_table),
+    "time_to_accuracy": ("Time to accuracy, half schedule, JAX against PyTorch", tta_table),
+    "degradation": ("The degradation experiment, half schedule", degradation_table),
+    "throughput_full": ("More throughput rows", throughput_full_table),
+}
+
+
+def report(out: Path) -> str:
+    """The measured section, from every result file under ``out``."""
+    found = results(out)
+    parts = []
+    for part, (title, render) in SECTIONS.items():
+        for entry in found.get(part, []):
+            parts.append(f"#### {title}\n\n{source(entry)}\n\n{render(entry['figures'])}")
+    return "\n\n".join(parts) or "No measurement is recorded yet."
+
+
+def readme_section(text: str) -> str | None:
+    """What README.md holds between the markers, None if they are missing."""
+    if BEGIN not in text or END not in text:
+        return None
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
+
+
+def write_readme(out: Path, readme: Path = README) -> str:
+    """Put the report between the README's markers; what was written."""
+    text = readme.read_text()
+    if readme_section(text) is None:
+        raise SystemExit(f"error: {readme} has no markers {BEGIN} ... {END} to write between")
+    made = report(out)
+    before, rest = text.split(BEGIN, 1)
+    readme.write_text(f"{before}{BEGIN}\n{made}\n{END}{rest.split(END, 1)[1]}")
+    return made

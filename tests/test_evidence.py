@@ -1,0 +1,142 @@
+"""The evidence command: one call measures what is missing for this device kind and this
+code within its minutes, leaves a result file per finished part, and the README's
+measured section is made from those files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+from benchmarks import evidence, evidence_parts, evidence_report
+
+SMOKE_PARTS = ["throughput", "paper_schedule", "streaming", "throughput_full"]
+
+
+def run_evidence(*flags, timeout=600):
+    return subprocess.run([sys.executable, "-m", "benchmarks.evidence", *map(str, flags)],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(root):
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_cpu_smoke_records_each_part_with_its_source_and_reports_it(tmp_path):
+    """Four parts through the command (the seed and net parts run the experiments whose own
+    tests are tests/test_time_to_accuracy.py and tests/test_degradation.py)."""
+    out, work = tmp_path / "results", tmp_path / "work"
+    flags = ["--cpu-smoke", "--minutes", 3, "--parts", ",".join(SMOKE_PARTS), "--out", out,
+             "--work", work]
+    first = run_evidence(*flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    commit = evidence.code_identity(None)
+    for part in SMOKE_PARTS:
+        entry = json.loads((out / "cpu" / f"{part}.json").read_text())
+        assert (entry["part"], entry["commit"], entry["smoke"]) == (part, commit, True)
+        assert (entry["device"]["kind"], entry["device"]["platform"]) == ("cpu", "cpu")
+        assert entry["versions"]["jax"] and entry["seconds"] > 0 and entry["figures"]
+        assert "--cpu-smoke" in entry["command"]
+    rows = json.loads((out / "cpu" / "throughput.json").read_text())["figures"]["rows"]
+    assert {r["what"] for r in rows} == {"JAX step", "JAX trainer", "PyTorch"}
+    assert all(r["images_per_sec"] > 0 for r in rows)
+    assert all(r["tflops"] > 0 for r in rows if r["what"].startswith("JAX"))
+    streaming = json.loads((out / "cpu" / "streaming.json").read_text())["figures"]
+    assert streaming["fraction_of_synthetic"] == pytest.approx(
+        streaming["streaming_images_per_sec"] / streaming["synthetic_images_per_sec"])
+    paper = json.loads((out / "cpu" / "paper_schedule.json").read_text())["figures"]
+    assert paper["steps"] == 4 and paper["wall_seconds"] > 0
+
+    recorded = snapshot(out)
+    again = run_evidence(*flags)  # the same code on the same device kind: nothing to measure
+    assert again.returncode == 0 and snapshot(out) == recorded
+    assert again.stdout.count("skipped, recorded for this code on cpu") == len(SMOKE_PARTS)
+    planned = run_evidence(*flags, "--plan", "--again")
+    assert planned.stdout.count("would run, about") == len(SMOKE_PARTS)
+    assert snapshot(out) == recorded
+    report = run_evidence("--report", "--out", out)
+    assert report.returncode == 0
+    assert report.stdout.count(" x cpu; jax ") == len(SMOKE_PARTS)
+    assert f"commit {commit[:12]}" in report.stdout and "CPU smoke run, tiny sizes" in report.stdout
+
+
+def test_a_part_cut_short_by_the_deadline_records_nothing(tmp_path):
+    out = tmp_path / "results"
+    stale = {"part": "throughput", "commit": "0" * 40, "smoke": True, "seconds": 1.0,
+             "figures": {"rows": []}, "started": "2026-01-01T00:00:00+00:00"}
+    (out / "cpu").mkdir(parents=True)
+    (out / "cpu" / "throughput.json").write_text(json.dumps(stale))  # timed at 1 s: it starts
+    result = run_evidence("--cpu-smoke", "--minutes", 0.15, "--parts", "throughput", "--out", out,
+                          "--work", tmp_path / "work")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "throughput: stopped at the deadline: nothing recorded" in result.stdout
+    assert json.loads((out / "cpu" / "throughput.json").read_text()) == stale
+
+
+def test_the_seed_and_net_parts_add_to_what_earlier_calls_measured(tmp_path, monkeypatch):
+    from benchmarks import degradation, time_to_accuracy
+
+    calls = []
+    monkeypatch.setattr(time_to_accuracy, "main", lambda argv: calls.append(argv) or {
+        "per_seed": {0: {}, 1: {}, 2: {}}, "summary": {}})
+    previous = {"per_seed": {"0": {}, "1": {}}}
+    figures = evidence_parts.time_to_accuracy(
+        evidence_parts.Context(tmp_path, "folder:/data/cifar", False, previous))
+    assert calls[0][calls[0].index("--seeds") + 1:][:3] == ["0", "1", "2"]  # one more seed
+    assert "--config.dataset=folder:/data/cifar" in calls[0]
+    assert "--config.lr_boundaries=(16000,24000)" in calls[0] and set(figures["per_seed"]) == {
+        "0", "1", "2"}
+    monkeypatch.setattr(degradation, "main", lambda argv: calls.append(argv) or {
+        "steps": 32000, "dataset": "folder:/data/cifar", "errors": {}, "verdict": []})
+    evidence_parts.degradation(evidence_parts.Context(tmp_path, "folder:/data/cifar", False, None))
+    assert calls[1][calls[1].index("--steps") + 1] == "32000"
+
+
+def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_runs(tmp_path):
+    device = {"kind": "NVIDIA H200", "count": 1}
+    path = evidence.result_path(tmp_path, "NVIDIA H200", "throughput")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"commit": "abc", "smoke": False, "seconds": 300.0,
+                                "started": "2026-11-30T10:00:00+00:00"}))
+    planned = {name: (estimate, why) for name, estimate, why in evidence.plan(
+        list(evidence_parts.PARTS), tmp_path, device, "abc", 9, False, None, False)}
+    assert planned["throughput"][1] == "recorded for this code on NVIDIA H200 (2026-11-30)"
+    assert planned["paper_schedule"][1].startswith("needs --data")
+    assert planned["streaming"] == (300.0, None)  # never timed here: its default, 5 minutes
+    other = evidence.plan(["throughput"], tmp_path, device, "def", 9, False, None, False)
+    assert other == [("throughput", 375.0, None)]  # 1.25 x its last duration on this kind
+    assert evidence.fits("degradation", 720.0, 240.0)  # resumable: a third of it is enough
+    assert not evidence.fits("streaming", 300.0, 240.0)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--minutes", "3", "--parts", "throughput,warp"],
+     "error: --parts: no part named warp; the parts are throughput, paper_schedule, streaming, "
+     "time_to_accuracy, degradation, throughput_full"),
+    (["--minutes", "0.5", "--cpu-smoke"], "error: --minutes 0.5 is under the shortest part"),
+    (["--minutes", "3", "--data", "folder:{case}/nothing"],
+     "error: --data folder:{case}/nothing: pass the CIFAR-10 images as folder:PATH"),
+    (["--minutes", "3", "--out", "{case}/a_file/results"],
+     "error: --out {case}/a_file/results cannot be written to"),
+    (["--minutes", "3", "--commit", "xyz"], "error: --commit xyz is not a commit hash"),
+    (["--minutes", "3"], "error: this machine has no accelerator (JAX sees only the CPU)"),
+])
+def test_bad_input_is_one_line_before_anything_runs(tmp_path, flags, message):
+    (tmp_path / "a_file").write_text("mine")
+    out = tmp_path / "results"
+    before = snapshot(tmp_path)
+    result = run_evidence(*[f.format(case=tmp_path) for f in flags],
+                          *([] if "--out" in flags else ["--out", out]), "--work", tmp_path / "w")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().startswith(message.format(case=tmp_path))
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before and not out.exists()
+
+
+def test_the_readmes_measured_section_is_the_reports_output():
+    section = evidence_report.readme_section(evidence_report.README.read_text())
+    assert section == evidence_report.report(evidence.RESULTS), (
+        "run python -m benchmarks.evidence --report --write")
+    entries = [json.loads(p.read_text()) for p in evidence.RESULTS.glob("*/*.json")]
+    assert entries and not any(e["smoke"] for e in entries)  # only accelerator figures kept
