@@ -45,7 +45,10 @@ def _flag_value(value) -> str:
     return str(value)
 
 
-def metric_rows(workdir: Path, drop=("images_per_sec", "wall_seconds")) -> list[dict]:
+TIMINGS = ("images_per_sec", "wall_seconds", "tflops", "mfu")  # differ from run to run
+
+
+def metric_rows(workdir: Path, drop=TIMINGS) -> list[dict]:
     rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in drop} for row in rows]
 

@@ -140,3 +140,22 @@ def test_the_readmes_measured_section_is_the_reports_output():
         "run python -m benchmarks.evidence --report --write")
     entries = [json.loads(p.read_text()) for p in evidence.RESULTS.glob("*/*.json")]
     assert entries and not any(e["smoke"] for e in entries)  # only accelerator figures kept
+
+
+def test_the_wheelhouse_lists_what_a_machine_without_network_lacks(tmp_path):
+    """A GPU machine's image with JAX, Flax and PyTorch but not the data libraries."""
+    from importlib import metadata
+
+    from benchmarks import wheelhouse
+
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("absl-py==2.1.0\ncloudpickle==3.0\netils==1.7\nflax==0.12.1\njax==0.11.2\n"
+                      "numpy==2.1.0\noptax==0.2.5\norbax-checkpoint==0.11\nprotobuf==5.29\n"
+                      "Pillow==11\nmatplotlib==3.9\ntqdm==4.66\nPyYAML==6.0\npackaging==24\n"
+                      "importlib_resources==6\n")
+    packages = wheelhouse.main(["--have", str(freeze), "--dry-run"])
+    assert set(packages) == {"array-record", "grain", "ml-collections", "portpicker", "psutil",
+                             "simplejpeg", "tensorboardx"}
+    assert packages["grain"] == metadata.version("grain")  # the versions tested here
+    with pytest.raises(SystemExit):
+        wheelhouse.main(["--have", str(tmp_path / "missing.txt"), "--dry-run"])
