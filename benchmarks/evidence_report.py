@@ -81,7 +81,8 @@ def _ratio_target(name: str, value: float) -> str:
 def throughput_full_table(figures: dict[str, Any]) -> str:
     variants = [[name, number(row["images_per_sec"]), number(row.get("tflops"), 1),
                  percent(row.get("mfu"))] for name, row in figures["variants"].items()]
-    return (throughput_table(figures) + "\n\nResNet-50 bf16 step under XLA variants (fastest: "
+    rows = throughput_table(figures) + "\n\n" if figures["rows"] else ""
+    return (f"{rows}ResNet-50 bf16 step under XLA variants (fastest: "
             f"{figures['fastest_variant']}):\n\n"
             + table(["variant", "images/s", "TFLOP/s", "mfu"], variants))
 

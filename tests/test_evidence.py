@@ -67,7 +67,7 @@ def test_a_part_cut_short_by_the_deadline_records_nothing(tmp_path):
              "figures": {"rows": []}, "started": "2026-01-01T00:00:00+00:00"}
     (out / "cpu").mkdir(parents=True)
     (out / "cpu" / "throughput.json").write_text(json.dumps(stale))  # timed at 1 s: it starts
-    result = run_evidence("--cpu-smoke", "--minutes", 0.15, "--parts", "throughput", "--out", out,
+    result = run_evidence("--cpu-smoke", "--minutes", 0.05, "--parts", "throughput", "--out", out,
                           "--work", tmp_path / "work")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "throughput: stopped at the deadline: nothing recorded" in result.stdout
