@@ -63,13 +63,9 @@ def main(argv: list[str]) -> None:
     if jax.process_index() == 0:
         print(devices_line(jax.default_backend(), jax.device_count(), jax.process_count(),
                            nvidia_gpu_present()), flush=True)
-    from resnet_jax.checkpoints import CheckpointError
-    from resnet_jax.config_schema import ConfigError
-    from resnet_jax.data import DataError
-    from resnet_jax.interrupts import StartInterrupted, StartRefused
-    from resnet_jax.loop import TrainingDiverged, train_and_evaluate
-    from resnet_jax.weights import WeightsError
-    from resnet_jax.workdir import WorkdirError
+    from resnet_jax.errors import ResNetError
+    from resnet_jax.interrupts import StartInterrupted
+    from resnet_jax.loop import train_and_evaluate
 
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir, chosen_config_keys())
@@ -77,8 +73,7 @@ def main(argv: list[str]) -> None:
         print(f"error: {stopped}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(128 + stopped.signum)  # XLA threads cut short can crash a normal teardown
-    except (CheckpointError, ConfigError, DataError, StartRefused, TrainingDiverged,
-            WeightsError, WorkdirError) as error:
+    except ResNetError as error:
         sys.exit(f"error: {error}")
 
 

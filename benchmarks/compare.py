@@ -16,8 +16,14 @@ from ml_collections import ConfigDict
 
 from resnet_jax.command_line import ArgumentParser
 from resnet_jax.config_schema import changed_fixed_keys
-from resnet_jax.metrics import plot_curves, read_metrics
-from resnet_jax.workdir import SUMMARY_FILE, TWIN_CONFIG_FILE, WorkdirError, read_config
+from resnet_jax.metrics import plot_curves
+from resnet_jax.workdir import (
+    SUMMARY_FILE,
+    TWIN_CONFIG_FILE,
+    WorkdirError,
+    read_config,
+    read_metrics,
+)
 
 ROWS = [("final test accuracy", "final_test_accuracy"),
         ("best test accuracy", "best_test_accuracy"),

@@ -36,15 +36,11 @@ import ml_collections
 if not __package__:  # run as a file (python benchmarks/degradation.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from resnet_jax.checkpoints import CheckpointError
 from resnet_jax.command_line import ArgumentParser
-from resnet_jax.config_schema import ConfigError
-from resnet_jax.data import DataError
-from resnet_jax.interrupts import StartInterrupted, StartRefused
-from resnet_jax.loop import TrainingDiverged, check_config, train_and_evaluate
-from resnet_jax.metrics import read_metrics
-from resnet_jax.weights import WeightsError
-from resnet_jax.workdir import WorkdirError
+from resnet_jax.errors import ConfigError, ResNetError
+from resnet_jax.interrupts import StartInterrupted
+from resnet_jax.loop import check_config, train_and_evaluate
+from resnet_jax.workdir import read_metrics
 
 KINDS = ("plain", "residual")
 # The keys each net's config takes from the experiment itself, not from --set.
@@ -189,8 +185,7 @@ def train_one(config: ml_collections.ConfigDict, chosen: Collection[str], run_di
     except StartInterrupted as stopped:
         print(f"error: {name}: {stopped}", file=sys.stderr, flush=True)
         os._exit(128 + stopped.signum)  # as train.py: XLA threads cut short can crash a teardown
-    except (CheckpointError, ConfigError, DataError, StartRefused, TrainingDiverged,
-            WeightsError, WorkdirError) as error:
+    except ResNetError as error:
         raise SystemExit(f"error: {name}: {error}") from None
 
 

@@ -180,7 +180,7 @@ def streaming(ctx: Context) -> dict[str, Any]:
     from benchmarks import input_pipeline, throughput
     from configs import imagenet_resnet50
     from resnet_jax.loop import train_and_evaluate
-    from resnet_jax.metrics import read_metrics
+    from resnet_jax.workdir import read_metrics
 
     workers = 0 if ctx.smoke else max(1, (os.cpu_count() or 2) - 2)  # smoke: a thread
     images, batch, size, steps = (20, 8, 32, 3) if ctx.smoke else (2000, 256, 224, 300)

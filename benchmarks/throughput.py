@@ -50,11 +50,12 @@ from resnet_jax import create_model, data, utilisation
 from resnet_jax.command_line import ArgumentParser, at_least, check_out
 from resnet_jax.config_schema import ConfigError, validate
 from resnet_jax.loop import compiled_loops, train_and_evaluate
-from resnet_jax.metrics import Throughput, read_metrics
+from resnet_jax.metrics import Throughput
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
 from resnet_jax.pipelines.in_memory import InMemory
-from resnet_jax.training import create_train_state, parallel_steps
+from resnet_jax.training import create_train_state, parallel_train
+from resnet_jax.workdir import read_metrics
 
 FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
              ("resnet50", 224, 128)]
@@ -94,7 +95,7 @@ def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict
     state = jax.device_put(create_train_state(config, build_model(config), (size, size, 3)),
                            placement(config))
     resident = jax.device_put(pipeline.resident(), placement(config))
-    p_train, _ = parallel_steps(config, pipeline, looped=False)
+    p_train = parallel_train(config, pipeline, looped=False)
     batches, one = pipeline.train_batches(0, 1), np.int32(1)
     holder = {"state": state}
 

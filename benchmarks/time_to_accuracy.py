@@ -41,8 +41,7 @@ from benchmarks.torch_train import TWIN_IGNORES, check_twin_config
 from resnet_jax.command_line import ArgumentParser, at_least, load_config
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import resolved_dataset
-from resnet_jax.metrics import read_metrics, read_segments
-from resnet_jax.workdir import create, remove_if_empty
+from resnet_jax.workdir import create, read_metrics, read_segments, remove_if_empty
 
 REPO = Path(__file__).resolve().parents[1]
 

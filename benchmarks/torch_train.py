@@ -42,12 +42,14 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
 from benchmarks.torch_models import torch_model
 from resnet_jax import data
 from resnet_jax.command_line import chosen_config_keys, parse_flags
-from resnet_jax.config_schema import ConfigError, resolved, validate
-from resnet_jax.loop import finish_run, next_event
+from resnet_jax.config_schema import resolved, validate
+from resnet_jax.errors import ConfigError, ResNetError
+from resnet_jax.loop import next_event
 from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
 from resnet_jax.models import build_model
 from resnet_jax.pipelines import build_pipeline, step_key
 from resnet_jax.pipelines.in_memory import augmentation_draws
+from resnet_jax.report import Ending, finish_run
 from resnet_jax.torch_compat import to_torchvision
 from resnet_jax.training import create_train_state, learning_rate_schedule
 from resnet_jax.workdir import CHECKPOINT_DIR, CONFIG_FILE, TWIN_CONFIG_FILE, write_atomically
@@ -267,8 +269,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
     segment = {"first_step": 0, "last_step": config.num_train_steps,
                "wall_seconds": time.time() - started, "data_seconds": data_seconds,
                "compile_seconds": compile_seconds}
-    return finish_run(workdir, config, config.num_train_steps, timing_summary([segment]),
-                      throughput.rates, False, devices=str(dev))
+    ending = Ending(config.num_train_steps, timing_summary([segment]), throughput.rates, str(dev))
+    return finish_run(workdir, config, ending)
 
 
 def main(argv: list[str]) -> None:
@@ -280,7 +282,7 @@ def main(argv: list[str]) -> None:
     except KeyboardInterrupt:
         raise SystemExit("error: stopped by Ctrl-C; the PyTorch side does not resume: start "
                          "it again from the beginning") from None
-    except (ConfigError, data.DataError) as error:
+    except ResNetError as error:
         raise SystemExit(f"error: {error}") from None
 
 

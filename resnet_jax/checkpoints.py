@@ -17,14 +17,10 @@ from jax.sharding import NamedSharding
 from orbax.checkpoint import checkpoint_managers as policies
 
 from resnet_jax import workdir
+from resnet_jax.errors import CheckpointError, CheckpointMismatch
 from resnet_jax.models import ResNet, build_model
 from resnet_jax.parallel import replicated
 from resnet_jax.quiet import absl_logs_quiet
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint of a run could be read; the message names each one and its error."""
-
 
 STATE, PIPELINE, DATA = "default", "pipeline", "dataset"  # the items of a checkpoint
 
@@ -74,10 +70,6 @@ def save(manager: ocp.CheckpointManager, state: Any, metrics: dict[str, float] |
         if value is not None:
             items[name] = ocp.args.JsonSave(value)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
-
-
-class CheckpointMismatch(CheckpointError):
-    """A readable checkpoint holds a state of another structure: another setup, not damage."""
 
 
 def _key_name(key: Any) -> str:
@@ -194,11 +186,6 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("resnet_jax: unreadable checkpoints moved")
     manager.reload()
-
-
-def save_config(directory: Path, config: ml_collections.ConfigDict) -> None:
-    workdir.write_atomically(directory / workdir.CONFIG_FILE,
-                             config.to_json_best_effort(indent=2))
 
 
 def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[str, Any]]:

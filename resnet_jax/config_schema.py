@@ -25,12 +25,8 @@ from typing import Any
 import ml_collections
 
 from resnet_jax import data, parallel, pipelines, training, weights
+from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model, list_models
-
-
-class ConfigError(ValueError):
-    """The config or the command line cannot work; the message says what to change."""
-
 
 Check = Callable[[Any], "str | None"]  # a value's problem ("must be ..."), or None
 

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from resnet_jax.errors import DataError
 from resnet_jax.quiet import absl_logs_quiet
 
 # Per-channel (mean, std) of the training sets, on the 0..1 scale, as commonly published.
@@ -37,9 +38,6 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TFDS_STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
-
-class DataError(ValueError):
-    """The data named in the config cannot be used; the message says how to fix it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -32,34 +33,12 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from resnet_jax import data, workdir  # noqa: E402
+from resnet_jax import data, evaluation, workdir  # noqa: E402
 from resnet_jax.command_line import ArgumentParser, at_least  # noqa: E402
-from resnet_jax.predict import log_probabilities, read_batches  # noqa: E402
+from resnet_jax.errors import ResNetError  # noqa: E402
+from resnet_jax.parallel import placement, replicated  # noqa: E402
+from resnet_jax.predict import read_batches  # noqa: E402
 from resnet_jax.weights import Weights, WeightsError, load_weights, run_data  # noqa: E402
-
-
-class Totals:
-    """Running sums of top-1, top-5 hits, cross-entropy loss and counted examples."""
-
-    def __init__(self) -> None:
-        self.top1 = self.top5 = self.examples = self.classes = 0
-        self.loss = 0.0
-
-    def add(self, log_probs: np.ndarray, labels: np.ndarray) -> None:
-        self.classes = log_probs.shape[-1]
-        ranked = np.argsort(-log_probs, axis=-1, kind="stable")[:, :5]
-        self.top1 += int(np.sum(ranked[:, 0] == labels))
-        self.top5 += int(np.sum(np.any(ranked == labels[:, None], axis=-1)))
-        self.loss += float(-np.sum(log_probs[np.arange(len(labels)), labels], dtype=np.float64))
-        self.examples += len(labels)
-
-    def result(self) -> dict[str, Any]:
-        """Percentages and the mean loss; no top-5 among five classes or fewer (always 100)."""
-        n = max(self.examples, 1)
-        return {"top1": 100 * self.top1 / n,
-                "top5": 100 * self.top5 / n if self.classes > 5 else None,
-                "loss": self.loss / n, "examples": self.examples, "classes": self.classes}
-
 
 SYNSET = re.compile(r"n\d{8}")  # an ImageNet (WordNet) class folder: n01440764
 
@@ -127,27 +106,44 @@ def folder_labels(root: Path, weights: Weights) -> tuple[list[Path], np.ndarray]
 def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[str, Any]:
     """Top-1/top-5 (percent), mean loss, examples counted and skipped, images/s."""
     files, labels = folder_labels(root, weights)
-    apply, totals, skipped = log_probabilities(weights), Totals(), []
-    batch_size = min(batch_size, len(files))
-    started = time.perf_counter()
-    with tqdm(total=len(files), unit="img", desc="evaluating", file=sys.stderr) as bar:
-        for start, (chunk, batch, errors) in zip(
+    devices = jax.local_device_count()
+    batch_size = evaluation.batch_size(batch_size, len(files), devices)
+    p_eval = evaluation.parallel_eval(weights.model.apply, _as_read, "pmap")
+    variables = jax.device_put(weights.variables, replicated(jax.local_devices()))
+    skipped: list[str] = []
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for start, (chunk, images, errors) in zip(
                 range(0, len(files), batch_size),
                 read_batches(files, weights.preprocessing, batch_size), strict=True):
-            log_probs = np.asarray(apply(weights.variables, batch))[:len(chunk)]
-            readable = np.array([e is None for e in errors])
-            skipped += [f"{path} ({e})" for path, e in zip(chunk, errors, strict=True) if e]
-            totals.add(log_probs[readable], labels[start:start + len(chunk)][readable])
+            mask, label = np.zeros(batch_size, np.float32), np.zeros(batch_size, np.int32)
+            mask[:len(chunk)] = [e is None for e in errors]
+            label[:len(chunk)] = labels[start:start + len(chunk)]
+            skipped.extend(f"{path} ({e})" for path, e in zip(chunk, errors, strict=True) if e)
             bar.update(len(chunk))
+            yield {"image": images, "label": label, "mask": mask}
+
+    started = time.perf_counter()
+    with tqdm(total=len(files), unit="img", desc="evaluating", file=sys.stderr) as bar:
+        sums = evaluation.totals(p_eval, variables, None, batches())
     seconds = time.perf_counter() - started
-    return {**totals.result(), "skipped": skipped, "images_per_sec": len(files) / seconds,
-            "weights": weights.describe(), "step": weights.step, "data": f"folder:{root}",
+    return {**_result(sums, len(weights.class_names), f"folder:{root}"), "skipped": skipped,
+            "images_per_sec": len(files) / seconds, "weights": weights.describe(),
+            "step": weights.step, "data": f"folder:{root}",
             "preprocessing": weights.preprocessing.describe(), "published": weights.metrics}
 
 
-def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -> dict[str, Any]:
+def _as_read(resident: None, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Images decoded and preprocessed on the host, as they are."""
+    return batch["image"], batch["label"]
+
+
+def evaluate_run(run_dir: Path, batch_size: int | None = None,
+                 step: int | None = None) -> dict[str, Any]:
     """A training run's checkpoint of ``step`` (else its latest) on the test split of its
-    own data, read alone (in memory, the training split is not decoded)."""
+    own data, read alone (in memory, the training split is not decoded), with the
+    trainer's evaluation (and, by default, its evaluation batch size): the latest
+    checkpoint's top-1 is the run's final test accuracy."""
     from resnet_jax.pipelines import evaluation_pipeline
 
     saved = workdir.read_config(run_dir)
@@ -155,35 +151,41 @@ def evaluate_run(run_dir: Path, batch_size: int = 64, step: int | None = None) -
         raise WeightsError(f"{run_dir} holds no config.json; is it a training run's --workdir?")
     config = ml_collections.ConfigDict(saved)
     weights = load_weights(None, str(run_dir), step=step)
-    devices = jax.local_device_count()
-    batch_size = -(-batch_size // devices) * devices
     pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
     try:
         _check_same_data(run_data(run_dir), pipeline, config.dataset)
-        model = weights.model
-        resident = jax.device_put(pipeline.resident())
-
-        @jax.jit
-        def step_fn(resident: dict[str, Any], batch: dict[str, Any]) -> tuple[jax.Array, ...]:
-            images, labels = pipeline.prepare_eval(resident, batch)
-            logits = model.apply(weights.variables, images, train=False).astype(np.float32)
-            return jax.nn.log_softmax(logits), labels
-
-        totals, started = Totals(), time.perf_counter()
-        for batch in tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
-                          total=-(-pipeline.eval_examples // batch_size), file=sys.stderr):
-            log_probs, labels = jax.device_get(step_fn(resident, batch))
-            keep = np.asarray(batch["mask"]) > 0
-            totals.add(log_probs[keep], labels[keep])
+        batch_size = evaluation.batch_size(batch_size or config.eval_batch_size,
+                                           pipeline.eval_examples, jax.device_count())
+        where = placement(config)
+        variables, resident = jax.device_put((weights.variables, pipeline.resident()), where)
+        p_eval = evaluation.parallel_eval(weights.model.apply, pipeline.prepare_eval,
+                                          config.parallel)
+        started = time.perf_counter()
+        batches = tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
+                       total=-(-pipeline.eval_examples // batch_size), file=sys.stderr)
+        sums = evaluation.totals(p_eval, variables, resident, batches)
     finally:
         pipeline.close()
     seconds = time.perf_counter() - started
-    return {**totals.result(), "skipped": sorted(getattr(pipeline, "skipped", {})),
-            "images_per_sec": totals.examples / seconds, "weights": weights.describe(),
+    return {**_result(sums, config.num_classes, config.dataset),
+            "skipped": sorted(getattr(pipeline, "skipped", {})),
+            "images_per_sec": sums["count"] / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"{config.dataset}, the run's evaluation split",
             "preprocessing": (weights.preprocessing.describe() if config.pipeline == "streaming"
                               else f"at their size, {config.image_size}x{config.image_size}"),
             "published": {}}
+
+
+def _result(sums: dict[str, float], classes: int, data_name: str) -> dict[str, Any]:
+    """Top-1 and top-5 in percent (top-5 None among five classes or fewer), the mean loss
+    and the examples counted; a DataError when none could be read."""
+    metrics = evaluation.test_metrics(sums, classes)
+    if not metrics["eval_examples"]:
+        raise data.DataError(f"no image of {data_name} could be read; check the files")
+    top5 = metrics.get("test_top5_accuracy")
+    return {"top1": 100 * metrics["test_accuracy"], "top5": None if top5 is None else 100 * top5,
+            "loss": metrics["test_loss"], "examples": metrics["eval_examples"],
+            "classes": classes}
 
 
 def _check_same_data(saved: dict[str, Any], pipeline: Any, dataset: str) -> None:
@@ -223,7 +225,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--crop", type=at_least(1), help="centre crop")
     parser.add_argument("--step", type=at_least(0),
                         help="a run's checkpoint of this step (default: its latest)")
-    parser.add_argument("--batch-size", type=at_least(1), default=64)
+    parser.add_argument("--batch-size", type=at_least(1),
+                        help="images per batch (default: 64; a run's own evaluation batch)")
     parser.add_argument("--json", action="store_true", help="only a JSON object on stdout")
     args = parser.parse_args(argv)
     if bool(args.workdir) == bool(args.dataset):
@@ -249,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise data.DataError(f"{root} is not a directory; pass folder:PATH where "
                                      "PATH/<class>/ hold the images")
             weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)
-            result = evaluate_folder(weights, root, args.batch_size)
-    except (WeightsError, data.DataError, FileNotFoundError) as error:
+            result = evaluate_folder(weights, root, args.batch_size or 64)
+    except (ResNetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result) if args.json else format_result(result))

@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from resnet_jax.errors import StartRefused
+
 
 class StartInterrupted(BaseException):
     """A stop signal arrived before training began; nothing was written.
@@ -32,9 +34,6 @@ class StartInterrupted(BaseException):
         super().__init__(f"stopped by {signal.Signals(signum).name} before training started; "
                          "nothing was written")
 
-
-class StartRefused(RuntimeError):
-    """Another process of the run could not start; its own output says why."""
 
 
 def _in_gc_callback(frame: types.FrameType | None) -> bool:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
-import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -21,28 +20,23 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from resnet_jax import checkpoints, config_schema, data, utilisation, weights
+from resnet_jax import checkpoints, config_schema, data, evaluation, utilisation, weights
 from resnet_jax.config_schema import ConfigError
+from resnet_jax.errors import TrainingDiverged
 from resnet_jax.interrupts import StopRequests, all_or_none, stop_requests
 from resnet_jax.metrics import (
     MetricWriter,
     RunClock,
     Throughput,
-    plot_curves,
-    read_metrics,
-    read_segments,
     timing_summary,
-    write_summary,
 )
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
 from resnet_jax.pipelines import Pipeline, build_pipeline
-from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
+from resnet_jax.report import Ending, finish_run, report_finished, resume_line
+from resnet_jax.training import create_train_state, mean_metrics, parallel_train
 from resnet_jax.workdir import (
-    CURVES_FILE,
     DATA_FILE,
-    SEGMENTS_FILE,
-    SUMMARY_FILE,
     Lock,
     check_ownership,
     create,
@@ -51,12 +45,9 @@ from resnet_jax.workdir import (
     read_data_description,
     read_metrics_file,
     remove_if_empty,
-    write_atomically,
+    write_config,
+    write_data_description,
 )
-
-
-class TrainingDiverged(RuntimeError):
-    """The train loss became NaN or infinite; nothing after the last good step was saved."""
 
 
 def check_finite(recent: list[tuple[int, int, dict[str, jax.Array]]],
@@ -143,17 +134,15 @@ def check_same_data(workdir: Path, pipeline: Pipeline, config: ml_collections.Co
 
 
 def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
-             batch_size: int) -> dict[str, float]:
-    """Loss and accuracy over the whole test split, each readable example exactly once
-    (only ``eval_examples``, 0, if none could be read)."""
-    sums = [p_eval(state, resident, batch) for batch in pipeline.eval_batches(batch_size)]
-    totals = {k: float(np.sum([s[k] for s in jax.device_get(sums)])) for k in sums[0]}
-    if not totals["count"]:
+             batch_size: int, classes: int) -> dict[str, float]:
+    """The test metrics of ``state`` over the whole test split, each readable example
+    exactly once (see :func:`evaluation.test_metrics`)."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    sums = evaluation.totals(p_eval, variables, resident, pipeline.eval_batches(batch_size))
+    metrics = evaluation.test_metrics(sums, classes)
+    if not metrics["eval_examples"]:
         logging.warning("no evaluation image could be read: no test metrics at this step")
-        return {"eval_examples": 0}
-    return {"test_loss": totals["loss"] / totals["count"],
-            "test_accuracy": totals["correct"] / totals["count"],
-            "eval_examples": int(totals["count"])}
+    return metrics
 
 
 def data_description(config: ml_collections.ConfigDict, pipeline: Pipeline) -> dict[str, Any]:
@@ -168,12 +157,6 @@ def data_description(config: ml_collections.ConfigDict, pipeline: Pipeline) -> d
             "train_examples": pipeline.train_examples, "eval_examples": pipeline.eval_examples}
 
 
-def save_data_description(run_dir: Path, config: ml_collections.ConfigDict,
-                          pipeline: Pipeline) -> None:
-    write_atomically(run_dir / DATA_FILE, json.dumps(data_description(config, pipeline),
-                                                     indent=1))
-
-
 def restore_data_description(workdir: Path) -> None:
     """dataset.json, lost from a finished run, written back from its checkpoints' copy."""
     copy = checkpoints.latest_json_item(workdir, checkpoints.DATA)
@@ -181,19 +164,9 @@ def restore_data_description(workdir: Path) -> None:
         print(f"warning: {workdir / DATA_FILE} is missing and the run's checkpoints predate the "
               "copy they now keep: predict and evaluate cannot use this run", file=sys.stderr)
         return
-    write_atomically(workdir / DATA_FILE, json.dumps(copy, indent=1))
+    write_data_description(workdir, copy)
     print(f"warning: {workdir / DATA_FILE} was missing; wrote it back from the latest "
           "checkpoint's copy", file=sys.stderr, flush=True)
-
-
-def resume_line(workdir: Path, step: int, last: int) -> str:
-    """What a resumed run says: where it continues, and the steps it trains again."""
-    line = f"resuming at step {step} of {last} from the checkpoint in {workdir}"
-    reached = max((s["last_step"] for s in read_segments(workdir)), default=step)
-    if reached > step:
-        line += (f"; the last start was seen at step {reached}: the {reached - step} steps after "
-                 "its last checkpoint are trained again")
-    return line
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -250,36 +223,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             state, pipeline_state = checkpoints.restore_latest(manager, state)
             if pipeline_state is not None:
                 pipeline.set_state(pipeline_state, int(state.step))
-        start, clock = int(state.step), None
+        start = int(state.step)
         if latest is not None and jax.process_index() == 0:
             print(resume_line(workdir, start, config.num_train_steps), flush=True)
 
-        def begin(compile_seconds: float,
-                  first_batch_seconds: float) -> tuple[ocp.CheckpointManager, MetricWriter | None]:
-            """The train step is compiled: the run starts, and from here on writes."""
-            nonlocal clock
-            stop.training()
-            writer, writes = None, jax.process_index() == 0
-            if writes:
-                checkpoints.save_config(workdir, config)
-                save_data_description(workdir, config, pipeline)
-            clock = RunClock(workdir if writes else None, start, started,
-                             data_seconds + first_batch_seconds, compile_seconds)
-            if writes:
-                writer = MetricWriter(workdir, resume_step=start, clock=clock)
-                cleanup.callback(writer.close)
-            return manager or cleanup.enter_context(
-                checkpoints.checkpoint_manager(workdir, config.keep_checkpoints)), writer
-
-        state, throughput, interrupted = train_loop(config, state, pipeline, where, begin, stop)
+        measure = run_meter(config, pipeline)
+        calls = TrainCalls(config, pipeline, where)
+        first = first_call(calls, state)
+        stop.training()  # compiled: the run starts, and from here on writes
+        manager = manager or cleanup.enter_context(
+            checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
+        writes = jax.process_index() == 0
+        if writes:
+            write_config(workdir, config)
+            write_data_description(workdir, data_description(config, pipeline))
+        clock = RunClock(workdir if writes else None, start, started,
+                         data_seconds + first.fetch_seconds, first.compile_seconds)
+        writer = (cleanup.enter_context(contextlib.closing(
+            MetricWriter(workdir, resume_step=start, clock=clock))) if writes else None)
+        events = HostEvents(config, calls, manager, writer, measure, stop)
+        state, interrupted = train_loop(config, calls, first, events)
         skipped = pipeline.skipped_examples()
         clock.tick(int(state.step))
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("resnet_jax: metrics written")
-        return finish_run(workdir, config, int(state.step), timing_summary(clock.segments()),
-                          throughput.rates, interrupted, devices=jax.device_count(),
-                          write=jax.process_index() == 0, skipped_examples=skipped,
-                          epochs=int(state.step) / pipeline.steps_per_epoch)
+        ending = Ending(int(state.step), timing_summary(clock.segments()), events.throughput.rates,
+                        jax.device_count(), interrupted, skipped,
+                        int(state.step) / pipeline.steps_per_epoch)
+        return finish_run(workdir, config, ending, write=jax.process_index() == 0)
 
 
 # XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop than outside
@@ -316,107 +287,190 @@ def padded(batches: Any, capacity: int) -> Any:
     return jax.tree.map(fill, batches)
 
 
-def train_loop(config: ml_collections.ConfigDict, state: Any, pipeline: Pipeline,
-               where: Any, begin: Callable[[float, float], tuple[ocp.CheckpointManager, Any]],
-               stop: StopRequests) -> tuple[Any, Throughput, bool]:
-    """Train from ``state.step`` to ``config.num_train_steps`` (or a stop request), logging,
-    evaluating and saving on the config's cadences; the steps between two of these host
-    events run in compiled calls of at most ``config.steps_per_call`` steps (one on a
-    CPU, see :func:`compiled_loops`). Returns (state, throughput, interrupted).
+def steps_per_call(config: ml_collections.ConfigDict, pipeline: Pipeline) -> tuple[int, str]:
+    """How many train steps one compiled call runs, and why, when that is fewer than
+    ``config.steps_per_call``: a CPU runs one (see :func:`compiled_loops`), a pipeline
+    may hold fewer calls' batches on the devices at once ('' when none is fewer)."""
+    wanted = config.steps_per_call
+    if wanted > 1 and not compiled_loops():
+        return 1, f"one train step runs per compiled call on a CPU: {CPU_LOOPS}"
+    limit = pipeline.max_steps_per_call
+    if limit is not None and limit < wanted:
+        return limit, (f"the {config.pipeline} pipeline runs at most {limit} train step(s) per "
+                       "compiled call")
+    return wanted, ""
 
-    The first call compiles: its time is the compile time, its steps are left out of
-    the throughput and of the progress bar's rate, and ``begin(compile seconds, seconds
-    to fetch its batches)`` follows it, opening the checkpoint manager and the metric
-    writer (None outside process 0).
-    """
-    step, last = int(state.step), config.num_train_steps
-    resident = jax.device_put(pipeline.resident(), where)
-    description = data_description(config, pipeline)  # kept in every checkpoint too
-    looped = compiled_loops()
-    capacity = min(config.steps_per_call, pipeline.max_steps_per_call or config.steps_per_call)
-    if not looped and capacity > 1:
-        capacity = 1
-        if jax.process_index() == 0:
-            print(f"on CPU one train step runs per compiled call: {CPU_LOOPS}")
-    p_train, p_eval = parallel_steps(config, pipeline, looped)
+
+class TrainCalls:
+    """The run's compiled train calls: each runs the steps up to the next host event, at
+    most :func:`steps_per_call` of them, on batches padded to that many."""
+
+    def __init__(self, config: ml_collections.ConfigDict, pipeline: Pipeline, where: Any):
+        self.config, self.pipeline, self.where = config, pipeline, where
+        self.capacity, why = steps_per_call(config, pipeline)
+        if why and jax.process_index() == 0:
+            print(why)
+        self.p_train = parallel_train(config, pipeline, compiled_loops())
+        self.resident = jax.device_put(pipeline.resident(), where)
+
+    def run(self, state: Any, step: int) -> tuple[Any, int, dict[str, jax.Array], float]:
+        """Dispatch the call from ``step``: (state, steps it runs, their watched metrics,
+        seconds spent fetching its batches). It may still be running on return."""
+        count = min(self.capacity, next_event(step, self.config) - step)
+        fetch_started = time.perf_counter()
+        batches = padded(self.pipeline.train_batches(step, count), self.capacity)
+        fetch_seconds = time.perf_counter() - fetch_started
+        state, watched = self.p_train(state, self.resident, np.int32(count), batches)
+        return state, count, watched, fetch_seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstCall:
+    """The first call, run alone: it compiles the train step."""
+
+    state: Any
+    recent: tuple[int, int, dict[str, jax.Array]]  # (first step, steps, watched metrics)
+    compile_seconds: float
+    fetch_seconds: float
+
+
+def first_call(calls: TrainCalls, state: Any) -> FirstCall:
+    """Run the first call and wait for it, the progress bar saying 'compiling': its time
+    is the compile time, and its steps are left out of the throughput."""
+    step = int(state.step)
+    with contextlib.closing(progress_bar(step, calls.config.num_train_steps, "compiling")):
+        started = time.perf_counter()
+        state, count, watched, fetch_seconds = calls.run(state, step)
+        jax.block_until_ready(watched)
+    return FirstCall(state, (step, count, watched),
+                     time.perf_counter() - started - fetch_seconds, fetch_seconds)
+
+
+def train_loop(config: ml_collections.ConfigDict, calls: TrainCalls, first: FirstCall,
+               events: HostEvents) -> tuple[Any, bool]:
+    """Train on from the first call to ``config.num_train_steps`` (or a stop request): a
+    call, then the host events due at the step it reached (see :class:`HostEvents`).
+    The host runs at most MAX_CALLS_IN_FLIGHT calls ahead of the devices. Returns
+    (state, interrupted)."""
+    state, (step, count, watched) = first.state, first.recent
+    step += count
+    events.begin(step, first.recent)
+    in_flight = collections.deque()  # the calls dispatched but maybe not run yet
+    try:
+        while True:
+            state, interrupted = events.at(state, step)
+            if interrupted or step == config.num_train_steps:
+                break
+            state, count, watched, _ = calls.run(state, step)
+            events.dispatched(step, count, watched)
+            in_flight.append(watched)
+            if len(in_flight) > MAX_CALLS_IN_FLIGHT:  # bounds the batches held on the devices
+                jax.block_until_ready(in_flight.popleft())
+            step += count
+        events.finish()
+    finally:  # also on an error: the bar ends its line
+        events.bar.close()
+    return state, interrupted
+
+
+class HostEvents:
+    """What the host does between calls on the config's cadences: check the loss, log,
+    evaluate, save, and agree with the other processes on a stop request; the progress
+    bar, the throughput and the metric rows."""
+
+    def __init__(self, config: ml_collections.ConfigDict, calls: TrainCalls,
+                 manager: ocp.CheckpointManager, writer: MetricWriter | None,
+                 measure: utilisation.Meter, stop: StopRequests):
+        self.config, self.calls, self.manager, self.writer = config, calls, manager, writer
+        self.measure, self.stop = measure, stop
+        pipeline = calls.pipeline
+        self.p_eval = evaluation.parallel_eval(build_model(config).apply, pipeline.prepare_eval,
+                                               config.parallel)
+        self.eval_batch = evaluation.batch_size(config.eval_batch_size, pipeline.eval_examples,
+                                                jax.device_count())
+        self.description = data_description(config, pipeline)  # kept in every checkpoint too
+        self.throughput = Throughput(config.batch_size)
+        self.recent: list = []  # the calls since the loss was last checked
+        self.shown: dict[str, str] = {}  # the latest metrics, on the bar
+        self.bar = None
+
+    def begin(self, step: int, first: tuple) -> None:
+        """The first call has run up to ``step``: the steps' bar and the throughput start."""
+        self.bar = progress_bar(step, self.config.num_train_steps)
+        self.recent = [first]
+        self.throughput.restart()
+
+    def dispatched(self, step: int, count: int, watched: dict[str, jax.Array]) -> None:
+        self.recent.append((step, count, watched))
+        self.throughput.count(count)
+        self.bar.update(count)
+
+    def at(self, state: Any, step: int) -> tuple[Any, bool]:
+        """The events due at ``step``; (state, whether a signal asked the run to stop, in
+        which case a checkpoint of ``step`` has been saved)."""
+        config, last = self.config, self.config.num_train_steps
+        log_now = _due(step, config.log_every_steps, last)
+        save_now = _due(step, config.checkpoint_every_steps, last)
+        eval_now = _due(step, config.eval_every_steps, last)
+        if save_now or eval_now or log_now:
+            check_finite(self.recent, self.manager)  # waits for the device
+            self.recent = []
+        interrupted = self.stop.agreed(log_now)  # after the wait: a signal meanwhile counts
+        if interrupted and self.recent:
+            check_finite(self.recent, self.manager)
+        record = {}
+        if log_now:
+            state, record = log_window(state, self.throughput, self.calls.where, self.measure)
+        with self.throughput.paused():
+            if eval_now:
+                record.update(self.evaluate(state))
+            self.show(record)
+            if record and self.writer:
+                self.writer.write(step, {"epoch": step / self.calls.pipeline.steps_per_epoch,
+                                         **record})
+            if save_now or interrupted:
+                self.save(state, record.get("test_accuracy"))
+        if interrupted:
+            self.bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
+        return state, interrupted
+
+    def evaluate(self, state: Any) -> dict[str, float]:
+        with showing(self.bar, "evaluating"):
+            return evaluate(self.p_eval, state, self.calls.resident, self.calls.pipeline,
+                            self.eval_batch, self.config.num_classes)
+
+    def show(self, record: dict[str, float]) -> None:
+        """The record's figures on the progress bar."""
+        formats = {"train_loss": ("loss", "{:.3f}"), "train_accuracy": ("acc", "{:.3f}"),
+                   "images_per_sec": ("img_s", "{:.0f}"), "mfu": ("mfu", "{:.1%}"),
+                   "test_accuracy": ("test_acc", "{:.3f}"),
+                   "test_top5_accuracy": ("top5", "{:.3f}")}
+        shown = {name: form.format(record[key]) for key, (name, form) in formats.items()
+                 if key in record}
+        if shown:
+            self.shown.update(shown)
+            self.bar.set_postfix(self.shown, refresh=False)
+
+    def save(self, state: Any, accuracy: float | None) -> None:
+        best = None if accuracy is None else {"test_accuracy": accuracy}
+        with showing(self.bar, "saving checkpoint"):
+            checkpoints.save(self.manager, state, best, self.calls.pipeline.get_state(),
+                             self.description)
+
+    def finish(self) -> None:
+        """Wait for the last checkpoint to be written."""
+        with showing(self.bar, "saving checkpoint"):
+            self.manager.wait_until_finished()
+
+
+def run_meter(config: ml_collections.ConfigDict, pipeline: Pipeline) -> utilisation.Meter:
+    """The run's TFLOP/s and mfu meter; without a known peak, a line saying so."""
     measure = utilisation.meter(build_model(config), pipeline.image_shape, config.dtype,
                                 config.peak_tflops)
     if measure.peak is None and jax.process_index() == 0:
         print(f"mfu: no peak TFLOP/s known for {jax.devices()[0].device_kind} ({config.dtype}); "
               "--config.peak_tflops=N (per device) gives one")
-    devices = jax.device_count()  # no larger eval batch than the test split, padded
-    eval_batch = min(config.eval_batch_size, -(-pipeline.eval_examples // devices) * devices)
-    throughput, recent, interrupted = Throughput(config.batch_size), [], False
-    bar = progress_bar(step, last, "compiling")  # the steps' bar replaces it once compiled
-    in_flight = collections.deque()  # the calls dispatched but maybe not run yet
-    compiled, shown = False, {}  # shown: the latest metrics, on the bar
-    try:
-        while True:
-            count = min(capacity, next_event(step, config) - step)
-            fetch_started = time.perf_counter()
-            batches = padded(pipeline.train_batches(step, count), capacity)
-            call_started = time.perf_counter()
-            state, watched = p_train(state, resident, np.int32(count), batches)
-            recent.append((step, count, watched))
-            in_flight.append(watched)
-            if len(in_flight) > MAX_CALLS_IN_FLIGHT:  # bounds the batches held on the devices
-                jax.block_until_ready(in_flight.popleft())
-            step += count
-            if not compiled:  # the first call compiles: it is timed apart, and the run begins
-                jax.block_until_ready(watched)
-                manager, writer = begin(time.perf_counter() - call_started,
-                                        call_started - fetch_started)
-                bar.close()
-                bar, compiled = progress_bar(step, last), True
-                throughput.restart()
-            else:
-                throughput.count(count)
-                bar.update(count)
-            record = {}
-            log_now = _due(step, config.log_every_steps, last)
-            save_now = _due(step, config.checkpoint_every_steps, last)
-            eval_now = _due(step, config.eval_every_steps, last)
-            if save_now or eval_now or log_now:
-                check_finite(recent, manager)  # waits for the device
-                recent = []
-            interrupted = stop.agreed(log_now)  # after the wait: a signal meanwhile counts here
-            if interrupted and recent:
-                check_finite(recent, manager)
-            save_now = save_now or interrupted
-            if log_now:
-                state, record = log_window(state, throughput, where, measure)
-                shown.update(loss=f"{record['train_loss']:.3f}",
-                             acc=f"{record['train_accuracy']:.3f}",
-                             img_s=f"{record.get('images_per_sec', 0):.0f}")
-                if "mfu" in record:
-                    shown["mfu"] = f"{record['mfu']:.1%}"
-                bar.set_postfix(shown, refresh=False)
-            with throughput.paused():
-                eval_metrics = None
-                if eval_now:
-                    with showing(bar, "evaluating"):
-                        eval_metrics = evaluate(p_eval, state, resident, pipeline, eval_batch)
-                    record.update(eval_metrics)
-                    if "test_accuracy" in eval_metrics:
-                        shown["test_acc"] = f"{eval_metrics['test_accuracy']:.3f}"
-                        bar.set_postfix(shown, refresh=False)
-                if record and writer:
-                    writer.write(step, {"epoch": step / pipeline.steps_per_epoch, **record})
-                if save_now:
-                    accuracy = (eval_metrics or {}).get("test_accuracy")
-                    best = None if accuracy is None else {"test_accuracy": accuracy}
-                    with showing(bar, "saving checkpoint"):
-                        checkpoints.save(manager, state, best, pipeline.get_state(),
-                                         description)
-            if interrupted:
-                bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
-            if interrupted or step == last:
-                break
-        with showing(bar, "saving checkpoint"):
-            manager.wait_until_finished()
-    finally:  # also on a refused or interrupted start: the bar ends its line
-        bar.close()
-    return state, throughput, interrupted
+    return measure
 
 
 def progress_bar(step: int, last: int, what: str = "") -> tqdm:
@@ -450,80 +504,3 @@ def log_window(state: Any, throughput: Throughput, where: Any,
     return state, record
 
 
-def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """A finished run started again: its summary, printed by process 0; nothing changes
-    (a summary lost to a kill after the last checkpoint is written again)."""
-    path = workdir / SUMMARY_FILE
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        print(f"warning: {path} is missing or unreadable; rebuilt it from metrics.jsonl and "
-              f"{SEGMENTS_FILE}", file=sys.stderr, flush=True)
-        rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
-        pipeline_state = checkpoints.latest_json_item(workdir, checkpoints.PIPELINE) or {}
-        return finish_run(workdir, config, config.num_train_steps,
-                          timing_summary(read_segments(workdir)), rates, False,
-                          devices=jax.device_count(), write=jax.process_index() == 0,
-                          skipped_examples=len(pipeline_state.get("skipped", {})))
-    if jax.process_index() == 0:
-        print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
-              "longer, raise --config.num_train_steps")
-        print(format_summary(summary))
-    return summary
-
-
-def finish_run(workdir: Path, config: ml_collections.ConfigDict, steps: int,
-               timing: dict[str, Any], throughput: list[float], interrupted: bool,
-               devices: int | str, write: bool = True, skipped_examples: int | None = 0,
-               epochs: float | None = None) -> dict[str, Any]:
-    """The summary of metrics.jsonl and ``timing`` (see metrics.timing_summary); with
-    ``write``, also summary.json, curves.png and the printed table. ``epochs``: those
-    run (else the last record's)."""
-    records = read_metrics(workdir)
-    evals = [r for r in records if "test_accuracy" in r]
-    best = max(evals, key=lambda r: r["test_accuracy"], default={})
-    summary = {
-        "model": config.model,
-        "dataset": config.dataset,
-        "steps": steps,
-        "epochs": epochs if epochs is not None else records[-1]["epoch"] if records else 0.0,
-        "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
-        "final_test_step": evals[-1]["step"] if evals else None,
-        "final_test_loss": evals[-1]["test_loss"] if evals else None,
-        "best_test_accuracy": best.get("test_accuracy"),
-        "best_step": best.get("step"),
-        "eval_examples": evals[-1]["eval_examples"] if evals else 0,
-        "skipped_examples": skipped_examples,
-        "final_train_loss": next((r["train_loss"] for r in reversed(records)
-                                  if "train_loss" in r), None),
-        **timing,
-        "median_images_per_sec": statistics.median(throughput) if throughput else None,
-        **{f"median_{key}": _median(records, key) for key in ("tflops", "mfu")},
-        "devices": devices,
-        "interrupted": interrupted,
-    }
-    if write:
-        write_summary(workdir, summary)
-        if records:
-            plot_curves(records, workdir / CURVES_FILE)
-        print(format_summary(summary))
-    return summary
-
-
-def _median(records: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in records if key in r]
-    return statistics.median(values) if values else None
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    def show(key: str, value: Any) -> str:
-        if isinstance(value, list):
-            return f"{len(value)}"
-        if isinstance(value, float) and (value >= 10 or key.endswith("_seconds")):
-            return f"{value:,.1f}"
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return str(value)
-
-    width = max(len(k) for k in summary)
-    return "\n".join(f"{k:<{width}}  {show(k, v)}" for k, v in summary.items())

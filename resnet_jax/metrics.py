@@ -1,4 +1,5 @@
-"""What a run writes for people: metrics.jsonl, TensorBoard events, summary.json, curves.png."""
+"""What a run measures as it goes: throughput, its wall time over segments, metrics rows
+(metrics.jsonl and TensorBoard) and the curves they make."""
 
 from __future__ import annotations
 
@@ -12,11 +13,6 @@ from typing import Any
 from absl import logging
 
 from resnet_jax import workdir
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The rows of a run's metrics.jsonl (a last line cut short by a kill is left out)."""
-    return workdir.read_metrics_file(Path(run_dir)).rows
 
 
 class Throughput:
@@ -54,23 +50,6 @@ class Throughput:
             self._start += time.perf_counter() - pause_start
 
 
-def read_segments(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The segments of a run recorded so far (see :class:`RunClock`); [] if none, or if the
-    file is unreadable (with a warning: the earlier segments' times are lost)."""
-    path = Path(run_dir) / workdir.SEGMENTS_FILE
-    if not path.exists():
-        return []
-    try:
-        segments = json.loads(path.read_text())
-        if isinstance(segments, list) and all("wall_seconds" in s for s in segments):
-            return segments
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        pass
-    logging.warning("%s is unreadable; the wall time of the run's earlier segments is lost",
-                    path)
-    return []
-
-
 def timing_summary(segments: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary's time keys: the run's total wall seconds over all its segments, and
     the last segment's wall, data-loading and compile seconds (None where unknown)."""
@@ -93,8 +72,8 @@ class RunClock:
 
     def __init__(self, run_dir: str | Path | None, first_step: int, started: float,
                  data_seconds: float, compile_seconds: float):
-        self.path = None if run_dir is None else Path(run_dir) / workdir.SEGMENTS_FILE
-        self.earlier = [] if run_dir is None else read_segments(run_dir)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.earlier = [] if run_dir is None else workdir.read_segments(Path(run_dir))
         self.started = started
         self.segment = {"first_step": first_step, "last_step": first_step, "wall_seconds": 0.0,
                         "data_seconds": data_seconds, "compile_seconds": compile_seconds}
@@ -103,8 +82,8 @@ class RunClock:
     def tick(self, step: int) -> float:
         """Record that the run stands at ``step`` now; its total wall seconds so far."""
         self.segment.update(last_step=step, wall_seconds=time.time() - self.started)
-        if self.path is not None:
-            workdir.write_atomically(self.path, json.dumps(self.segments(), indent=1))
+        if self.run_dir is not None:
+            workdir.write_segments(self.run_dir, self.segments())
         return sum(s["wall_seconds"] for s in self.segments())
 
     def segments(self) -> list[dict[str, Any]]:
@@ -144,11 +123,6 @@ class MetricWriter:
 
     def close(self) -> None:
         self.tensorboard.close()
-
-
-def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
-    workdir.write_atomically(Path(run_dir) / workdir.SUMMARY_FILE,
-                             json.dumps(summary, indent=2) + "\n")
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path,

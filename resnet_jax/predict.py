@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from resnet_jax.command_line import ArgumentParser, at_least  # noqa: E402
+from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.pipelines.images import UnreadableImage  # noqa: E402
 from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights  # noqa: E402
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if (args.top or 0) > classes:
             raise WeightsError(f"--top {args.top} exceeds the weights' {classes} classes; pass "
                                f"--top {classes} or less")
-    except WeightsError as error:
+    except ResNetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     top = args.top or min(5, classes)

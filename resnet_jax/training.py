@@ -1,10 +1,11 @@
-"""The train state, the optimizer, and the per-device train and eval steps.
+"""The train state, the optimizer, and the per-device train step.
 
-Each step is written for one device with collectives over the axis 'batch' and
-receives images already prepared by the input pipeline. :func:`parallel_steps`
-puts the pipeline's device-side ``prepare`` in front of them, runs up to
-``config.steps_per_call`` train steps inside one compiled loop, and runs both on
-every device of every process (``config.parallel``, see :mod:`resnet_jax.parallel`).
+The step is written for one device with collectives over the axis 'batch' and
+receives images already prepared by the input pipeline. :func:`parallel_train`
+puts the pipeline's device-side ``prepare`` in front of it, runs up to
+``config.steps_per_call`` steps inside one compiled loop, and runs them on every
+device of every process (``config.parallel``, see :mod:`resnet_jax.parallel`). The
+evaluation step is :mod:`resnet_jax.evaluation`'s.
 """
 
 from __future__ import annotations
@@ -206,34 +207,14 @@ def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: A
     return lax.fori_loop(0, count, one_step, (state, watched))
 
 
-def eval_step(state: TrainState, resident: Any, batch: Any, *,
-              prepare: Callable) -> dict[str, jnp.ndarray]:
-    """Summed loss, correct predictions and example count over the whole (masked) batch."""
-    images, labels = prepare(resident, batch)
-    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                            images, train=False)
-    mask = batch["mask"]
-    sums = {
-        "loss": jnp.sum(cross_entropy(logits, labels, 0.0) * mask),
-        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-        "count": jnp.sum(mask),
-    }
-    return lax.psum(sums, AXIS)
-
-
-def parallel_steps(config: ml_collections.ConfigDict, pipeline: Pipeline,
-                   looped: bool = True) -> tuple[Callable, Callable]:
-    """(train_steps, eval_step) with ``pipeline``'s preparation, on every device.
-
-    ``train_steps(state, resident, count, batches)``: ``batches`` is this process's
-    share of ``pipeline.train_batches(step, n)`` padded to the call's capacity, of
-    which the first ``count`` run (in a compiled loop unless not ``looped``).
-    ``eval_step(state, resident, batch)`` takes one of ``pipeline.eval_batches``. The
-    state and ``resident`` are placed with :func:`resnet_jax.parallel.placement`; the
-    state is donated to train_steps.
+def parallel_train(config: ml_collections.ConfigDict, pipeline: Pipeline,
+                   looped: bool = True) -> Callable:
+    """train_steps with ``pipeline``'s preparation, on every device:
+    ``(state, resident, count, batches)``, ``batches`` being this process's share of
+    ``pipeline.train_batches(step, n)`` padded to the call's capacity, of which the first
+    ``count`` run (in a compiled loop unless not ``looped``). The state and ``resident``
+    are placed with :func:`resnet_jax.parallel.placement`; the state is donated.
     """
     train = functools.partial(train_steps, prepare=pipeline.prepare, config=config,
                               schedule=learning_rate_schedule(config), looped=looped)
-    evaluate = functools.partial(eval_step, prepare=pipeline.prepare_eval)
-    return (on_every_device(train, config.parallel, batch_axis=1, donate_first=True),
-            on_every_device(evaluate, config.parallel))
+    return on_every_device(train, config.parallel, batch_axis=1, donate_first=True)

@@ -26,6 +26,7 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from resnet_jax import data, workdir
+from resnet_jax.errors import WeightsError
 from resnet_jax.models import ResNet, create_model
 from resnet_jax.pipelines import images
 from resnet_jax.torch_compat import from_torchvision, looks_like
@@ -34,9 +35,6 @@ WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's names: IMAGENET1K
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 NEEDS_TORCH = "pip install 'resnet-jax[torch]' (torch and torchvision)"
 
-
-class WeightsError(ValueError):
-    """The weights cannot be found, fetched or read; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import ml_collections
+from absl import logging
+
+from resnet_jax.errors import WorkdirError
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -31,9 +36,6 @@ PARTIAL_SUFFIX = ".partial"
 # Keys every resnet_jax config.json holds: a config.json without them is somebody else's.
 IDENTIFYING_KEYS = ("model", "dataset", "batch_size", "seed")
 
-
-class WorkdirError(ValueError):
-    """The work directory cannot take this run; the message says what to do."""
 
 
 def write_atomically(path: str | Path, text: str) -> None:
@@ -77,6 +79,54 @@ def read_data_description(workdir: Path) -> dict[str, Any] | None:
         return json.loads((workdir / DATA_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """config.json: the run's settings (see :func:`read_config`)."""
+    write_atomically(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2))
+
+
+def write_data_description(workdir: Path, description: dict[str, Any]) -> None:
+    """dataset.json (see :func:`read_data_description`)."""
+    write_atomically(workdir / DATA_FILE, json.dumps(description, indent=1))
+
+
+def read_summary(workdir: Path) -> dict[str, Any] | None:
+    """summary.json, None if it is missing or unreadable."""
+    try:
+        return json.loads((workdir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_summary(workdir: Path, summary: dict[str, Any]) -> None:
+    write_atomically(workdir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (a last line cut short by a kill is left out)."""
+    return read_metrics_file(Path(workdir)).rows
+
+
+def read_segments(workdir: str | Path) -> list[dict[str, Any]]:
+    """The segments of a run recorded so far (see metrics.RunClock); [] if none, or if the
+    file is unreadable (with a warning: the earlier segments' times are lost)."""
+    path = Path(workdir) / SEGMENTS_FILE
+    if not path.exists():
+        return []
+    try:
+        segments = json.loads(path.read_text())
+        if isinstance(segments, list) and all("wall_seconds" in s for s in segments):
+            return segments
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    logging.warning("%s is unreadable; the wall time of the run's earlier segments is lost",
+                    path)
+    return []
+
+
+def write_segments(workdir: Path, segments: list[dict[str, Any]]) -> None:
+    write_atomically(workdir / SEGMENTS_FILE, json.dumps(segments, indent=1))
 
 
 @dataclasses.dataclass(frozen=True)

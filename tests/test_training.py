@@ -11,11 +11,12 @@ import pytest
 from helpers import metric_rows, run_train_py, tiny_config
 
 from resnet_jax import loop, restore
+from resnet_jax.evaluate import evaluate_run
 from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
 from resnet_jax.models import build_model
 from resnet_jax.pipelines import build_pipeline, normalize
 from resnet_jax.summary import summarize
-from resnet_jax.training import create_train_state, mean_metrics, parallel_steps
+from resnet_jax.training import create_train_state, mean_metrics, parallel_train
 
 
 def test_a_tiny_model_overfits_a_fixed_batch():
@@ -23,7 +24,7 @@ def test_a_tiny_model_overfits_a_fixed_batch():
                          steps_per_call=10)
     pipeline = build_pipeline(config)
     state = create_train_state(config, build_model(config), pipeline.image_shape)
-    p_train, _ = parallel_steps(config, pipeline)
+    p_train = parallel_train(config, pipeline)
     fixed = {"indices": np.tile(np.arange(32, dtype=np.int32), (10, 1))}  # 10 steps, 1 batch
     resident = pipeline.resident()
     losses = []
@@ -148,7 +149,8 @@ def test_a_run_writes_metrics_summary_plot_and_tensorboard(tmp_path):
         assert row["tflops"] == pytest.approx(row["images_per_sec"] * image_flops / 1e12)
         assert row["mfu"] == pytest.approx(row["tflops"] / (0.002 * 8))  # eight devices
     assert summary["median_mfu"] == pytest.approx(np.median([r["mfu"] for r in rows]))
-    assert {"test_loss", "test_accuracy", "eval_examples"} <= set(rows[2])
+    assert {"test_loss", "test_accuracy", "test_top5_accuracy", "eval_examples"} <= set(rows[2])
+    assert rows[2]["test_top5_accuracy"] >= rows[2]["test_accuracy"]
     assert rows[-1]["learning_rate"] == pytest.approx(0.005)  # 0.05 x 0.1 after step 16
     assert summary["eval_examples"] == 100 and summary["steps"] == 24
     for key in ("final_test_accuracy", "best_test_accuracy", "wall_seconds", "compile_seconds",
@@ -158,6 +160,11 @@ def test_a_run_writes_metrics_summary_plot_and_tensorboard(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["final_test_accuracy"] == summary["final_test_accuracy"]
+    assert summary["final_test_top5_accuracy"] == rows[-1]["test_top5_accuracy"]
+    again = evaluate_run(tmp_path)  # the trainer's own evaluation, from its last checkpoint
+    assert again["top1"] == 100 * summary["final_test_accuracy"]
+    assert again["top5"] == 100 * summary["final_test_top5_accuracy"]
+    assert again["loss"] == summary["final_test_loss"] and again["examples"] == 100
 
 
 def test_checkpoints_keep_the_latest_and_the_best(tmp_path):

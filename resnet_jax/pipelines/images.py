@@ -18,14 +18,13 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from resnet_jax.errors import UnreadableImage
+
 RGB = "RGB"
 JPEG_START = b"\xff\xd8"
 SCALE = (0.08, 1.0)  # RandomResizedCrop: fraction of the image's area...
 RATIO = (3 / 4, 4 / 3)  # ...and aspect ratio of the crop
 
-
-class UnreadableImage(ValueError):
-    """The bytes are not an image PIL can decode fully (corrupt, truncated, not an image)."""
 
 
 def _wide_to_rgb(image: Image.Image) -> Image.Image:

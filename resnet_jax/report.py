@@ -1,0 +1,129 @@
+"""What a run reports: the summary of its metrics and timing (summary.json, curves.png, the
+printed table), and the line a resumed run starts with."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from resnet_jax import checkpoints
+from resnet_jax.metrics import plot_curves, timing_summary
+from resnet_jax.workdir import (
+    CURVES_FILE,
+    SEGMENTS_FILE,
+    SUMMARY_FILE,
+    read_metrics,
+    read_segments,
+    read_summary,
+    write_summary,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """How a run (or a segment of it) ended: the steps done, its timing (see
+    metrics.timing_summary), the images/s of its log windows, the devices it ran on,
+    whether a signal stopped it, the unreadable images it skipped and the epochs run
+    (None: the last metrics row's)."""
+
+    steps: int
+    timing: dict[str, Any]
+    rates: list[float]
+    devices: int | str
+    interrupted: bool = False
+    skipped_examples: int | None = 0
+    epochs: float | None = None
+
+
+def resume_line(workdir: Path, step: int, last: int) -> str:
+    """What a resumed run says: where it continues, and the steps it trains again."""
+    line = f"resuming at step {step} of {last} from the checkpoint in {workdir}"
+    reached = max((s["last_step"] for s in read_segments(workdir)), default=step)
+    if reached > step:
+        line += (f"; the last start was seen at step {reached}: the {reached - step} steps after "
+                 "its last checkpoint are trained again")
+    return line
+
+
+def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A finished run started again: its summary, printed by process 0; nothing changes
+    (a summary lost to a kill after the last checkpoint is written again)."""
+    summary = read_summary(workdir)
+    if summary is None:
+        print(f"warning: {workdir / SUMMARY_FILE} is missing or unreadable; rebuilt it from "
+              f"metrics.jsonl and {SEGMENTS_FILE}", file=sys.stderr, flush=True)
+        rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
+        pipeline_state = checkpoints.latest_json_item(workdir, checkpoints.PIPELINE) or {}
+        ending = Ending(config.num_train_steps, timing_summary(read_segments(workdir)), rates,
+                        jax.device_count(),
+                        skipped_examples=len(pipeline_state.get("skipped", {})))
+        return finish_run(workdir, config, ending, write=jax.process_index() == 0)
+    if jax.process_index() == 0:
+        print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
+              "longer, raise --config.num_train_steps")
+        print(format_summary(summary))
+    return summary
+
+
+def finish_run(workdir: Path, config: ml_collections.ConfigDict, ending: Ending,
+               write: bool = True) -> dict[str, Any]:
+    """The summary of metrics.jsonl and ``ending``; with ``write``, also summary.json,
+    curves.png and the printed table."""
+    records = read_metrics(workdir)
+    evals = [r for r in records if "test_accuracy" in r]
+    final = evals[-1] if evals else {}
+    best = max(evals, key=lambda r: r["test_accuracy"], default={})
+    epochs = ending.epochs
+    summary = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "steps": ending.steps,
+        "epochs": epochs if epochs is not None else records[-1]["epoch"] if records else 0.0,
+        "final_test_accuracy": final.get("test_accuracy"),
+        "final_test_top5_accuracy": final.get("test_top5_accuracy"),
+        "final_test_step": final.get("step"),
+        "final_test_loss": final.get("test_loss"),
+        "best_test_accuracy": best.get("test_accuracy"),
+        "best_step": best.get("step"),
+        "eval_examples": final.get("eval_examples", 0),
+        "skipped_examples": ending.skipped_examples,
+        "final_train_loss": next((r["train_loss"] for r in reversed(records)
+                                  if "train_loss" in r), None),
+        **ending.timing,
+        "median_images_per_sec": statistics.median(ending.rates) if ending.rates else None,
+        **{f"median_{key}": _median(records, key) for key in ("tflops", "mfu")},
+        "devices": ending.devices,
+        "interrupted": ending.interrupted,
+    }
+    if write:
+        write_summary(workdir, summary)
+        if records:
+            plot_curves(records, workdir / CURVES_FILE)
+        print(format_summary(summary))
+    return summary
+
+
+def _median(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in records if key in r]
+    return statistics.median(values) if values else None
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as an aligned two-column table."""
+    def show(key: str, value: Any) -> str:
+        if isinstance(value, list):
+            return f"{len(value)}"
+        if isinstance(value, float) and (value >= 10 or key.endswith("_seconds")):
+            return f"{value:,.1f}"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return str(value)
+
+    width = max(len(k) for k in summary)
+    return "\n".join(f"{k:<{width}}  {show(k, v)}" for k, v in summary.items())
