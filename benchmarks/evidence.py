@@ -21,11 +21,14 @@ and figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +46,7 @@ from resnet_jax.workdir import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+MAX_MINUTES = 10_080
 SMOKE_SECONDS = 60.0  # a part's estimate at smoke size, before it has been timed
 STOP_GRACE = 90.0  # seconds a part has after the deadline to save a checkpoint and stop
 PROBE = ("import json, jax; d = jax.devices(); print(json.dumps({'kind': d[0].device_kind, "
@@ -116,22 +120,31 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 
 def plan(parts: list[str], out: Path, device: dict[str, Any], commit: str, minutes: float,
-         again: bool, data: str | None, smoke: bool) -> list[tuple[str, float, str | None]]:
-    """Per part: (name, estimated seconds, why it does not run, or None)."""
+         again: bool, data: str | None, smoke: bool) -> list[tuple[str, float, str | None, str]]:
+    """Per part: (name, estimated seconds, why it does not run (None if it does), where the
+    estimate comes from)."""
     planned = []
     for name in parts:
         _, needs_data, _, default_minutes = PARTS[name]
         previous = read_result(result_path(out, device["kind"], name))
         timed = previous and previous.get("smoke") == smoke and previous.get("seconds")
         estimate = 1.25 * timed if timed else (SMOKE_SECONDS if smoke else 60 * default_minutes)
+        basis = "1.25 x its last run here" if timed else "a default: not yet timed here"
         why = None
-        if previous and previous.get("commit") == commit and previous.get("smoke") == smoke \
-                and not again and name != "time_to_accuracy":
+        if same_code(previous, commit, smoke) and not again and name != "time_to_accuracy":
             why = f"recorded for this code on {device['kind']} ({previous['started'][:10]})"
         elif needs_data and not data and not smoke:
             why = "needs --data (the JPEG copy of CIFAR-10: folder:PATH)"
-        planned.append((name, estimate, why))
+        planned.append((name, estimate, why, basis))
     return planned
+
+
+def same_code(previous: dict[str, Any] | None, commit: str, smoke: bool) -> bool:
+    """Whether a result was measured with this code (a short hash matches its full one) at
+    this size."""
+    recorded = (previous or {}).get("commit") or ""
+    return (bool(recorded) and previous.get("smoke") == smoke
+            and (recorded.startswith(commit) or commit.startswith(recorded)))
 
 
 def fits(name: str, estimate: float, left: float) -> bool:
@@ -141,11 +154,10 @@ def fits(name: str, estimate: float, left: float) -> bool:
     return left >= (min(estimate, max(120.0, estimate / 3)) if resumable else estimate)
 
 
-def run_part(name: str, args: Any, previous: dict[str, Any] | None,
+def run_part(name: str, args: Any, work: Path, previous: dict[str, Any] | None,
              left: float) -> tuple[dict[str, Any] | None, str]:
     """The part's figures, measured in a child process stopped at the deadline; (None, why)
-    if it was cut short or failed."""
-    work = args.work / name
+    if it was cut short or failed. A stop signal here stops the part too, then exits."""
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         result, given = Path(scratch) / "figures.json", Path(scratch) / "previous.json"
@@ -157,20 +169,67 @@ def run_part(name: str, args: Any, previous: dict[str, Any] | None,
         env = dict(os.environ)
         if name in TORCH_IN_PROCESS:  # PyTorch needs room beside JAX's memory pool
             env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.45"
-        process = subprocess.Popen(command, cwd=REPO, env=env)
+        # A session of its own: a stop reaches the part and every process it started.
+        process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
         try:
             code = process.wait(timeout=left)
         except subprocess.TimeoutExpired:
-            process.terminate()  # a training part saves a checkpoint and stops
-            try:
-                process.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
             return None, "stopped at the deadline: nothing recorded (training parts resume)"
+        except StopSignal as signal_received:
+            stop(process)
+            print(f"error: {name} stopped by {signal_received}: nothing recorded (training "
+                  "parts resume at the next call)", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal_received.signum) from None
         if code:
             return None, f"failed (exit status {code}; its output is above): nothing recorded"
         return json.loads(result.read_text()), "recorded"
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Ask a part and the processes it started to stop (a training run saves a checkpoint
+    first), and wait for them all; those still running after STOP_GRACE are killed."""
+    signal_group(process, signal.SIGTERM)
+    given_up = time.time() + STOP_GRACE
+    while running(process) and time.time() < given_up:
+        time.sleep(0.2)
+    if running(process):
+        signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def signal_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+def running(process: subprocess.Popen) -> bool:
+    """Whether the part, or a process it started, is still running."""
+    process.poll()  # reaps the part once it ends
+    try:
+        os.killpg(process.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class StopSignal(Exception):
+    """SIGINT or SIGTERM reached the evidence command."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_stop(signum: int, frame: Any) -> None:
+    raise StopSignal(signum)
+
+
+def part_work(args: Any, kind: str, name: str, commit: str) -> Path:
+    """The part's scratch folder for this code, device kind and size: a training run left
+    there by an interrupted call of the same code resumes, never another code's."""
+    return args.work / kind_folder(kind) / name / (commit[:12] + ("-smoke" if args.cpu_smoke
+                                                                  else ""))
 
 
 def record(out: Path, device: dict[str, Any], name: str, commit: str, started: float,
@@ -189,18 +248,36 @@ def record(out: Path, device: dict[str, Any], name: str, commit: str, started: f
 
 def check_inputs(parser: ArgumentParser, args: Any) -> list[str]:
     """Every argument checked before anything runs; the parts asked for."""
-    parts = args.parts.split(",") if args.parts else list(PARTS)
-    unknown = [name for name in parts if name not in PARTS]
-    if unknown:
-        parser.error(f"--parts: no part named {', '.join(unknown)}; the parts are "
+    parts = list(PARTS) if args.parts is None else args.parts.split(",")
+    unknown = [repr(name) for name in parts if name not in PARTS]
+    if unknown or len(set(parts)) < len(parts):
+        problem = f"no part named {', '.join(unknown)}" if unknown else "a part is named twice"
+        parser.error(f"--parts {args.parts!r}: {problem}; give each once, comma-separated, of "
                      f"{', '.join(PARTS)}")
-    if not args.report and not args.minutes:
+    parts = [name for name in PARTS if name in parts]  # in priority order
+    if args.report:
+        given = [flag for flag, value in (("--minutes", args.minutes), ("--plan", args.plan),
+                                          ("--again", args.again), ("--data", args.data),
+                                          ("--commit", args.commit),
+                                          ("--cpu-smoke", args.cpu_smoke),
+                                          ("--parts", args.parts)) if value]
+        if given:
+            parser.error(f"--report makes the section from the result files alone: leave out "
+                         f"{given[0]}")
+        return parts
+    if args.write:
+        parser.error("--write goes with --report (it writes the report into README.md)")
+    if args.minutes is None:
         parser.error("--minutes N is needed: the time the measurements may take")
-    if args.commit and not re.fullmatch(r"[0-9a-f]{7,40}", args.commit):
+    if not 0 < args.minutes <= MAX_MINUTES:
+        parser.error(f"--minutes {args.minutes:g} must be above 0 and at most {MAX_MINUTES:,} "
+                     "(a week)")
+    if args.commit and not re.fullmatch(r"[0-9a-fA-F]{7,40}", args.commit):
         parser.error(f"--commit {args.commit} is not a commit hash; pass the 7 to 40 hex digits "
                      "git log prints")
-    if args.minutes is not None and not 0 < args.minutes < 10_000:
-        parser.error(f"--minutes {args.minutes} must be a positive number of minutes")
+    args.commit = args.commit and args.commit.lower()
+    if args.data and args.cpu_smoke:
+        parser.error("--cpu-smoke trains on synthetic images: leave out --data")
     if args.data:
         problem = dataset_name_problem(args.data)
         path = Path(args.data.partition(":")[2]).expanduser()
@@ -209,7 +286,9 @@ def check_inputs(parser: ArgumentParser, args: Any) -> list[str]:
                          "class-per-folder tree) or cifar:PATH, an existing directory")
         args.data = resolved_dataset(args.data)
     for folder, what in ((args.out, "--out"), (args.work, "--work")):
-        if not args.report and not writable(folder):
+        if folder.exists() and not folder.is_dir():
+            parser.error(f"{what} {folder} is a file, not a folder; pass a folder")
+        if not writable(folder):
             parser.error(f"{what} {folder} cannot be written to; pass a folder you can write")
     return parts
 
@@ -225,36 +304,56 @@ def run(parser: ArgumentParser, args: Any, parts: list[str]) -> None:
     deadline = started + 60 * args.minutes
     commit = code_identity(args.commit)
     device = device_info()
-    if device["platform"] == "cpu" and not (args.cpu_smoke or args.plan):
-        parser.error("this machine has no accelerator (JAX sees only the CPU); the parts run "
-                     "on a GPU or TPU, or at tiny size with --cpu-smoke (for tests)")
+    if device["platform"] == "cpu" and not args.cpu_smoke:
+        if not args.plan:
+            parser.error("this machine has no accelerator (JAX sees only the CPU); the parts "
+                         "run on a GPU or TPU, or at tiny size with --cpu-smoke (for tests)")
+        print("note: this machine has no accelerator: a run here refuses to start (the "
+              "parts run on a GPU or TPU, or at tiny size with --cpu-smoke)")
     planned = plan(parts, args.out, device, commit, args.minutes, args.again, args.data,
                    args.cpu_smoke)
-    if all(why for _, _, why in planned):
-        print("\n".join(f"{name}: skipped, {why}" for name, _, why in planned))
+    if all(why for _, _, why, _ in planned):
+        print("\n".join(f"{name}: skipped, {why}" for name, _, why, _ in planned))
         return
-    smallest = min(estimate for _, estimate, why in planned if why is None)
+    smallest = min(estimate for _, estimate, why, _ in planned if why is None)
     if not args.plan and 60 * args.minutes < min(smallest, 120.0):
         parser.error(f"--minutes {args.minutes:g} is under the shortest part still to measure "
                      f"(about {smallest / 60:.1f} minutes); give more minutes")
     print(f"{device['count']} x {device['kind']} ({device['platform']}), code {commit[:12]}, "
           f"{args.minutes:g} minutes")
-    for name, estimate, why in planned:
-        left = deadline - time.time()
+    signal.signal(signal.SIGTERM, raise_stop)
+    signal.signal(signal.SIGINT, raise_stop)
+    planned_seconds = 0.0  # --plan: the estimates of the parts it would run
+    for name, estimate, why, basis in planned:
+        left = deadline - time.time() - planned_seconds
         if why is None and not fits(name, estimate, left):
-            why = f"about {estimate / 60:.1f} min does not fit in the {left / 60:.1f} min left"
+            why = (f"about {estimate / 60:.1f} min ({basis}) does not fit in the "
+                   f"{max(left, 0) / 60:.1f} min left")
         if why or args.plan:
+            planned_seconds += 0 if why else estimate
             print(f"{name}: {'would run' if not why else 'skipped'}, "
-                  f"{why or f'about {estimate / 60:.1f} min'}", flush=True)
+                  f"{why or f'about {estimate / 60:.1f} min ({basis})'}", flush=True)
             continue
         print(f"{name}: running (about {estimate / 60:.1f} min, {left / 60:.1f} left)", flush=True)
-        part_started = time.time()
-        previous = read_result(result_path(args.out, device["kind"], name))
-        figures, outcome = run_part(name, args, (previous or {}).get("figures"), left)
-        if figures is not None:
-            path = record(args.out, device, name, commit, part_started, figures, args.cpu_smoke)
-            outcome = f"recorded in {path}"
-        print(f"{name}: {outcome} ({(time.time() - part_started) / 60:.1f} min)", flush=True)
+        run_planned(args, device, commit, name, left)
+
+
+def run_planned(args: Any, device: dict[str, Any], commit: str, name: str,
+                left: float) -> None:
+    """Measure one part and record its figures. ``--again`` starts its training runs
+    anew; the seeds measured before are carried on only for the same code."""
+    part_started = time.time()
+    work = part_work(args, device["kind"], name, commit)
+    if args.again and work.exists():
+        shutil.rmtree(work)
+    previous = read_result(result_path(args.out, device["kind"], name))
+    carried = (previous or {}).get("figures") if same_code(previous, commit,
+                                                           args.cpu_smoke) else None
+    figures, outcome = run_part(name, args, work, None if args.again else carried, left)
+    if figures is not None:
+        path = record(args.out, device, name, commit, part_started, figures, args.cpu_smoke)
+        outcome = f"recorded in {path}"
+    print(f"{name}: {outcome} ({(time.time() - part_started) / 60:.1f} min)", flush=True)
 
 
 def run_one_part(args: Any) -> None:
@@ -290,11 +389,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     parts = check_inputs(parser, args)
     if args.report:
-        from benchmarks.evidence_report import report, write_readme
+        from benchmarks.evidence_report import ReportError, report, write_readme
 
-        print(write_readme(args.out) if args.write else report(args.out))
+        try:
+            print(write_readme(args.out) if args.write else report(args.out))
+        except ReportError as error:
+            parser.error(str(error))
         return
-    run(parser, args, parts)
+    try:
+        run(parser, args, parts)
+    except StopSignal as received:
+        print(f"error: stopped by {received}: nothing more recorded", file=sys.stderr)
+        raise SystemExit(128 + received.signum) from None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -214,6 +215,8 @@ def time_to_accuracy(ctx: Context) -> dict[str, Any]:
 
     seeds = sorted(int(s) for s in (ctx.previous or {}).get("per_seed", {}))
     seeds.append(max(seeds, default=-1) + 1)
+    for side in ("jax", "torch"):  # an interrupted try of the new seed: its time would count
+        shutil.rmtree(ctx.work / f"{side}_seed{seeds[-1]}", ignore_errors=True)
     argv = ["--workdir", str(ctx.work), "--seeds", *map(str, seeds)]
     if ctx.smoke:
         argv += ["--config", "configs/smoke.py", "--no-amp", "--no-channels_last",

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from resnet_jax.workdir import write_atomically
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 BEGIN = ("<!-- evidence: begin; made by `python -m benchmarks.evidence --report --write` from "
@@ -16,13 +18,38 @@ BEGIN = ("<!-- evidence: begin; made by `python -m benchmarks.evidence --report 
 END = "<!-- evidence: end -->"
 
 
+class ReportError(Exception):
+    """The result files cannot make a report; the message names the file and the fix."""
+
+
 def results(out: Path) -> dict[str, list[dict[str, Any]]]:
     """The result files under ``out`` by part, in a stable order (device kind)."""
+    if not out.is_dir():
+        raise ReportError(f"--out {out} is not a folder of result files; pass the folder the "
+                          "evidence command wrote (default: benchmarks/results)")
     found: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out.glob("*/*.json")):
-        entry = json.loads(path.read_text())
-        found.setdefault(entry["part"], []).append(entry)
+        try:
+            entry = json.loads(path.read_text())
+            found.setdefault(entry["part"], []).append(entry)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ReportError(f"{path} is not a result file ({type(error).__name__}: {error}); "
+                              "restore it from git, or remove it") from None
     return found
+
+
+def held(entry: dict[str, Any]) -> bool:
+    """Whether the issue's targets apply to the entry's figures: a full-size run on the
+    H100 or H200 they were set for (a smoke run or another device is shown, not judged)."""
+    kind = entry["device"]["kind"].lower()
+    return not entry.get("smoke") and ("h100" in kind or "h200" in kind)
+
+
+def verdict(entry: dict[str, Any], target: str, met: bool) -> str:
+    if not held(entry):
+        why = "a smoke run" if entry.get("smoke") else "set for an H100/H200"
+        return f"{target}: not judged, {why}"
+    return f"{target}: {'met' if met else 'missed'}"
 
 
 def source(entry: dict[str, Any]) -> str:
@@ -55,39 +82,44 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def throughput_table(figures: dict[str, Any]) -> str:
+def throughput_table(entry: dict[str, Any]) -> str:
+    figures = entry["figures"]
     rows = [[r["model"], str(r["image_size"]), str(r["batch"]), r["dtype"],
              r["what"] + (f" (steps_per_call {r['steps_per_call']})" if r.get("steps_per_call")
                           else ""),
              number(r["images_per_sec"]), number(r.get("tflops"), 1), percent(r.get("mfu"))]
             for r in figures["rows"]]
     text = table(["model", "size", "batch", "dtype", "what", "images/s", "TFLOP/s", "mfu"], rows)
-    text += ("\n\nPyTorch rows in bfloat16 run AMP autocast with channels_last; TFLOP/s count "
-             "6 FLOPs per forward multiply-accumulate.")
-    checks = [f"- {name}: {value:.3f}{target}" for name, value in figures.get("ratios", {}).items()
-              for target in [_ratio_target(name, value)]]
+    bf16 = any(r["dtype"] == "bfloat16" and r["what"].startswith("PyTorch")
+               for r in figures["rows"])
+    text += ("\n\n" + ("PyTorch rows in bfloat16 run AMP autocast with channels_last; " if bf16
+                        else "") + "TFLOP/s count 6 FLOPs per forward multiply-accumulate.")
+    checks = [f"- {name}: {value:.3f}{_ratio_target(entry, name, value)}"
+              for name, value in figures.get("ratios", {}).items()]
     return text + ("\n\n" + "\n".join(checks) if checks else "")
 
 
-def _ratio_target(name: str, value: float) -> str:
+def _ratio_target(entry: dict[str, Any], name: str, value: float) -> str:
     """The issue's targets beside the figures they apply to."""
     if "trainer (steps_per_call 100) / JAX step" in name:
-        return f" (target >= 0.95: {'met' if value >= 0.95 else 'missed'})"
+        return f" ({verdict(entry, 'target >= 0.95', value >= 0.95)})"
     if name.startswith("resnet50 224 b256 bfloat16: JAX step / fastest PyTorch"):
-        return f" (target >= 1.1 x torch.compile: {'met' if value >= 1.1 else 'missed'})"
+        return f" ({verdict(entry, 'target >= 1.1 x torch.compile', value >= 1.1)})"
     return ""
 
 
-def throughput_full_table(figures: dict[str, Any]) -> str:
+def throughput_full_table(entry: dict[str, Any]) -> str:
+    figures = entry["figures"]
     variants = [[name, number(row["images_per_sec"]), number(row.get("tflops"), 1),
                  percent(row.get("mfu"))] for name, row in figures["variants"].items()]
-    rows = throughput_table(figures) + "\n\n" if figures["rows"] else ""
+    rows = throughput_table(entry) + "\n\n" if figures["rows"] else ""
     return (f"{rows}ResNet-50 bf16 step under XLA variants (fastest: "
             f"{figures['fastest_variant']}):\n\n"
             + table(["variant", "images/s", "TFLOP/s", "mfu"], variants))
 
 
-def paper_table(figures: dict[str, Any]) -> str:
+def paper_table(entry: dict[str, Any]) -> str:
+    figures = entry["figures"]
     minutes = figures["wall_seconds"] / 60
     return table(["steps", "final test accuracy", "wall time (all in)", "data loading",
                   "compilation", "images/s", "mfu", "target"],
@@ -96,26 +128,27 @@ def paper_table(figures: dict[str, Any]) -> str:
                    _seconds(figures.get("compile_seconds")),
                    number(figures.get("median_images_per_sec")),
                    percent(figures.get("median_mfu")),
-                   f"<= 3 min on an H100/H200: {'met' if minutes <= 3 else 'missed'}"]])
+                   verdict(entry, "<= 3 min on an H100/H200", minutes <= 3)]])
 
 
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
-def streaming_table(figures: dict[str, Any]) -> str:
+def streaming_table(entry: dict[str, Any]) -> str:
+    figures = entry["figures"]
     fraction = figures["fraction_of_synthetic"]
-    held = "met" if fraction >= 0.9 else "missed"
     return table(["model", "size", "batch", "workers", "pipeline images/s",
                   "training on it, images/s", "on synthetic data", "fraction"],
                  [[figures["model"], str(figures["image_size"]), str(figures["batch"]),
                    str(figures["workers"]), number(figures["pipeline_images_per_sec"]),
                    number(figures["streaming_images_per_sec"]),
                    number(figures["synthetic_images_per_sec"]),
-                   f"{percent(fraction)} (target >= 90%: {held})"]])
+                   f"{percent(fraction)} ({verdict(entry, 'target >= 90%', fraction >= 0.9)})"]])
 
 
-def tta_table(figures: dict[str, Any]) -> str:
+def tta_table(entry: dict[str, Any]) -> str:
+    figures = entry["figures"]
     rows = [[seed, percent(s["jax_final_accuracy"], 2), percent(s["torch_final_accuracy"], 2),
              _seconds(s["jax_seconds"]), _seconds(s["torch_seconds"]),
              _seconds(s["jax_seconds_to_torch_final"])]
@@ -130,7 +163,8 @@ def tta_table(figures: dict[str, Any]) -> str:
             f"{interval}, over {len(rows)} seed(s).")
 
 
-def degradation_table(figures: dict[str, Any]) -> str:
+def degradation_table(entry: dict[str, Any]) -> str:
+    figures = entry["figures"]
     rows = [[name, percent(None if e["train_error"] is None else e["train_error"] / 100),
              percent(None if e["test_error"] is None else e["test_error"] / 100)]
             for name, e in figures["errors"].items()]
@@ -141,7 +175,7 @@ def degradation_table(figures: dict[str, Any]) -> str:
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "throughput": ("Training throughput (steady state, synthetic data on the device)",
                    throughput_table),
-    "paper_schedule": ("The paper's ResNet-20 recipe, 64k steps, through train.py", paper_table),
+    "paper_schedule": ("The paper's ResNet-20 recipe through train.py", paper_table),
     "streaming": ("Streaming: ImageNet-sized JPEGs decoded by worker processes", streaming_table),
     "time_to_accuracy": ("Time to accuracy, half schedule, JAX against PyTorch", tta_table),
     "degradation": ("The degradation experiment, half schedule", degradation_table),
@@ -155,7 +189,8 @@ def report(out: Path) -> str:
     parts = []
     for part, (title, render) in SECTIONS.items():
         for entry in found.get(part, []):
-            parts.append(f"#### {title}\n\n{source(entry)}\n\n{render(entry['figures'])}")
+            size = " (CPU smoke, tiny sizes)" if entry.get("smoke") else ""
+            parts.append(f"#### {title}{size}\n\n{source(entry)}\n\n{render(entry)}")
     return "\n\n".join(parts) or "No measurement is recorded yet."
 
 
@@ -172,6 +207,9 @@ def write_readme(out: Path, readme: Path = README) -> str:
     if readme_section(text) is None:
         raise SystemExit(f"error: {readme} has no markers {BEGIN} ... {END} to write between")
     made = report(out)
+    if not results(out):
+        raise ReportError(f"{out} holds no result file: the README's measured section is left "
+                          "as it is; pass the --out the evidence command wrote")
     before, rest = text.split(BEGIN, 1)
-    readme.write_text(f"{before}{BEGIN}\n{made}\n{END}{rest.split(END, 1)[1]}")
+    write_atomically(readme, f"{before}{BEGIN}\n{made}\n{END}{rest.split(END, 1)[1]}")
     return made

@@ -37,34 +37,52 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirement_names(path: Path) -> list[str]:
-    """The packages a requirements file names (comments, options and includes aside)."""
-    names = []
+def read_requirements(path: Path) -> list[Requirement]:
+    """The requirements a file names (comments, options and includes aside)."""
+    found = []
     for line in path.read_text().splitlines():
         line = line.split("#")[0].strip()
         if line and not line.startswith("-"):
-            names.append(canonical(Requirement(line).name))
-    return names
+            found.append(Requirement(line))
+    return found
 
 
-def installed_names(freeze: str) -> set[str]:
-    """The packages of a `pip freeze` or `pip list` text, or of one name a line."""
-    names = set()
+def installed_versions(freeze: str) -> dict[str, str | None]:
+    """The packages of a `pip freeze` or `pip list` text, or of one name a line, with their
+    versions where the text gives them."""
+    found: dict[str, str | None] = {}
     for line in freeze.splitlines():
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
-        if match and not line.lstrip().startswith(("#", "-", "Package")):
-            names.add(canonical(match[1]))
-    return names
+        if line.lstrip().startswith(("#", "-", "Package")):
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s*==\s*|\s+)?([0-9][^\s;]*)?",
+                         line)
+        if match:
+            found[canonical(match[1])] = match[2]
+    return found
 
 
-def needs(names: list[str], have: set[str] = frozenset()) -> dict[str, str]:
-    """``names`` and everything they require in turn (extras aside), with the versions
-    installed here; what the other machine ``have``s brings its own needs there."""
+def fits_there(have: dict[str, str | None], requirement: Requirement) -> bool:
+    """Whether the other machine's copy of ``requirement``'s package satisfies it (a copy
+    of unknown version is taken as it is)."""
+    name = canonical(requirement.name)
+    if name not in have:
+        return False
+    version = have[name]
+    return version is None or requirement.specifier.contains(version, prereleases=True)
+
+
+def needs(requirements: list[Requirement],
+          have: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The packages of ``requirements`` and everything they require in turn (extras aside)
+    that the other machine lacks or has at a version outside what is required, with the
+    versions installed here; what it ``have``s in range brings its own needs there."""
+    have = have or {}
     found: dict[str, str] = {}
-    todo = list(names)
+    todo = list(requirements)
     while todo:
-        name = todo.pop()
-        if name in found or name in have:
+        requirement = todo.pop()
+        name = canonical(requirement.name)
+        if name in found or fits_there(have, requirement):
             continue
         try:
             found[name] = metadata.version(name)
@@ -73,15 +91,16 @@ def needs(names: list[str], have: set[str] = frozenset()) -> dict[str, str]:
                              "run this where the project's install is (pip install -r "
                              "requirements.txt)") from None
         for text in metadata.requires(name) or []:
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(canonical(requirement.name))
+            needed = Requirement(text)
+            if needed.marker is None or needed.marker.evaluate({"extra": ""}):
+                todo.append(needed)
     return found
 
 
-def to_download(requirements: list[str], have: set[str], skip: set[str]) -> dict[str, str]:
+def to_download(requirements: list[Requirement], have: dict[str, str | None],
+                skip: set[str]) -> dict[str, str]:
     """What the other machine lacks of the project's needs: name -> version to fetch."""
-    wanted = [name for name in requirements if name not in skip]
+    wanted = [r for r in requirements if canonical(r.name) not in skip]
     return {name: version for name, version in sorted(needs(wanted, have).items())
             if name not in skip}
 
@@ -109,20 +128,49 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--requirements", type=Path, default=REPO / "requirements.txt")
     parser.add_argument("--dry-run", action="store_true", help="list them; fetch nothing")
     args = parser.parse_args(argv)
-    if not args.have.is_file():
-        parser.error(f"--have {args.have} is not a file; write the other machine's pip freeze "
-                     "into one")
-    if not args.dry_run and not args.dest:
-        parser.error("--dest DIR is needed, where the wheels go (or --dry-run)")
-    if not re.fullmatch(r"3\.\d+", args.python):
-        parser.error(f"--python {args.python}: give the other machine's Python as 3.N")
+    check(parser, args)
+    requirements = read_requirements(args.requirements)
+    have = installed_versions(args.have.read_text())
     skip = {canonical(name) for name in args.skip.split(",") if name}
-    packages = to_download(requirement_names(args.requirements),
-                           installed_names(args.have.read_text()), skip)
+    unknown = sorted(skip - set(needs(requirements)))
+    if unknown:
+        parser.error(f"--skip {', '.join(unknown)}: not among the project's needs; name "
+                     "packages of requirements.txt or what they require")
+    packages = to_download(requirements, have, skip)
+    outdated = [f"{name} {have[name]}" for name in packages if have.get(name)]
+    print(f"to fetch for Python {args.python} ({len(packages)}, pinned to the versions tested "
+          "here" + (f"; replacing {', '.join(outdated)} there, outside the project's ranges"
+                    if outdated else "") + "):" if packages else "nothing to fetch: the other "
+          "machine has all the project needs")
     print("\n".join(f"{name}=={version}" for name, version in packages.items()))
-    if not args.dry_run:
+    if not args.dry_run and packages:
         download(packages, args.dest, args.python, args.platform or list(PLATFORMS))
     return packages
+
+
+def check(parser: ArgumentParser, args) -> None:
+    """Every argument, before anything is read or fetched: one line each."""
+    for path, flag in ((args.have, "--have"), (args.requirements, "--requirements")):
+        if not path.is_file():
+            parser.error(f"{flag} {path} is not a file; "
+                         + ("write the other machine's pip freeze into one" if flag == "--have"
+                            else "pass the project's requirements.txt"))
+        try:
+            path.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            parser.error(f"{flag} {path} cannot be read as text ({type(error).__name__}); "
+                         "pass pip freeze's output as it printed it")
+    if not args.dry_run and not args.dest:
+        parser.error("--dest DIR is needed, where the wheels go (or --dry-run)")
+    if args.dest and args.dest.exists() and not args.dest.is_dir():
+        parser.error(f"--dest {args.dest} is a file; pass a folder for the wheels")
+    if not re.fullmatch(r"3\.(8|9|1[0-9])", args.python):
+        parser.error(f"--python {args.python}: give the other machine's Python as 3.8 to 3.19")
+    for platform in args.platform or []:
+        if not re.fullmatch(r"(manylinux\w+|musllinux\w+|macosx_\w+|win_amd64|win32|any)",
+                            platform):
+            parser.error(f"--platform {platform}: not a wheel platform tag (e.g. "
+                         "manylinux_2_28_x86_64)")
 
 
 if __name__ == "__main__":

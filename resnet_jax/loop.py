@@ -393,6 +393,7 @@ class HostEvents:
         self.recent: list = []  # the calls since the loss was last checked
         self.shown: dict[str, str] = {}  # the latest metrics, on the bar
         self.bar = None
+        self.peak_warned = False
 
     def begin(self, step: int, first: tuple) -> None:
         """The first call has run up to ``step``: the steps' bar and the throughput start."""
@@ -421,6 +422,7 @@ class HostEvents:
         record = {}
         if log_now:
             state, record = log_window(state, self.throughput, self.calls.where, self.measure)
+            self.check_peak(record)
         with self.throughput.paused():
             if eval_now:
                 record.update(self.evaluate(state))
@@ -433,6 +435,15 @@ class HostEvents:
         if interrupted:
             self.bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
         return state, interrupted
+
+    def check_peak(self, record: dict[str, float]) -> None:
+        """Warn once when the run goes faster than its peak: the peak is wrong."""
+        if record.get("mfu", 0.0) > 1.0 and not self.peak_warned:
+            self.peak_warned = True
+            self.bar.write(f"warning: mfu {record['mfu']:.0%} is above 100%: the peak of "
+                           f"{record['peak_tflops']:g} TFLOP/s per device is below what the "
+                           "devices do; give the right one with --config.peak_tflops",
+                           file=sys.stderr)
 
     def evaluate(self, state: Any) -> dict[str, float]:
         with showing(self.bar, "evaluating"):

@@ -97,7 +97,8 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, ending: Ending,
                                   if "train_loss" in r), None),
         **ending.timing,
         "median_images_per_sec": statistics.median(ending.rates) if ending.rates else None,
-        **{f"median_{key}": _median(records, key) for key in ("tflops", "mfu")},
+        "median_tflops": _median(records, "tflops"),
+        **mfu_summary(records),
         "devices": ending.devices,
         "interrupted": ending.interrupted,
     }
@@ -107,6 +108,14 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, ending: Ending,
             plot_curves(records, workdir / CURVES_FILE)
         print(format_summary(summary))
     return summary
+
+
+def mfu_summary(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The median mfu against the latest peak (rows logged under another peak, before a
+    resume that changed it, left out), and that peak (TFLOP/s per device)."""
+    peak = next((r["peak_tflops"] for r in reversed(records) if "peak_tflops" in r), None)
+    same = [r for r in records if peak is not None and r.get("peak_tflops") == peak]
+    return {"median_mfu": _median(same, "mfu"), "peak_tflops": peak}
 
 
 def _median(records: list[dict[str, Any]], key: str) -> float | None:

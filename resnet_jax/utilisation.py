@@ -53,7 +53,8 @@ def flops_per_image(model: Any, image_shape: tuple[int, ...]) -> float:
 @dataclasses.dataclass(frozen=True)
 class Meter:
     """Images/s -> ``tflops`` achieved over all ``devices``, and ``mfu``, their fraction of
-    ``devices`` times the per-device ``peak``, where the peak is known."""
+    ``devices`` times the per-device ``peak`` (given with it as ``peak_tflops``), where the
+    peak is known."""
 
     image_flops: float
     peak: float | None
@@ -61,8 +62,10 @@ class Meter:
 
     def __call__(self, images_per_sec: float) -> dict[str, float]:
         tflops = images_per_sec * self.image_flops / 1e12
-        return {"tflops": tflops, **({"mfu": tflops / (self.peak * self.devices)}
-                                     if self.peak else {})}
+        if not self.peak:
+            return {"tflops": tflops}
+        return {"tflops": tflops, "mfu": tflops / (self.peak * self.devices),
+                "peak_tflops": self.peak}
 
 
 def meter(model: Any, image_shape: tuple[int, ...], dtype: str, given_peak: float = 0.0) -> Meter:

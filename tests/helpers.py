@@ -45,7 +45,7 @@ def _flag_value(value) -> str:
     return str(value)
 
 
-TIMINGS = ("images_per_sec", "wall_seconds", "tflops", "mfu")  # differ from run to run
+TIMINGS = ("images_per_sec", "wall_seconds", "tflops", "mfu", "peak_tflops")  # vary per run
 
 
 def metric_rows(workdir: Path, drop=TIMINGS) -> list[dict]:

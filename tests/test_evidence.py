@@ -59,6 +59,8 @@ def test_cpu_smoke_records_each_part_with_its_source_and_reports_it(tmp_path):
     assert report.returncode == 0
     assert report.stdout.count(" x cpu; jax ") == len(SMOKE_PARTS)
     assert f"commit {commit[:12]}" in report.stdout and "CPU smoke run, tiny sizes" in report.stdout
+    assert ": met" not in report.stdout and ": missed" not in report.stdout
+    assert "<= 3 min on an H100/H200: not judged, a smoke run" in report.stdout
 
 
 def test_a_part_cut_short_by_the_deadline_records_nothing(tmp_path):
@@ -99,26 +101,39 @@ def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_run
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"commit": "abc", "smoke": False, "seconds": 300.0,
                                 "started": "2026-11-30T10:00:00+00:00"}))
-    planned = {name: (estimate, why) for name, estimate, why in evidence.plan(
+    planned = {name: (estimate, why) for name, estimate, why, _ in evidence.plan(
         list(evidence_parts.PARTS), tmp_path, device, "abc", 9, False, None, False)}
     assert planned["throughput"][1] == "recorded for this code on NVIDIA H200 (2026-11-30)"
     assert planned["paper_schedule"][1].startswith("needs --data")
     assert planned["streaming"] == (300.0, None)  # never timed here: its default, 5 minutes
     other = evidence.plan(["throughput"], tmp_path, device, "def", 9, False, None, False)
-    assert other == [("throughput", 375.0, None)]  # 1.25 x its last duration on this kind
+    assert other == [("throughput", 375.0, None, "1.25 x its last run here")]
     assert evidence.fits("degradation", 720.0, 240.0)  # resumable: a third of it is enough
     assert not evidence.fits("streaming", 300.0, 240.0)
 
 
 @pytest.mark.parametrize("flags,message", [
     (["--minutes", "3", "--parts", "throughput,warp"],
-     "error: --parts: no part named warp; the parts are throughput, paper_schedule, streaming, "
-     "time_to_accuracy, degradation, throughput_full"),
+     "error: --parts 'throughput,warp': no part named 'warp'; give each once, comma-separated, "
+     "of throughput, paper_schedule, streaming, time_to_accuracy, degradation, throughput_full"),
+    (["--minutes", "3", "--parts", "throughput,throughput"],
+     "error: --parts 'throughput,throughput': a part is named twice"),
+    (["--minutes", "3", "--cpu-smoke", "--data", "folder:{case}"],
+     "error: --cpu-smoke trains on synthetic images: leave out --data"),
+    (["--minutes", "3", "--write"], "error: --write goes with --report"),
+    (["--minutes", "0"], "error: --minutes 0 must be above 0 and at most 10,080 (a week)"),
+    (["--report", "--minutes", "3"], "error: --report makes the section from the result files "
+                                     "alone: leave out --minutes"),
+    (["--report", "--out", "{case}/nothing"], "error: --out {case}/nothing is not a folder of "
+                                              "result files"),
+    (["--report", "--write", "--out", "{case}"], "error: {case} holds no result file: the "
+                                                 "README's measured section is left as it is"),
     (["--minutes", "0.5", "--cpu-smoke"], "error: --minutes 0.5 is under the shortest part"),
     (["--minutes", "3", "--data", "folder:{case}/nothing"],
      "error: --data folder:{case}/nothing: pass the CIFAR-10 images as folder:PATH"),
     (["--minutes", "3", "--out", "{case}/a_file/results"],
      "error: --out {case}/a_file/results cannot be written to"),
+    (["--minutes", "3", "--out", "{case}/a_file"], "error: --out {case}/a_file is a file"),
     (["--minutes", "3", "--commit", "xyz"], "error: --commit xyz is not a commit hash"),
     (["--minutes", "3"], "error: this machine has no accelerator (JAX sees only the CPU)"),
 ])
@@ -132,6 +147,25 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path, flags, message):
     assert result.stderr.strip().startswith(message.format(case=tmp_path))
     assert len(result.stderr.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before and not out.exists()
+
+
+def test_a_plan_counts_the_minutes_of_the_parts_it_would_run(tmp_path):
+    planned = run_evidence("--plan", "--cpu-smoke", "--minutes", 2.5, "--out", tmp_path / "r",
+                           "--work", tmp_path / "w")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert planned.stdout.count("would run, about 1.0 min (a default: not yet timed here)") == 2
+    assert "streaming: skipped, about 1.0 min (a default: not yet timed here) does not " \
+           "fit in the 0.5 min left" in planned.stdout
+    assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_broken_result_file_is_named_in_one_line(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "throughput.json").write_text('{"part": "throughput", "figu')
+    result = run_evidence("--report", "--out", tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith(
+        f"error: {tmp_path / 'cpu' / 'throughput.json'} is not a result file (JSONDecodeError")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_the_readmes_measured_section_is_the_reports_output():
@@ -149,13 +183,21 @@ def test_the_wheelhouse_lists_what_a_machine_without_network_lacks(tmp_path):
     from benchmarks import wheelhouse
 
     freeze = tmp_path / "freeze.txt"
-    freeze.write_text("absl-py==2.1.0\ncloudpickle==3.0\netils==1.7\nflax==0.12.1\njax==0.11.2\n"
-                      "numpy==2.1.0\noptax==0.2.5\norbax-checkpoint==0.11\nprotobuf==5.29\n"
-                      "Pillow==11\nmatplotlib==3.9\ntqdm==4.66\nPyYAML==6.0\npackaging==24\n"
-                      "importlib_resources==6\n")
+    image = ("absl-py==2.1.0\ncloudpickle==3.0\netils==1.7\nflax==0.12.8\njax==0.11.2\n"
+             "jaxlib==0.11.2\nnumpy==2.1.0\noptax==0.2.8\norbax-checkpoint==0.12.8\n"
+             "protobuf==5.29\nPillow==11\nmatplotlib==3.9\ntqdm==4.66\nPyYAML==6.0\n"
+             "packaging==24\nimportlib_resources==6\n")
+    freeze.write_text(image)
     packages = wheelhouse.main(["--have", str(freeze), "--dry-run"])
     assert set(packages) == {"array-record", "grain", "ml-collections", "portpicker", "psutil",
                              "simplejpeg", "tensorboardx"}
     assert packages["grain"] == metadata.version("grain")  # the versions tested here
+    freeze.write_text(image.replace("optax==0.2.8", "optax==0.1.7"))  # below the project's range
+    assert packages.items() < wheelhouse.main(["--have", str(freeze), "--dry-run"]).items()
+    assert wheelhouse.main(["--have", str(freeze), "--dry-run"])["optax"] == metadata.version(
+        "optax")
+    for flags in (["--skip", "tensorflw-cpu"], ["--python", "3.99"], ["--dest", str(freeze)]):
+        with pytest.raises(SystemExit, match="2"):
+            wheelhouse.main(["--have", str(freeze), *flags])
     with pytest.raises(SystemExit):
         wheelhouse.main(["--have", str(tmp_path / "missing.txt"), "--dry-run"])

@@ -19,6 +19,7 @@ from resnet_jax.config_schema import (
     validate,
 )
 from resnet_jax.parallel import PARALLEL
+from resnet_jax.report import mfu_summary
 from resnet_jax.training import (
     OPTIMIZERS,
     SCHEDULES,
@@ -330,5 +331,9 @@ def test_the_peak_of_a_device_comes_from_its_kind_or_from_the_user():
     assert peak_tflops("cpu", "float32") is None
     assert peak_tflops("cpu", "float32", given=1.5) == 1.5
     meter = Meter(image_flops=2e9, peak=100.0, devices=4)
-    assert meter(1000.0) == pytest.approx({"tflops": 2.0, "mfu": 2.0 / 400})
+    assert meter(1000.0) == pytest.approx({"tflops": 2.0, "mfu": 2.0 / 400, "peak_tflops": 100})
     assert Meter(2e9, None, 1)(1000.0) == {"tflops": 2.0}
+    rows = [{"mfu": 0.9, "peak_tflops": 1.0}, {"mfu": 0.5, "peak_tflops": 2.0},
+            {"mfu": 0.4, "peak_tflops": 2.0}, {"tflops": 0.1}]  # a resume changed the peak
+    assert mfu_summary(rows) == {"median_mfu": pytest.approx(0.45),
+                                 "peak_tflops": 2.0}
