@@ -39,7 +39,8 @@ if not __package__:  # run as a file (python benchmarks/degradation.py): import 
 from resnet_jax.command_line import ArgumentParser
 from resnet_jax.errors import ConfigError, ResNetError
 from resnet_jax.interrupts import StartInterrupted
-from resnet_jax.loop import check_config, train_and_evaluate
+from resnet_jax.loop import train_and_evaluate
+from resnet_jax.start import check_config
 from resnet_jax.workdir import read_metrics
 
 KINDS = ("plain", "residual")

@@ -46,14 +46,16 @@ if not __package__:  # run as a file (python benchmarks/throughput.py): import f
 
 from benchmarks.torch_models import torch_model
 from configs import smoke
-from resnet_jax import create_model, data, utilisation
+from resnet_jax import create_model, utilisation
 from resnet_jax.command_line import ArgumentParser, at_least, check_out
 from resnet_jax.config_schema import ConfigError, validate
-from resnet_jax.loop import compiled_loops, train_and_evaluate
+from resnet_jax.loop import train_and_evaluate
 from resnet_jax.metrics import Throughput
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
+from resnet_jax.pipelines import datasets
 from resnet_jax.pipelines.in_memory import InMemory
+from resnet_jax.train_calls import compiled_loops
 from resnet_jax.training import create_train_state, parallel_train
 from resnet_jax.workdir import read_metrics
 
@@ -88,9 +90,9 @@ def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict
     """The bare step: one step per call on the same batch, nothing else on the host."""
     config = bench_config(model, size, batch, dtype)
     rng = np.random.default_rng(0)
-    split = data.Split(rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8),
+    split = datasets.Split(rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8),
                        rng.integers(0, config.num_classes, 2 * batch).astype(np.int32))
-    pipeline = InMemory(data.make_dataset(split, split, config.num_classes),
+    pipeline = InMemory(datasets.make_dataset(split, split, config.num_classes),
                         batch_size=batch, seed=0, augment=True, dtype=dtype)
     state = jax.device_put(create_train_state(config, build_model(config), (size, size, 3)),
                            placement(config))

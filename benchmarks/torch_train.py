@@ -40,17 +40,16 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.torch_models import torch_model
-from resnet_jax import data
 from resnet_jax.command_line import chosen_config_keys, parse_flags
 from resnet_jax.config_schema import resolved, validate
 from resnet_jax.errors import ConfigError, ResNetError
-from resnet_jax.loop import next_event
 from resnet_jax.metrics import MetricWriter, Throughput, timing_summary
 from resnet_jax.models import build_model
-from resnet_jax.pipelines import build_pipeline, step_key
+from resnet_jax.pipelines import build_pipeline, datasets, step_key
 from resnet_jax.pipelines.in_memory import augmentation_draws
 from resnet_jax.report import Ending, finish_run
 from resnet_jax.torch_compat import to_torchvision
+from resnet_jax.train_calls import next_event
 from resnet_jax.training import create_train_state, learning_rate_schedule
 from resnet_jax.workdir import CHECKPOINT_DIR, CONFIG_FILE, TWIN_CONFIG_FILE, write_atomically
 
@@ -127,7 +126,7 @@ def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
 class DeviceData:
     """Both splits as uint8 and int64 tensors on the device, and their normalisation."""
 
-    def __init__(self, dataset: data.Dataset, dev: torch.device, channels_last: bool):
+    def __init__(self, dataset: datasets.Dataset, dev: torch.device, channels_last: bool):
         self.train_images = torch.from_numpy(dataset.train.images).to(dev)
         self.train_labels = torch.from_numpy(dataset.train.labels).long().to(dev)
         self.test_images = torch.from_numpy(dataset.test.images).to(dev)

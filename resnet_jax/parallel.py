@@ -54,9 +54,17 @@ def devices_line(backend: str, devices: int, processes: int, gpu_present: bool) 
     return line
 
 
+def process_slice(global_size: int) -> tuple[int, int]:
+    """(first place, count) of this process's contiguous share of a global batch of
+    ``global_size`` (all of it in a single process)."""
+    local = global_size // jax.process_count()
+    return jax.process_index() * local, local
+
+
 def process_share(global_batch: np.ndarray, axis: int = 0) -> np.ndarray:
-    """This process's contiguous share of a global batch (all of it in a single process)."""
-    return np.split(global_batch, jax.process_count(), axis=axis)[jax.process_index()]
+    """This process's share (:func:`process_slice`) of a global batch along ``axis``."""
+    first, local = process_slice(global_batch.shape[axis])
+    return np.take(global_batch, np.arange(first, first + local), axis=axis)
 
 
 def gather_json(value: Any) -> list[Any]:

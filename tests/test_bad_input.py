@@ -21,8 +21,8 @@ import pytest
 from helpers import REPO, metric_rows, overrides_as_flags, run_train_py, tiny_config
 from PIL import Image
 
-from resnet_jax.data import synthetic_dataset
 from resnet_jax.loop import train_and_evaluate
+from resnet_jax.pipelines.datasets import synthetic_dataset
 
 RUN_CONFIG = tiny_config(num_train_steps=8, eval_every_steps=8, checkpoint_every_steps=4)
 
@@ -184,7 +184,7 @@ CASES = {
     "a file that is not an image": Case(
         ["--config.dataset=folder:{case}/images", "--config.num_classes=3"],
         "1 file(s) under {case}/images/train cannot be read as images: "
-        "{case}/images/train/dog/x.jpg (UnidentifiedImageError)", _with_non_image),
+        "{case}/images/train/dog/x.jpg (not an image format PIL knows)", _with_non_image),
     "a single class": Case(
         ["--config.dataset=folder:{case}/images", "--config.num_classes=2"],
         "the dataset has 1 class; a classifier needs at least 2: add class folders",

@@ -9,6 +9,7 @@ from PIL import Image
 
 from configs import smoke
 from resnet_jax import data
+from resnet_jax.pipelines import datasets, images
 
 
 def config_for(dataset, **overrides):
@@ -31,7 +32,7 @@ def write_image_folder(root, classes=("cat", "dog", "frog"), per_class=(4, 2), s
 
 def test_folder_source_reads_classes_in_sorted_order(tmp_path):
     root = write_image_folder(tmp_path / "images")
-    dataset = data.load_dataset(config_for(f"folder:{root}"))
+    dataset = datasets.load_dataset(config_for(f"folder:{root}"))
     assert dataset.num_classes == 3
     assert dataset.train.images.shape == (12, 8, 8, 3) and dataset.train.images.dtype == np.uint8
     assert dataset.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
@@ -39,12 +40,25 @@ def test_folder_source_reads_classes_in_sorted_order(tmp_path):
     np.testing.assert_array_equal(dataset.train.images[5], png)
 
 
+def test_16_bit_images_give_the_same_pixels_in_memory_as_streaming(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    wide = np.random.default_rng(1).integers(0, 65536, (8, 8), dtype=np.uint16)
+    for path in root.glob("*/*/0000.png"):
+        Image.fromarray(wide).save(path)  # mode I;16
+    dataset = datasets.load_dataset(config_for(f"folder:{root}"))
+    streamed = np.asarray(images.open_rgb((root / "train" / "cat" / "0000.png").read_bytes()))
+    np.testing.assert_array_equal(dataset.train.images[0], streamed)
+    np.testing.assert_array_equal(streamed, images.decode_fast(
+        (root / "train" / "cat" / "0000.png").read_bytes()))
+    assert streamed.std() > 20  # scaled from 16 bits, not clipped to white
+
+
 def test_a_slow_load_shows_files_decoded_of_all(tmp_path, monkeypatch, capsys):
     root = write_image_folder(tmp_path / "images")
-    decode, slow = data._decode, root / "train" / "cat" / "0000.png"
-    monkeypatch.setattr(data, "_decode", lambda path: time.sleep(1.5 * (path == slow)) or
+    decode, slow = datasets._decode, root / "train" / "cat" / "0000.png"
+    monkeypatch.setattr(datasets, "_decode", lambda path: time.sleep(1.5 * (path == slow)) or
                         decode(path))  # the bar shows once loading has taken a second
-    data.load_dataset(config_for(f"folder:{root}"))
+    datasets.load_dataset(config_for(f"folder:{root}"))
     bar = capsys.readouterr().err
     assert f"decoding {root / 'train'}" in bar and "12/12" in bar and "img/s" in bar
 
@@ -65,7 +79,7 @@ def test_folder_source_problems_are_named(tmp_path, problem, message):
     if problem == "a split":
         root = write_image_folder(root) / "train"
     with pytest.raises(data.DataError, match=message):
-        data.load_dataset(config_for(f"folder:{root}"))
+        datasets.load_dataset(config_for(f"folder:{root}"))
 
 
 def write_cifar10_python(root, rng):
@@ -84,7 +98,7 @@ def write_cifar10_python(root, rng):
 def test_cifar10_python_source_reads_the_pickled_batches(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
     images, labels = write_cifar10_python(root, np.random.default_rng(0))
-    dataset = data.load_dataset(config_for(f"cifar:{root}"))
+    dataset = datasets.load_dataset(config_for(f"cifar:{root}"))
     assert dataset.num_classes == 10 and len(dataset.train) == 20 and len(dataset.test) == 4
     assert (dataset.mean, dataset.std) == data.CIFAR10_STATS
     np.testing.assert_array_equal(dataset.train.images[7], images[7].transpose(1, 2, 0))
@@ -100,21 +114,21 @@ def test_cifar100_python_source_uses_fine_labels(tmp_path):
                  b"fine_labels": list(range(90, 90 + n)), b"coarse_labels": [0] * n}
         with open(root / name, "wb") as f:
             pickle.dump(batch, f)
-    dataset = data.load_dataset(config_for(f"cifar:{root}"))
+    dataset = datasets.load_dataset(config_for(f"cifar:{root}"))
     assert dataset.num_classes == 100 and (dataset.mean, dataset.std) == data.CIFAR100_STATS
     assert dataset.train.labels.tolist() == [90, 91, 92, 93, 94, 95]
 
 
 def test_cifar_source_in_the_wrong_format_is_named(tmp_path):
     with pytest.raises(data.DataError, match="is not a cifar-10-batches-py directory"):
-        data.load_dataset(config_for(f"cifar:{tmp_path}"))
+        datasets.load_dataset(config_for(f"cifar:{tmp_path}"))
 
 
 def test_tfds_source_reads_mock_data(monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(data, "_reachable", lambda url: True)  # the mock "downloads"
+    monkeypatch.setattr(datasets, "_reachable", lambda url: True)  # the mock "downloads"
     with tfds.testing.mock_data(num_examples=24):
-        dataset = data.load_dataset(config_for("cifar10"))
+        dataset = datasets.load_dataset(config_for("cifar10"))
     assert dataset.train.images.shape == (24, 32, 32, 3) and dataset.num_classes == 10
     assert dataset.train.labels.dtype == np.int32
 
@@ -122,7 +136,7 @@ def test_tfds_source_reads_mock_data(monkeypatch):
 def test_tfds_without_data_or_network_fails_fast_naming_the_ways_out(tmp_path):
     started = time.time()
     with pytest.raises(data.DataError) as error:
-        data.load_dataset(config_for("cifar10", data_dir=str(tmp_path)))
+        datasets.load_dataset(config_for("cifar10", data_dir=str(tmp_path)))
     assert time.time() - started < 30
     for way in ("data_dir", "folder:PATH", "cifar:PATH"):
         assert way in str(error.value)
@@ -130,7 +144,7 @@ def test_tfds_without_data_or_network_fails_fast_naming_the_ways_out(tmp_path):
 
 def test_unknown_tfds_name_is_named():
     with pytest.raises(data.DataError, match="TFDS has no dataset named 'cifar11'"):
-        data.load_dataset(config_for("cifar11"))
+        datasets.load_dataset(config_for("cifar11"))
 
 
 def test_local_sources_do_not_import_tensorflow(tmp_path):
@@ -138,9 +152,9 @@ def test_local_sources_do_not_import_tensorflow(tmp_path):
     import sys
 
     root = write_image_folder(tmp_path / "images")
-    code = ("import sys; from configs import smoke; from resnet_jax import data; "
-            f"c = smoke.get_config(); c.dataset = 'folder:{root}'; data.load_dataset(c); "
-            "c.dataset = 'synthetic'; data.load_dataset(c); "
+    code = ("import sys; from configs import smoke; from resnet_jax.pipelines import datasets; "
+            f"c = smoke.get_config(); c.dataset = 'folder:{root}'; datasets.load_dataset(c); "
+            "c.dataset = 'synthetic'; datasets.load_dataset(c); "
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
@@ -157,7 +171,7 @@ def test_class_folders_are_read_at_any_depth_hidden_ones_left_out_loose_images_n
         (root / split / ".ipynb_checkpoints").mkdir()
         (root / split / "dog" / "._0000.png").write_bytes(b"resource fork")
     (root / "train" / "loose.png").write_bytes((root / "train" / "dog" / "0000.png").read_bytes())
-    dataset = data.load_dataset(config_for(f"folder:{root}", num_classes=3))
+    dataset = datasets.load_dataset(config_for(f"folder:{root}", num_classes=3))
     assert dataset.class_names == ("cat", "dog", "frog") and len(dataset.train) == 12
     assert ("warning: 1 image(s) directly under " + str(root / "train") + " are in no class "
             "folder and are left out: loose.png") in capsys.readouterr().err

@@ -6,17 +6,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import data, parallel
-from resnet_jax.pipelines import normalize, step_key
+from resnet_jax import parallel
+from resnet_jax.pipelines import datasets, normalize, step_key
 from resnet_jax.pipelines.in_memory import InMemory, augment, eval_batches, train_indices
 
 
 def small_pipeline(augment=True, **options):
     rng = np.random.default_rng(0)
-    train = data.Split(rng.integers(0, 256, (100, 8, 8, 3), dtype=np.uint8),
+    train = datasets.Split(rng.integers(0, 256, (100, 8, 8, 3), dtype=np.uint8),
                        rng.integers(0, 10, 100).astype(np.int32))
-    test = data.Split(train.images[:30], train.labels[:30])
-    return InMemory(data.make_dataset(train, test, 10), batch_size=32, seed=0, augment=augment,
+    test = datasets.Split(train.images[:30], train.labels[:30])
+    return InMemory(datasets.make_dataset(train, test, 10), batch_size=32, seed=0, augment=augment,
                     **options)
 
 
@@ -116,6 +116,6 @@ def test_augmentation_is_the_same_on_one_device_and_on_eight():
 @pytest.mark.parametrize("images", [np.full((4, 2, 2, 3), 7, np.uint8),
                                     np.arange(48, dtype=np.uint8).reshape(4, 2, 2, 3)])
 def test_measured_statistics_match_numpy_and_never_divide_by_zero(images):
-    mean, std = data.channel_stats(images, rows=5)
+    mean, std = datasets.channel_stats(images, rows=5)
     np.testing.assert_allclose(mean, images.mean(axis=(0, 1, 2)) / 255, rtol=1e-12)
     np.testing.assert_allclose(std, np.maximum(images.std(axis=(0, 1, 2)), 1) / 255, rtol=1e-9)

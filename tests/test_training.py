@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from helpers import metric_rows, run_train_py, tiny_config
 
-from resnet_jax import loop, restore
+from resnet_jax import restore, train_calls
+from resnet_jax.errors import ConfigError, TrainingDiverged
 from resnet_jax.evaluate import evaluate_run
-from resnet_jax.loop import ConfigError, TrainingDiverged, train_and_evaluate
+from resnet_jax.loop import train_and_evaluate
 from resnet_jax.models import build_model
 from resnet_jax.pipelines import build_pipeline, normalize
 from resnet_jax.summary import summarize
@@ -37,7 +38,7 @@ def test_a_tiny_model_overfits_a_fixed_batch():
 
 
 def test_one_or_ten_steps_per_compiled_call_train_bit_for_bit_the_same(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "LOOPS_ON_CPU", True)  # on a CPU, calls run one step otherwise
+    monkeypatch.setattr(train_calls, "LOOPS_ON_CPU", True)  # on a CPU, calls run one step otherwise
     # Cadences that 10 does not divide: each call still ends where the host acts.
     config = tiny_config(num_train_steps=23, log_every_steps=5, eval_every_steps=9,
                          checkpoint_every_steps=6, steps_per_call=1)

@@ -8,6 +8,7 @@ import numpy as np
 
 from resnet_jax import data
 from resnet_jax.models import create_model
+from resnet_jax.pipelines import datasets
 from resnet_jax.pipelines.base import Pipeline, normalize, step_key
 from resnet_jax.pipelines.in_memory import InMemory
 
@@ -16,7 +17,7 @@ __all__ = ["Pipeline", "build_pipeline", "check_dataset", "evaluation_pipeline",
 
 
 def _in_memory(config: ml_collections.ConfigDict) -> Pipeline:
-    dataset = data.load_dataset(config)
+    dataset = datasets.load_dataset(config)
     check_dataset(dataset, config)
     return InMemory(dataset, batch_size=config.batch_size, seed=config.seed,
                     augment=config.augment, dtype=config.dtype)
@@ -50,20 +51,20 @@ def evaluation_pipeline(config: ml_collections.ConfigDict, mean: tuple[float, ..
     statistics the run trained with; in memory, only the test split is read."""
     if config.pipeline != "in_memory":
         return build_pipeline(config)
-    test = data.load_split(config, "test")
+    test = datasets.load_split(config, "test")
     height, width = test.split.images.shape[1:3]
     if (height, width) != (config.image_size, config.image_size):
         raise data.DataError(f"the evaluation images are {height}x{width}, but the run trained "
                              f"at image_size={config.image_size}: the data has changed since; "
                              "restore it")
-    nothing = data.Split(test.split.images[:0], test.split.labels[:0])
-    dataset = data.Dataset(nothing, test.split, len(test.class_names), tuple(mean), tuple(std),
+    nothing = datasets.Split(test.split.images[:0], test.split.labels[:0])
+    dataset = datasets.Dataset(nothing, test.split, len(test.class_names), tuple(mean), tuple(std),
                            tuple(test.class_names))
     return InMemory(dataset, batch_size=config.batch_size, seed=config.seed, augment=False,
                     dtype=config.dtype)
 
 
-def check_dataset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> None:
+def check_dataset(dataset: datasets.Dataset, config: ml_collections.ConfigDict) -> None:
     """Refuse in-memory data that does not fit the config, naming the setting that fixes it."""
     labels = np.concatenate([dataset.train.labels, dataset.test.labels])
     _check_fit(dataset.num_classes, labels, len(dataset.train), config)

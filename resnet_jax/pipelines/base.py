@@ -11,11 +11,13 @@ how it is augmented.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Batch = dict[str, Any]
 
@@ -97,3 +99,10 @@ def normalize(images: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ..
     std = jnp.asarray(std, jnp.float32) * 255.0
     return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
 
+
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+    """The order of the training examples in one epoch: a function of (seed, epoch) alone."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+    order.flags.writeable = False  # shared by every step of the epoch
+    return order

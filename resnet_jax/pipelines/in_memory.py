@@ -9,16 +9,15 @@ any number of devices and processes sees the same numbers.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax.data import Dataset
 from resnet_jax.parallel import process_share
-from resnet_jax.pipelines.base import Batch, Pipeline, normalize
+from resnet_jax.pipelines.base import Batch, Pipeline, epoch_permutation, normalize
+from resnet_jax.pipelines.datasets import Dataset
 
 
 class InMemory(Pipeline):
@@ -61,14 +60,6 @@ class InMemory(Pipeline):
     def prepare_eval(self, resident: Batch, batch: Batch) -> tuple[jnp.ndarray, jnp.ndarray]:
         return (normalize(resident["test_images"][batch["indices"]], self.mean, self.std,
                           self.dtype), resident["test_labels"][batch["indices"]])
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
-    """The order of the training examples in one epoch: a function of (seed, epoch) alone."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
-    order.flags.writeable = False  # shared by every step of the epoch
-    return order
 
 
 def train_indices(seed: int, step: int, batch_size: int, num_examples: int) -> np.ndarray:

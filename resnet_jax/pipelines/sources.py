@@ -12,7 +12,6 @@ import numpy as np
 
 from resnet_jax import data
 from resnet_jax.data import DataError
-from resnet_jax.quiet import absl_logs_quiet
 
 Record = tuple[bytes, int, str]  # encoded image, label, a name to report it by
 
@@ -84,15 +83,8 @@ def open_folder(root: Path) -> Sources:
 def open_tfds(name: str, data_dir: str | None) -> Sources:
     """A prepared TFDS image-classification dataset in array_record format; its
     'validation' split (else 'test') evaluates."""
-    tfds = data.import_tfds()
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(f"TFDS has no dataset named {name!r}; use a TFDS name such as "
-                        "imagenet2012 or imagenette, or folder:PATH") from None
+    builder, prepared = data.tfds_builder(name, data_dir)
     build = f"tfds build {name} --file_format=array_record"
-    with absl_logs_quiet():  # TFDS warns that the folder it looks for has no dataset_info
-        prepared = builder.is_prepared()
     if not prepared:
         raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir}; prepare "
                         f"it with `{build}` (--data_dir to choose where), then pass that "

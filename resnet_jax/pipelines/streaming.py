@@ -30,11 +30,10 @@ from absl import flags
 from PIL import Image
 from tqdm import tqdm
 
-from resnet_jax.data import DataError
-from resnet_jax.parallel import gather_json
+from resnet_jax.errors import DataError
+from resnet_jax.parallel import gather_json, process_slice
 from resnet_jax.pipelines import images
-from resnet_jax.pipelines.base import Batch, Pipeline, normalize
-from resnet_jax.pipelines.in_memory import epoch_permutation
+from resnet_jax.pipelines.base import Batch, Pipeline, epoch_permutation, normalize
 from resnet_jax.pipelines.sources import Sources
 
 MAX_UNREADABLE_IN_A_ROW = 100
@@ -70,12 +69,6 @@ def _worker_init(index: int, count: int) -> None:
         os._exit(1)
 
     threading.Thread(target=exit_when_orphaned, daemon=True).start()
-
-
-def _share(global_size: int) -> tuple[int, int]:
-    """(first place, count) of this process's contiguous share of a global batch."""
-    local = global_size // jax.process_count()
-    return jax.process_index() * local, local
 
 
 @dataclasses.dataclass
@@ -178,7 +171,7 @@ class Streaming(Pipeline):
     def _start(self, step: int) -> None:
         self._stop()
         _grain_flags_ready()
-        first, local = _share(self.batch_size)
+        first, local = process_slice(self.batch_size)
         dataset = grain.MapDataset.range(step, LAST_STEP).map(
             TrainBatch(self.sources.train, self.transform, self.batch_size, first, local))
         dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1,
@@ -197,7 +190,7 @@ class Streaming(Pipeline):
         return batch
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        first, local = _share(batch_size)
+        first, local = process_slice(batch_size)
         count = -(-self.eval_examples // batch_size)
         dataset = grain.MapDataset.range(count).map(
             EvalBatch(self.sources.eval, self.transform, batch_size, first, local))
