@@ -34,29 +34,22 @@ import flax
 import jax
 import numpy as np
 
-try:
-    import torch
-except ModuleNotFoundError:  # not in the README's main install
-    raise SystemExit("error: this script runs PyTorch too; install it with "
-                     "pip install -r requirements-dev.txt") from None
-import torch.nn.functional as F
-
 if not __package__:  # run as a file (python benchmarks/throughput.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.torch_models import torch_model
+from benchmarks.torch_required import F, torch
 from configs import smoke
 from resnet_jax import create_model, utilisation
 from resnet_jax.command_line import ArgumentParser, at_least, check_out
 from resnet_jax.config_schema import ConfigError, validate
-from resnet_jax.loop import train_and_evaluate
+from resnet_jax.loop import train_and_evaluate, train_state
 from resnet_jax.metrics import Throughput
 from resnet_jax.models import build_model
-from resnet_jax.parallel import placement
 from resnet_jax.pipelines import datasets
 from resnet_jax.pipelines.in_memory import InMemory
 from resnet_jax.train_calls import compiled_loops
-from resnet_jax.training import create_train_state, parallel_train
+from resnet_jax.training import parallel_train
 from resnet_jax.workdir import read_metrics
 
 FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
@@ -91,12 +84,11 @@ def jax_row(model: str, size: int, batch: int, dtype: str, timing: dict) -> dict
     config = bench_config(model, size, batch, dtype)
     rng = np.random.default_rng(0)
     split = datasets.Split(rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8),
-                       rng.integers(0, config.num_classes, 2 * batch).astype(np.int32))
+                           rng.integers(0, config.num_classes, 2 * batch).astype(np.int32))
     pipeline = InMemory(datasets.make_dataset(split, split, config.num_classes),
                         batch_size=batch, seed=0, augment=True, dtype=dtype)
-    state = jax.device_put(create_train_state(config, build_model(config), (size, size, 3)),
-                           placement(config))
-    resident = jax.device_put(pipeline.resident(), placement(config))
+    state, where = train_state(config, pipeline)  # as the trainer starts a new run
+    resident = jax.device_put(pipeline.resident(), where)
     p_train = parallel_train(config, pipeline, looped=False)
     batches, one = pipeline.train_batches(0, 1), np.int32(1)
     holder = {"state": state}

@@ -7,12 +7,10 @@ counterparts) are built here, mirroring resnet_jax/models.py layer for layer.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-import torchvision
-from torch import nn
-
+from benchmarks.torch_required import F, torch
 from resnet_jax import create_model
+
+nn = torch.nn  # imported through the guard: one line where PyTorch is missing
 
 
 class Block(nn.Module):
@@ -89,6 +87,8 @@ def torch_model(name: str, num_classes: int, residual: bool = True) -> nn.Module
     if spec.stem == "imagenet":
         if not residual:
             raise ValueError("plain (residual=False) ImageNet-layout nets have no torchvision twin")
+        import torchvision
+
         return getattr(torchvision.models, name)(num_classes=num_classes)
     bottleneck = spec.block_cls.expansion == 4
     return CifarResNet(spec.stage_sizes, spec.stage_widths, bottleneck, spec.shortcut, residual,

@@ -7,15 +7,15 @@ max |difference| of eval-mode logits relative to max |logit|, float32.
 """
 
 
+import sys
+from pathlib import Path
+
 import numpy as np
 
-try:
-    import torch
-except ModuleNotFoundError:  # not in the README's main install
-    raise SystemExit("error: this script runs PyTorch too; install it with "
-                     "pip install -r requirements-dev.txt") from None
-import torchvision
+if not __package__:  # run as a file (python benchmarks/torch_parity.py): import from the repo
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from benchmarks.torch_required import torch
 from resnet_jax import create_model
 from resnet_jax.command_line import ArgumentParser
 from resnet_jax.models import IMAGENET_DEPTHS
@@ -24,6 +24,8 @@ from resnet_jax.torch_compat import from_torchvision
 
 def randomised_torchvision(name: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
+    import torchvision
+
     model = getattr(torchvision.models, name)().eval()
     with torch.no_grad():
         for module in model.modules():

@@ -25,13 +25,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-
-try:
-    import torch
-except ModuleNotFoundError:  # not in the README's main install
-    raise SystemExit("error: this script runs PyTorch too; install it with "
-                     "pip install -r requirements-dev.txt") from None
-import torch.nn.functional as F
 from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -40,6 +33,7 @@ if not __package__:  # run as a file (python benchmarks/torch_train.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.torch_models import torch_model
+from benchmarks.torch_required import F, torch
 from resnet_jax.command_line import chosen_config_keys, parse_flags
 from resnet_jax.config_schema import resolved, validate
 from resnet_jax.errors import ConfigError, ResNetError

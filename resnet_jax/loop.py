@@ -110,8 +110,8 @@ def finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]
     return report_finished(workdir, config)
 
 
-def train_state(config: ml_collections.ConfigDict, pipeline: Any, manager: Any,
-                latest: int | None, start_from: Any) -> tuple[Any, Any]:
+def train_state(config: ml_collections.ConfigDict, pipeline: Any, manager: Any = None,
+                latest: int | None = None, start_from: Any = None) -> tuple[Any, Any]:
     """The train state on every device (new, from ``start_from``'s weights if any, or the
     checkpoint of step ``latest``, with the pipeline's position), and its placement."""
     where = placement(config)
