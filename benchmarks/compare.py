@@ -9,7 +9,6 @@ images/s, and their ratios); DIR defaults to RUN_TORCH's parent directory.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ml_collections import ConfigDict
@@ -19,10 +18,11 @@ from resnet_jax.config_schema import changed_fixed_keys
 from resnet_jax.metrics import plot_curves
 from resnet_jax.workdir import (
     SUMMARY_FILE,
-    TWIN_CONFIG_FILE,
     WorkdirError,
     read_config,
     read_metrics,
+    read_summary,
+    read_twin_config,
 )
 
 ROWS = [("final test accuracy", "final_test_accuracy"),
@@ -47,7 +47,7 @@ def comparison_table(jax_summary: dict, torch_summary: dict) -> str:
 
 
 def compare(jax_run: Path, torch_run: Path, out: Path) -> str:
-    summaries = [json.loads((run / SUMMARY_FILE).read_text()) for run in (jax_run, torch_run)]
+    summaries = [read_summary(run) for run in (jax_run, torch_run)]
     out.mkdir(parents=True, exist_ok=True)
     plot_curves([read_metrics(jax_run), read_metrics(torch_run)], out / "comparison.png",
                 labels=("JAX", "PyTorch"))
@@ -60,9 +60,11 @@ def compare(jax_run: Path, torch_run: Path, out: Path) -> str:
 def run_problem(jax_run: Path, torch_run: Path) -> str | None:
     """Why the two directories are not a finished JAX run and the PyTorch twin's run of the
     same recipe, in that order, or None."""
-    for run in (jax_run, torch_run):
-        if not (run / SUMMARY_FILE).is_file():
-            return f"{run / SUMMARY_FILE} not found: pass the --workdir of a finished run"
+    summaries = [read_summary(run) for run in (jax_run, torch_run)]
+    for run, summary in zip((jax_run, torch_run), summaries, strict=True):
+        if summary is None:
+            return (f"{run / SUMMARY_FILE} is missing or unreadable: pass the --workdir of a "
+                    "finished run")
     if jax_run.resolve() == torch_run.resolve():
         return f"both runs are {jax_run}: pass a JAX run and a PyTorch run"
     try:
@@ -75,15 +77,14 @@ def run_problem(jax_run: Path, torch_run: Path) -> str | None:
     if torch_config is not None:
         return (f"{torch_run} is a train.py run; the second run must be the PyTorch twin's "
                 "(python -m benchmarks.torch_train)")
-    summaries = [json.loads((run / SUMMARY_FILE).read_text()) for run in (jax_run, torch_run)]
     if summaries[0].get("interrupted") or summaries[0]["steps"] != jax_config["num_train_steps"]:
         return (f"{jax_run} is unfinished (step {summaries[0]['steps']} of "
                 f"{jax_config['num_train_steps']}); finish it with its train.py command first")
     differing = [f"{key} {summaries[0][key]!r} and {summaries[1][key]!r}"
                  for key in ("model", "dataset", "steps") if summaries[0][key] != summaries[1][key]]
-    twin = torch_run / TWIN_CONFIG_FILE  # older twin runs have none: the summary's keys only
-    if not differing and twin.is_file():
-        differing = changed_fixed_keys(jax_config, ConfigDict(json.loads(twin.read_text())))
+    twin = read_twin_config(torch_run)  # older twin runs have none: the summary's keys only
+    if not differing and twin is not None:
+        differing = changed_fixed_keys(jax_config, ConfigDict(twin))
     if differing:
         return f"the runs follow different recipes ({'; '.join(differing)})"
     return None

@@ -144,10 +144,6 @@ def step_in_child(model: str, size: int, batch: int, dtype: str, xla_flags: str,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def summary_of(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
 def train_py(args: list[str]) -> None:
     """train.py to the end (it resumes what an earlier call left in its work directory)."""
     subprocess.run([sys.executable, "train.py", *args], cwd=REPO, check=True)
@@ -155,13 +151,15 @@ def train_py(args: list[str]) -> None:
 
 def paper_schedule(ctx: Context) -> dict[str, Any]:
     """The paper's whole ResNet-20 recipe (64k steps) through train.py on CIFAR-10."""
+    from resnet_jax.workdir import read_summary
+
     run_dir = ctx.work / "resnet20"
     if ctx.smoke:
         train_py(["--config", "configs/smoke.py", "--workdir", str(run_dir), *SMOKE_FLAGS])
     else:
         train_py(["--config", "configs/cifar10_resnet20.py", "--workdir", str(run_dir),
                   f"--config.dataset={ctx.data}"])
-    summary = summary_of(run_dir)
+    summary = read_summary(run_dir)
     keys = ("steps", "final_test_accuracy", "wall_seconds", "data_seconds", "compile_seconds",
             "median_images_per_sec", "median_tflops", "median_mfu", "devices")
     return {**{k: summary.get(k) for k in keys}, "segments": len(summary["segments"]),

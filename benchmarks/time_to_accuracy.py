@@ -41,7 +41,13 @@ from benchmarks.torch_train import TWIN_IGNORES, check_twin_config
 from resnet_jax.command_line import ArgumentParser, at_least, load_config
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import resolved_dataset
-from resnet_jax.workdir import create, read_metrics, read_segments, remove_if_empty
+from resnet_jax.workdir import (
+    create,
+    read_config,
+    read_metrics,
+    read_segments,
+    remove_if_empty,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,7 +186,7 @@ def run_both(config: str, overrides: list[str], workdir: Path, seeds: list[int],
                   "remove its directory and run again", flush=True)
         runs[seed] = read_metrics(jax_dir), read_metrics(torch_dir)
     per_seed = {seed: seed_report(*rows) for seed, rows in runs.items()}
-    saved = json.loads((workdir / f"jax_seed{seeds[0]}" / "config.json").read_text())
+    saved = read_config(workdir / f"jax_seed{seeds[0]}")
     report = {"model": saved["model"], "dataset": saved["dataset"],
               "steps": saved["num_train_steps"], "torch_flags": torch_flags,
               "per_seed": per_seed, "summary": summarize(per_seed)}

@@ -45,7 +45,7 @@ from resnet_jax.report import Ending, finish_run
 from resnet_jax.torch_compat import to_torchvision
 from resnet_jax.train_calls import next_event
 from resnet_jax.training import create_train_state, learning_rate_schedule
-from resnet_jax.workdir import CHECKPOINT_DIR, CONFIG_FILE, TWIN_CONFIG_FILE, write_atomically
+from resnet_jax.workdir import CHECKPOINT_DIR, CONFIG_FILE, write_twin_config
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
@@ -204,7 +204,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
                           "PyTorch side")
     pipeline = build_pipeline(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    write_atomically(workdir / TWIN_CONFIG_FILE, config.to_json_best_effort(indent=2))
+    write_twin_config(workdir, config)
     data_seconds = time.time() - started
     dev = device()
     model = initial_model(config, pipeline.image_shape).to(dev)

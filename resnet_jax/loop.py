@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import sys
 import time
@@ -62,25 +63,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     started = time.time()
     workdir = Path(workdir)
     with stop_requests() as stop, contextlib.ExitStack() as cleanup:
-        with all_or_none():
-            warnings = check_config(config, chosen)
-            config = config_schema.resolved(config)  # the caller's stays as it is
-            claim_workdir(workdir, cleanup)
-            latest = check_previous_run(workdir, config)
-            if latest == config.num_train_steps:
-                return finished(workdir, config)
-            data_started = time.time()
-            pipeline = build_pipeline(config)
-            cleanup.callback(pipeline.close)
-            if latest is not None:
-                check_same_data(workdir, pipeline, config)
-            data_seconds = time.time() - data_started
-            start_from = weights.initial_variables(config) if latest is None else None
-        for warning in warnings if jax.process_index() == 0 else ():
+        settled = settle(config, workdir, chosen, cleanup)
+        if settled.summary is not None:
+            return settled.summary
+        config, pipeline, latest = settled.config, settled.pipeline, settled.latest
+        for warning in settled.warnings if jax.process_index() == 0 else ():
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         manager = None if latest is None else cleanup.enter_context(  # a new run: not yet
             checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
-        state, where = train_state(config, pipeline, manager, latest, start_from)
+        state, where = train_state(config, pipeline, manager, latest, settled.start_from)
         if latest is not None and jax.process_index() == 0:
             print(resume_line(workdir, int(state.step), config.num_train_steps), flush=True)
         measure = run_meter(config, pipeline)
@@ -89,8 +80,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         stop.training()  # compiled: the run starts, and from here on writes
         manager = manager or cleanup.enter_context(
             checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
-        clock, writer = open_run_files(workdir, config, pipeline, first, started, data_seconds,
-                                       cleanup)
+        clock, writer = open_run_files(workdir, config, pipeline, first, started,
+                                       settled.data_seconds, cleanup)
         events = HostEvents(config, calls, manager, writer, measure, stop)
         state, interrupted = train_loop(config, calls, first, events)
         clock.tick(int(state.step))
@@ -100,6 +91,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                         events.throughput.rates, jax.device_count(), interrupted,
                         pipeline.skipped_examples(), int(state.step) / pipeline.steps_per_epoch)
         return finish_run(workdir, config, ending, write=jax.process_index() == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """What a start settles before it writes anything: the resolved config, and either the
+    summary of a run already finished, or the data pipeline (and the seconds it took to
+    open), the step to resume from (None: a new run), the weights a new run starts from
+    and the config's warnings."""
+
+    config: ml_collections.ConfigDict
+    summary: dict[str, Any] | None = None
+    pipeline: Any = None
+    data_seconds: float = 0.0
+    latest: int | None = None
+    start_from: Any = None
+    warnings: tuple[str, ...] = ()
+
+
+def settle(config: ml_collections.ConfigDict, workdir: Path, chosen: Collection[str],
+           cleanup: contextlib.ExitStack) -> Settled:
+    """Everything checked, in every process alike (all raise, or none), before anything is
+    written (see :mod:`resnet_jax.start`)."""
+    with all_or_none():
+        warnings = tuple(check_config(config, chosen))
+        config = config_schema.resolved(config)  # the caller's stays as it is
+        claim_workdir(workdir, cleanup)
+        latest = check_previous_run(workdir, config)
+        if latest == config.num_train_steps:
+            return Settled(config, summary=finished(workdir, config))
+        data_started = time.time()
+        pipeline = build_pipeline(config)
+        cleanup.callback(pipeline.close)
+        if latest is not None:
+            check_same_data(workdir, pipeline, config)
+        data_seconds = time.time() - data_started
+        start_from = weights.initial_variables(config) if latest is None else None
+    return Settled(config, None, pipeline, data_seconds, latest, start_from, warnings)
 
 
 def finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:

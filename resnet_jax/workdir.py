@@ -86,6 +86,18 @@ def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
     write_atomically(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2))
 
 
+def read_twin_config(workdir: Path) -> dict[str, Any] | None:
+    """The config a PyTorch twin's run recorded (twin_config.json), None if it has none."""
+    try:
+        return json.loads((workdir / TWIN_CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_twin_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    write_atomically(workdir / TWIN_CONFIG_FILE, config.to_json_best_effort(indent=2))
+
+
 def write_data_description(workdir: Path, description: dict[str, Any]) -> None:
     """dataset.json (see :func:`read_data_description`)."""
     write_atomically(workdir / DATA_FILE, json.dumps(description, indent=1))
