@@ -41,7 +41,8 @@ if not __package__:  # run as a file (python benchmarks/evidence.py): import fro
 
 from benchmarks.evidence_parts import PARTS, TORCH_IN_PROCESS, Context
 from resnet_jax.command_line import ArgumentParser
-from resnet_jax.data import dataset_name_problem, resolved_dataset
+from resnet_jax.data import dataset_name_problem, folder_splits, resolved_dataset
+from resnet_jax.errors import DataError
 from resnet_jax.workdir import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
@@ -285,6 +286,11 @@ def check_inputs(parser: ArgumentParser, args: Any) -> list[str]:
             parser.error(f"--data {args.data}: pass the CIFAR-10 images as folder:PATH (a "
                          "class-per-folder tree) or cifar:PATH, an existing directory")
         args.data = resolved_dataset(args.data)
+        if args.data.startswith("folder:"):
+            try:
+                folder_splits(Path(args.data.removeprefix("folder:")))
+            except DataError as error:
+                parser.error(f"--data: {error}")
     for folder, what in ((args.out, "--out"), (args.work, "--work")):
         if folder.exists() and not folder.is_dir():
             parser.error(f"{what} {folder} is a file, not a folder; pass a folder")

@@ -121,6 +121,8 @@ def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_run
     (["--minutes", "3", "--cpu-smoke", "--data", "folder:{case}"],
      "error: --cpu-smoke trains on synthetic images: leave out --data"),
     (["--minutes", "3", "--write"], "error: --write goes with --report"),
+    (["--minutes", "3", "--data", "folder:{case}"], "error: --data: {case} needs train/<class>/ "
+                                                     "and test/<class>/"),
     (["--minutes", "0"], "error: --minutes 0 must be above 0 and at most 10,080 (a week)"),
     (["--report", "--minutes", "3"], "error: --report makes the section from the result files "
                                      "alone: leave out --minutes"),
