@@ -138,6 +138,13 @@ def exit_on_stop_signals() -> None:
         signal.signal(stop_signal, stop)
 
 
+def ignore_stop_signals() -> None:
+    """The command's work is done and its results are printed: a late Ctrl-C or SIGTERM
+    (during the interpreter's shutdown, say) no longer turns it into a failure."""
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.SIG_IGN)
+
+
 def check_out(parser: argparse.ArgumentParser, out: Path) -> None:
     """Refuse an --out file that cannot be written, before any work is done for it."""
     if out.is_dir():

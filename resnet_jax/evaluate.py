@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from resnet_jax import data, evaluation, workdir  # noqa: E402
-from resnet_jax.command_line import ArgumentParser, at_least  # noqa: E402
+from resnet_jax.command_line import ArgumentParser, at_least, ignore_stop_signals  # noqa: E402
 from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.parallel import placement, replicated  # noqa: E402
 from resnet_jax.predict import read_batches  # noqa: E402
@@ -111,6 +111,7 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[
     p_eval = evaluation.parallel_eval(weights.model.apply, _as_read, "pmap")
     variables = jax.device_put(weights.variables, replicated(jax.local_devices()))
     skipped: list[str] = []
+    read: set[str] = set()  # the class folders with a readable image
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         for start, (chunk, images, errors) in zip(
@@ -119,7 +120,11 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[
             mask, label = np.zeros(batch_size, np.float32), np.zeros(batch_size, np.int32)
             mask[:len(chunk)] = [e is None for e in errors]
             label[:len(chunk)] = labels[start:start + len(chunk)]
-            skipped.extend(f"{path} ({e})" for path, e in zip(chunk, errors, strict=True) if e)
+            for path, error in zip(chunk, errors, strict=True):
+                if error:
+                    skipped.append(f"{path} ({error})")
+                else:
+                    read.add(path.relative_to(root).parts[0])
             bar.update(len(chunk))
             yield {"image": images, "label": label, "mask": mask}
 
@@ -127,6 +132,10 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[
     with tqdm(total=len(files), unit="img", desc="evaluating", file=sys.stderr) as bar:
         sums = evaluation.totals(p_eval, variables, None, batches())
     seconds = time.perf_counter() - started
+    unread = sorted(set(data.class_folders(root)) - read)
+    if unread and read:
+        print(f"class folder(s) {data.listed(unread)} hold no readable image: top-1 and top-5 "
+              "count the other classes' images", file=sys.stderr)
     return {**_result(sums, len(weights.class_names), f"folder:{root}"), "skipped": skipped,
             "images_per_sec": len(files) / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"folder:{root}",
@@ -261,4 +270,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    ignore_stop_signals()  # the results are out: a signal during shutdown changes nothing
+    sys.exit(status)

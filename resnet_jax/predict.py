@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from resnet_jax.command_line import ArgumentParser, at_least  # noqa: E402
+from resnet_jax.command_line import ArgumentParser, at_least, ignore_stop_signals  # noqa: E402
 from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.pipelines.images import UnreadableImage  # noqa: E402
 from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights  # noqa: E402
@@ -140,4 +140,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    ignore_stop_signals()  # the results are out: a signal during shutdown changes nothing
+    sys.exit(status)

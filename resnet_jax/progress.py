@@ -13,7 +13,7 @@ from tqdm import tqdm
 def progress_bar(step: int, last: int, what: str = "") -> tqdm:
     """Steps done of ``last`` from ``step`` on, with their rate and ETA, on process 0."""
     return tqdm(total=last, initial=step, desc=what, unit="step", dynamic_ncols=True,
-                mininterval=1.0, leave=not what, disable=jax.process_index() != 0)
+                mininterval=1.0, smoothing=0.0, leave=not what, disable=jax.process_index() != 0)
 
 
 @contextlib.contextmanager

@@ -17,11 +17,11 @@ from resnet_jax.pipelines import Pipeline
 from resnet_jax.progress import progress_bar
 from resnet_jax.training import parallel_train
 
-# XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop than outside
+# XLA:CPU runs gradient convolutions 10-30x slower inside a compiled loop than outside
 # (measured with jax 0.10.2: jax-ml/jax#12868), so on a CPU each call runs one step,
 # without a loop (whose rounding differs).
 LOOPS_ON_CPU = False
-CPU_LOOPS = "XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop"
+CPU_LOOPS = "XLA:CPU runs gradient convolutions 10-30x slower inside a compiled loop"
 
 
 def compiled_loops() -> bool:

@@ -448,7 +448,7 @@ def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tm
     ("degradation", ["--workdir", "{case}/runs", "--dataset", "synthetic", "--set",
                      "steps_per_call=5"],
      "error: plain-20: steps_per_call=5 has no effect on a CPU, which runs one train step per "
-     "compiled call (XLA:CPU runs gradient convolutions 10-20x slower inside a compiled loop); "
+     "compiled call (XLA:CPU runs gradient convolutions 10-30x slower inside a compiled loop); "
      "leave out --config.steps_per_call"),
     ("throughput", ["--quick", "--steps-per-call", "50", "--out", "{case}/out.json"],
      "error: --steps-per-call 50 has no effect on a CPU, which runs one train step per compiled "

@@ -61,6 +61,12 @@ def test_class_folders_are_matched_by_name_and_a_subset_is_said(run, tmp_path, c
                                     capsys)
     assert status == 0 and result["top1"] == 100.0 and result["examples"] == 8
     assert "the folder holds 2 of the weights' 3 classes" in err
+    for image in (subset / "dog").iterdir():  # a class folder of unreadable files only
+        image.write_bytes(b"not an image")
+    status, result, err = evaluated(["--weights", str(run), "--dataset", f"folder:{subset}"],
+                                    capsys)
+    assert status == 0 and result["examples"] == 4 and len(result["skipped"]) == 4
+    assert "class folder(s) dog hold no readable image" in err
 
 
 @pytest.mark.parametrize("renamed", ["aardvark", "catt"])  # moved in the sort order, or not
