@@ -72,13 +72,18 @@ def _reason(error: Exception) -> str:
     return getattr(error, "msg", None) or type(error).__name__
 
 
+def _json_or_none(path: Path) -> Any:
+    """The JSON in ``path``; None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def read_data_description(workdir: Path) -> dict[str, Any] | None:
     """dataset.json (class names, statistics, image sizes: what inference needs), None if
     the run has none (it predates it, or it was removed) or it is unreadable."""
-    try:
-        return json.loads((workdir / DATA_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return _json_or_none(workdir / DATA_FILE)
 
 
 def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
@@ -88,10 +93,7 @@ def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
 
 def read_twin_config(workdir: Path) -> dict[str, Any] | None:
     """The config a PyTorch twin's run recorded (twin_config.json), None if it has none."""
-    try:
-        return json.loads((workdir / TWIN_CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return _json_or_none(workdir / TWIN_CONFIG_FILE)
 
 
 def write_twin_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
@@ -105,10 +107,7 @@ def write_data_description(workdir: Path, description: dict[str, Any]) -> None:
 
 def read_summary(workdir: Path) -> dict[str, Any] | None:
     """summary.json, None if it is missing or unreadable."""
-    try:
-        return json.loads((workdir / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return _json_or_none(workdir / SUMMARY_FILE)
 
 
 def write_summary(workdir: Path, summary: dict[str, Any]) -> None:
