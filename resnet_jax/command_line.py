@@ -129,13 +129,19 @@ def exit_on_stop_signals() -> None:
     status 128 + the signal's number: for a command that has written nothing (yet). Installed
     first, before the heavy libraries load."""
     def stop(signum: int, frame: object) -> None:
-        ends_a_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar may hold the line
+        ends_a_bar = "\n" if sys.stderr.isatty() or _open_progress_bars() else ""
         print(f"{ends_a_bar}error: stopped by {signal.Signals(signum).name}; nothing was written",
               file=sys.stderr, flush=True)
         os._exit(128 + signum)  # XLA threads cut short can crash a normal teardown
 
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, stop)
+
+
+def _open_progress_bars() -> bool:
+    """Whether a tqdm bar is open (it may hold the line unfinished, even off a terminal)."""
+    bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    return bool(getattr(bars, "_instances", None))
 
 
 def ignore_stop_signals() -> None:

@@ -93,6 +93,8 @@ class ResidualBlock(nn.Module):
     residual: bool = True
     shortcut: str = "projection"
     zero_init_last_bn: bool = False
+    groups: int = 1
+    width_per_group: int = 64
 
     def last_norm(self, name: str) -> nn.Module:
         return self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn),
@@ -113,6 +115,9 @@ class BasicBlock(ResidualBlock):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if (self.groups, self.width_per_group) != (1, 64):
+            raise ValueError("BasicBlock takes groups=1 and width_per_group=64 only (as "
+                             "torchvision's); grouped or wider blocks are Bottlenecks")
         y = self.conv(self.features, (3, 3), (self.strides, self.strides),
                       padding=_pad(3), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
@@ -121,16 +126,19 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-    """1x1 reduce, 3x3 (strided, as torchvision), 1x1 expand x4 (ResNet-50/101/152)."""
+    """1x1 reduce, 3x3 (strided, as torchvision), 1x1 expand x4 (ResNet-50/101/152); with
+    ``groups`` and ``width_per_group`` as torchvision's: the 3x3 convolution grouped
+    (ResNeXt) or wider (Wide ResNet), ``features * width_per_group / 64 * groups`` wide."""
 
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        y = self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x)
+        width = int(self.features * (self.width_per_group / 64.0)) * self.groups
+        y = self.conv(width, (1, 1), padding="VALID", name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.features, (3, 3), (self.strides, self.strides),
-                      padding=_pad(3), name="conv2")(y)
+        y = self.conv(width, (3, 3), (self.strides, self.strides), padding=_pad(3),
+                      feature_group_count=self.groups, name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.conv(self.features * self.expansion, (1, 1), padding="VALID", name="conv3")(y)
         return self.add_shortcut(self.last_norm("bn3")(y), x)
@@ -144,6 +152,13 @@ class ResNet(nn.Module):
     batch. BatchNorm follows PyTorch's defaults (momentum 0.1 there, 0.9 here;
     epsilon 1e-5); set ``bn_axis_name`` to average batch statistics over a
     mapped device axis.
+
+    ``output="features"`` returns the stage outputs instead, a dict keyed by
+    :attr:`stage_names` (``stem``: after the max-pool, ``layer1``...: after each
+    stage; strides 4, 4, 8, 16, 32 with the ImageNet stem, 1, 1, 2, 4 with the CIFAR
+    one), or those of ``feature_stages``; ``num_classes=0`` returns the pooled
+    features the classifier would take. Both take the classifier's variables (its
+    ``fc`` unused).
     """
 
     stage_sizes: Sequence[int]
@@ -154,10 +169,19 @@ class ResNet(nn.Module):
     shortcut: str = "projection"
     residual: bool = True
     zero_init_residual: bool = False
+    groups: int = 1
+    width_per_group: int = 64
+    output: str = "logits"
+    feature_stages: Sequence[str] | None = None
     input_channels: int = 3
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The keys of ``output="features"``: the stem, then each stage."""
+        return ("stem", *(f"layer{i + 1}" for i in range(len(self.stage_sizes))))
 
     @property
     def total_stride(self) -> int:
@@ -175,6 +199,12 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         if self.shortcut not in ("projection", "option_a"):
             raise ValueError(f"unknown shortcut {self.shortcut!r}; use 'projection' or 'option_a'.")
+        if self.output not in ("logits", "features"):
+            raise ValueError(f"unknown output {self.output!r}; use 'logits' or 'features'.")
+        unknown = sorted(set(self.feature_stages or ()) - set(self.stage_names))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown} in feature_stages; this network's "
+                             f"are {list(self.stage_names)}.")
         if min(x.shape[1:3]) < self.total_stride:
             raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than this "
                              f"network's total stride of {self.total_stride}: its last stage "
@@ -194,6 +224,7 @@ class ResNet(nn.Module):
         else:
             x = conv(self.stage_widths[0], (3, 3), padding=_pad(3), name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
+        features = {"stem": x}
 
         stages = zip(self.stage_sizes, self.stage_widths, strict=True)
         for stage, (num_blocks, width) in enumerate(stages):
@@ -202,9 +233,15 @@ class ResNet(nn.Module):
                 x = self.block_cls(width, strides, conv=conv, norm=norm,
                                    residual=self.residual, shortcut=self.shortcut,
                                    zero_init_last_bn=self.zero_init_residual,
+                                   groups=self.groups, width_per_group=self.width_per_group,
                                    name=f"layer{stage + 1}_{index}")(x)
+            features[f"layer{stage + 1}"] = x
 
+        if self.output == "features":
+            return {name: features[name] for name in self.feature_stages or self.stage_names}
         x = jnp.mean(x, axis=(1, 2))
+        if not self.num_classes:  # headless: the classifier's input
+            return jnp.asarray(x, jnp.float32)
         x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                      kernel_init=dense_kernel_init,
                      bias_init=_torch_linear_bias_init(x.shape[-1]), name="fc")(x)
@@ -219,6 +256,15 @@ IMAGENET_DEPTHS = {
     101: ((3, 4, 23, 3), Bottleneck),
     152: ((3, 8, 36, 3), Bottleneck),
 }
+# torchvision's ResNeXt (Xie et al. 2017) and Wide ResNet (Zagoruyko and Komodakis 2016):
+# the ImageNet layout with grouped or wider 3x3 convolutions in its bottlenecks.
+IMAGENET_VARIANTS = {
+    "resnext50_32x4d": (50, 32, 4),
+    "resnext101_32x8d": (101, 32, 8),
+    "resnext101_64x4d": (101, 64, 4),
+    "wide_resnet50_2": (50, 1, 128),
+    "wide_resnet101_2": (101, 1, 128),
+}
 # The paper's CIFAR nets (section 4.2): 6n+2 layers, three stages of n blocks.
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 
@@ -227,6 +273,10 @@ def _model_table() -> dict[str, dict[str, Any]]:
     table = {}
     for depth, (stage_sizes, block_cls) in IMAGENET_DEPTHS.items():
         table[f"resnet{depth}"] = dict(stage_sizes=stage_sizes, block_cls=block_cls)
+    for name, (depth, groups, width_per_group) in IMAGENET_VARIANTS.items():
+        stage_sizes, block_cls = IMAGENET_DEPTHS[depth]
+        table[name] = dict(stage_sizes=stage_sizes, block_cls=block_cls, groups=groups,
+                           width_per_group=width_per_group)
     for depth in CIFAR_DEPTHS:
         n = (depth - 2) // 6
         table[f"resnet{depth}"] = dict(

@@ -17,6 +17,7 @@ matters for BatchNorm with ``momentum=None``).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,6 +96,10 @@ def from_torchvision(state_dict: Mapping[str, Any], name: str,
     shapes = _variable_shapes(name, **model_overrides)
     expected = {_torch_key(path): path for path in shapes}
     given = {k: v for k, v in state_dict.items() if not k.endswith(_UNMAPPED_SUFFIX)}
+    if "fc.weight" not in expected and "fc.weight" in given:  # headless, or features
+        given = {k: v for k, v in given.items() if not k.startswith("fc.")}
+        warnings.warn(f"{name} without its classifier (num_classes=0 or output='features'): "
+                      "the state_dict's fc.weight and fc.bias are left out", stacklevel=2)
     problems = _key_problems(set(expected), set(given))
     flat = {}
     for key in sorted(set(expected) & set(given)):
@@ -143,12 +148,21 @@ def looks_like(given: Mapping[str, Any]) -> str | None:
     stage_sizes = tuple(len(blocks[stage]) for stage in sorted(blocks))
     bottleneck = any(".conv3." in key for key in given)
     stem = np.shape(given.get("conv1.weight", np.empty((0, 0, 0, 0))))[-1]
+    grouped = np.shape(given.get("layer1.0.conv2.weight", np.empty((0, 0))))[:2]
     for candidate, spec in MODELS.items():
         layout_stem = 3 if spec.get("stem") == "cifar" else 7
         if (tuple(spec["stage_sizes"]) == stage_sizes and layout_stem == stem
-                and (spec["block_cls"].expansion == 4) == bottleneck):
+                and (spec["block_cls"].expansion == 4) == bottleneck
+                and (not bottleneck or _first_conv2(spec) == grouped)):
             return candidate
     return None
+
+
+def _first_conv2(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """(out, in per group) of a bottleneck model's first 3x3 convolution."""
+    groups = spec.get("groups", 1)
+    width = int(spec.get("stage_widths", (64,))[0] * spec.get("width_per_group", 64) / 64)
+    return width * groups, width
 
 
 def _torch_shape(flax_shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:

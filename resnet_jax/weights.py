@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -32,7 +33,9 @@ from resnet_jax.pipelines import images
 from resnet_jax.torch_compat import from_torchvision, looks_like
 
 WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's names: IMAGENET1K_V1...
-TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                      "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+                      "wide_resnet50_2", "wide_resnet101_2")
 NEEDS_TORCH = "pip install 'resnet-jax[torch]' (torch and torchvision)"
 
 
@@ -46,13 +49,19 @@ class Preprocessing:
     crop: int
     mean: tuple[float, ...] = data.IMAGENET_STATS[0]
     std: tuple[float, ...] = data.IMAGENET_STATS[1]
+    interpolation: str = "bilinear"  # or bicubic (see images.RESAMPLING)
 
     def describe(self) -> str:
-        return f"shorter side resized to {self.resize}, centre crop {self.crop}"
+        text = (f"shorter side resized to {self.resize} ({self.interpolation}), centre crop "
+                f"{self.crop}")
+        if (self.mean, self.std) != data.IMAGENET_STATS:
+            text += f", mean {list(self.mean)}, std {list(self.std)}"
+        return text
 
     def __call__(self, encoded: bytes) -> np.ndarray:
         """An encoded image file -> float32 (crop, crop, 3); UnreadableImage if it is not."""
-        pixels = images.eval_crop(images.open_rgb(encoded), self.resize, self.crop)
+        pixels = images.eval_crop(images.open_rgb(encoded), self.resize, self.crop,
+                                  self.interpolation)
         mean, std = np.float32(self.mean), np.float32(self.std)
         return (pixels.astype(np.float32) / np.float32(255) - mean) / std
 
@@ -89,9 +98,10 @@ def cache_dir() -> Path:
 def load_weights(model: str | None, weights: str, resize: int | None = None,
                  crop: int | None = None, step: int | None = None) -> Weights:
     """``weights``: a torchvision weights name of ``model`` (``IMAGENET1K_V1``...), a ``.pth``
-    state dict of ``model``, or a training run's work directory (its model is read from
-    the run; its checkpoint of ``step``, else the latest). ``resize``/``crop`` replace the
-    preprocessing's sizes."""
+    or ``.safetensors`` state dict of ``model`` in torchvision's layout (a folder holding
+    ``model.safetensors`` and timm's ``config.json``: its preprocessing too), or a training
+    run's work directory (its model is read from the run; its checkpoint of ``step``, else
+    the latest). ``resize``/``crop`` replace the preprocessing's sizes."""
     path = Path(weights).expanduser()
     if not WEIGHTS_NAME.fullmatch(weights) and not path.exists():
         raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
@@ -99,8 +109,12 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
     if step is not None and not path.is_dir():
         raise WeightsError(f"a step (--step {step}) picks a checkpoint of a training run; "
                            f"{weights} is not a run's work directory")
-    if path.is_dir():
+    if path.is_dir() and (path / SAFETENSORS_FILE).is_file():
+        loaded = _from_safetensors(_need_model(model, weights), path / SAFETENSORS_FILE)
+    elif path.is_dir():
         loaded = _from_run(path, model, step)
+    elif path.suffix == ".safetensors":
+        loaded = _from_safetensors(_need_model(model, weights), path)
     elif path.suffix in (".pth", ".pt") or path.is_file():
         loaded = _from_pth(_need_model(model, weights), path)
     else:
@@ -255,7 +269,55 @@ def _from_pth(model: str, path: Path) -> Weights:
     if not path.is_file():
         raise WeightsError(f"{path} does not exist; pass a .pth file, a weights name such as "
                            "IMAGENET1K_V1, or a training run's work directory")
-    state = _torch_load(path)
+    return _from_state_dict(model, _torch_load(path), path, Preprocessing(256, 224))
+
+
+# A safetensors file in torchvision's layout (timm's ResNets), read without torch.
+
+SAFETENSORS_FILE = "model.safetensors"  # a hub snapshot: this file and timm's config.json
+
+
+def _from_safetensors(model: str, path: Path) -> Weights:
+    try:
+        from safetensors.numpy import load_file
+
+        state = load_file(str(path))
+    except Exception as error:  # safetensors raises its own kinds for a damaged header
+        raise WeightsError(f"cannot read {path} as a safetensors file ({type(error).__name__}); "
+                           "pass the file as it was published") from None
+    return _from_state_dict(model, state, path, _timm_preprocessing(path))
+
+
+def _timm_preprocessing(path: Path) -> Preprocessing:
+    """The evaluation transform timm's config.json beside ``path`` gives (its
+    ``pretrained_cfg``: input size, crop fraction, interpolation, mean, std); without one,
+    torchvision V1's, said on stderr."""
+    config = path.with_name("config.json")
+    try:
+        cfg = json.loads(config.read_text())
+        cfg = cfg.get("pretrained_cfg", cfg)
+        size = int(cfg["input_size"][-1])
+        preprocessing = Preprocessing(
+            int(math.floor(size / float(cfg.get("crop_pct", 0.875)))), size,
+            tuple(cfg.get("mean", data.IMAGENET_STATS[0])),
+            tuple(cfg.get("std", data.IMAGENET_STATS[1])), cfg.get("interpolation", "bilinear"))
+    except FileNotFoundError:
+        print(f"{path}: no config.json beside it; torchvision V1's preprocessing (resize 256, "
+              "crop 224, bilinear, ImageNet's mean and std)", file=sys.stderr)
+        return Preprocessing(256, 224)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise WeightsError(f"{config} is not timm's config.json ({type(error).__name__}: "
+                           f"{error}); it needs pretrained_cfg.input_size") from None
+    if preprocessing.interpolation not in images.RESAMPLING:
+        raise WeightsError(f"{config} asks for {preprocessing.interpolation} interpolation; "
+                           f"predict and evaluate do {' and '.join(images.RESAMPLING)}")
+    return preprocessing
+
+
+def _from_state_dict(model: str, state: dict[str, Any], path: Path,
+                     preprocessing: Preprocessing) -> Weights:
+    """Weights from a state dict in torchvision's layout (``num_batches_tracked`` ignored,
+    the class count read from its ``fc``)."""
     classes = int(np.shape(state.get("fc.weight", np.zeros((1000, 1))))[0])
     try:
         variables = from_torchvision(state, model, num_classes=classes)
@@ -266,7 +328,7 @@ def _from_pth(model: str, path: Path) -> Weights:
         raise WeightsError(f"{path} does not fit {model}; {hint}") from None
     names = _imagenet_class_names() if classes == 1000 else None
     return Weights(create_model(model, num_classes=classes), variables,
-                   names or placeholder_names(classes), Preprocessing(256, 224), {}, str(path),
+                   names or placeholder_names(classes), preprocessing, {}, str(path),
                    names_known=names is not None)
 
 

@@ -21,6 +21,24 @@ REFERENCE_PARAMS = {
 }
 
 
+VARIANTS = ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2",
+            "wide_resnet101_2"]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_resnext_and_wide_resnet_have_torchvisions_parameter_count(name):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):  # shapes only
+        theirs = sum(p.numel() for p in getattr(torchvision.models, name)().parameters())
+    assert count(abstract_variables(create_model(name), 64)["params"]) == theirs
+    from resnet_jax.summary import summarize
+
+    published = torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta["_ops"]  # GMACs
+    assert summarize(create_model(name), (224, 224, 3)).total_macs / 1e9 == pytest.approx(
+        published, abs=5e-4)
+
+
 def abstract_variables(model, size):
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     return jax.eval_shape(model.init, jax.random.key(0), x)

@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -149,6 +150,87 @@ def test_named_weights_are_fetched_once_checked_and_cached(tmp_path, monkeypatch
     entry.url = "https://example.invalid/resnet18-ffffffff.pth"
     with pytest.raises(WeightsError, match="arrived damaged"):
         load_weights("resnet18", "IMAGENET1K_V2")  # not cached: fetched, and refused
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+                                  "wide_resnet50_2", "wide_resnet101_2"])
+def test_resnext_and_wide_resnet_weights_are_torchvisions_with_their_own_preprocessing(name):
+    table = models.get_model_weights(name)
+    for weights in table.__members__:  # V1 and V2 where torchvision has both
+        entry = weights_module._table_entry(name, weights)
+        assert entry.url == table[weights].url and entry.url.endswith(".pth")
+        assert re.search(r"-[0-9a-f]{6,}\.pth$", entry.url), "a hash the download is checked by"
+        transform = entry.transforms()
+        assert int(entry.transforms.keywords.get("resize_size", 256)) == transform.resize_size[0]
+        assert int(entry.transforms.keywords.get("crop_size", 224)) == transform.crop_size[0]
+    assert {w.name for w in table} == ({"IMAGENET1K_V1"} if name == "resnext101_64x4d"
+                                       else {"IMAGENET1K_V1", "IMAGENET1K_V2"})
+
+
+def save_safetensors(state_dict, path):
+    from safetensors.numpy import save_file
+
+    save_file({k: v.numpy() for k, v in state_dict.items()}, str(path))
+    return path
+
+
+def test_safetensors_weights_load_without_torch_and_as_the_pth_does(tmp_path, capsys):
+    state = random_torchvision("resnet18").state_dict()  # num_batches_tracked included
+    file = save_safetensors(state, tmp_path / "resnet18.safetensors")
+    torch.save(state, tmp_path / "resnet18.pth")
+    loaded = load_weights("resnet18", str(file))
+    assert "no config.json beside it; torchvision V1's preprocessing" in capsys.readouterr().err
+    reference = load_weights("resnet18", str(tmp_path / "resnet18.pth"))
+    for ours, theirs in zip(jax.tree.leaves(loaded.variables),
+                            jax.tree.leaves(reference.variables), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert loaded.preprocessing == reference.preprocessing == weights_module.Preprocessing(256, 224)
+    check = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+             "from resnet_jax.weights import load_weights\n"
+             f"print(load_weights('resnet18', {str(file)!r}).model.num_classes)")
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and result.stdout.split() == ["1000"], result.stderr[-2000:]
+
+
+def test_a_hub_snapshot_brings_timms_preprocessing_identical_to_torchvisions_bicubic(tmp_path):
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    save_safetensors(random_torchvision("resnet18").state_dict(), snapshot / "model.safetensors")
+    timm_config = {"architecture": "resnet18", "pretrained_cfg": {
+        "input_size": [3, 160, 160], "crop_pct": 0.95, "interpolation": "bicubic",
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+    (snapshot / "config.json").write_text(json.dumps(timm_config))
+    loaded = load_weights("resnet18", str(snapshot))
+    preprocessing = loaded.preprocessing
+    assert (preprocessing.resize, preprocessing.crop, preprocessing.interpolation) == (
+        168, 160, "bicubic")  # floor(160 / 0.95), as timm
+    photo = Image.fromarray(make_photo(np.random.default_rng(3), 240, 180))
+    theirs = transforms.Compose([
+        transforms.Resize(168, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(160), transforms.ToTensor(),
+        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])])(photo)
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    ours = preprocessing(buffer.getvalue())
+    np.testing.assert_allclose(ours, theirs.numpy().transpose(1, 2, 0), atol=1e-6)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"not safetensors", "cannot read {file} as a safetensors file"),
+    ("resnet50", "{file} does not fit resnet18; it looks like a resnet50 state dict"),
+    ("other", "{file} does not fit resnet18; no ResNet of this project has its layers"),
+])
+def test_a_safetensors_file_of_another_layout_or_model_is_one_line(tmp_path, content, message):
+    file = tmp_path / "weights.safetensors"
+    if content == "resnet50":
+        save_safetensors(models.resnet50().state_dict(), file)
+    elif content == "other":
+        save_safetensors({"stem.conv.weight": torch.zeros(8, 3, 3, 3)}, file)
+    else:
+        file.write_bytes(content)
+    with pytest.raises(WeightsError, match=re.escape(message.format(file=file))):
+        load_weights("resnet18", str(file))
 
 
 def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import torchvision
 
 from benchmarks.torch_parity import randomised_torchvision
 from resnet_jax import create_model
-from resnet_jax.torch_compat import from_torchvision, to_torchvision
+from resnet_jax.torch_compat import from_torchvision, looks_like, to_torchvision
 
 DEPTHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -39,6 +39,58 @@ def test_torchvision_weights_give_torchvision_logits(name):
         theirs = torch_logits(reference, images, train=False)
         ours = model.apply(variables, images, train=False)
         assert max_error(ours, theirs) <= 1e-4 * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+                                  "wide_resnet50_2", "wide_resnet101_2"])
+def test_resnext_and_wide_resnet_weights_give_torchvisions_logits(name):
+    reference = randomised_torchvision(name)
+    variables = from_torchvision(reference.state_dict(), name)
+    images = np.random.default_rng(0).standard_normal((2, 64, 64, 3), dtype=np.float32)
+    theirs = torch_logits(reference, images, train=False)
+    ours = create_model(name).apply(variables, images, train=False)
+    assert max_error(ours, theirs) <= 1e-4 * np.abs(theirs).max()
+    assert looks_like(reference.state_dict()) == name  # told apart from resnet50/101
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
+def test_stage_features_equal_torchvisions_feature_extractor(name):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    reference = randomised_torchvision(name)
+    nodes = {"maxpool": "stem", **{f"layer{i}": f"layer{i}" for i in range(1, 5)}}
+    extractor = create_feature_extractor(copy.deepcopy(reference).eval(), nodes)
+    images = np.random.default_rng(2).standard_normal((2, 64, 64, 3), dtype=np.float32)
+    with torch.no_grad():
+        theirs = {k: v.numpy().transpose(0, 2, 3, 1)
+                  for k, v in extractor(torch.from_numpy(images.transpose(0, 3, 1, 2))).items()}
+    variables = from_torchvision(reference.state_dict(), name)  # the classifier's own
+    ours = create_model(name, output="features").apply(variables, images, train=False)
+    assert list(ours) == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert [64 // ours[k].shape[1] for k in ours] == [4, 4, 8, 16, 32]  # the strides
+    for key, value in ours.items():
+        assert max_error(value, theirs[key]) <= 1e-4 * np.abs(theirs[key]).max(), key
+    with pytest.warns(UserWarning, match="fc.weight and fc.bias are left out"):
+        headless = from_torchvision(reference.state_dict(), name, num_classes=0)
+    pooled = create_model(name, num_classes=0).apply(headless, images, train=False)
+    np.testing.assert_allclose(pooled, np.asarray(ours["layer4"]).mean(axis=(1, 2)), rtol=1e-5)
+    fc = variables["params"]["fc"]
+    logits = create_model(name).apply(variables, images, train=False)
+    np.testing.assert_allclose(pooled @ fc["kernel"] + fc["bias"], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_a_stage_or_output_the_network_lacks_is_refused_naming_its_own():
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['layer4'\] in feature_stages; "
+                                         r"this network's are \['stem', 'layer1', 'layer2', "
+                                         r"'layer3'\]"):
+        create_model("resnet20", output="features", feature_stages=("layer4",)).init(
+            jax.random.key(0), images)
+    with pytest.raises(ValueError, match="unknown output 'pooled'; use 'logits' or 'features'"):
+        create_model("resnet20", output="pooled").init(jax.random.key(0), images)
+    model = create_model("resnet20", output="features", feature_stages=("layer3", "stem"))
+    out = model.apply(model.init(jax.random.key(0), images), images)
+    assert list(out) == ["layer3", "stem"] and out["stem"].shape == (1, 32, 32, 16)
 
 
 @pytest.mark.parametrize("name", DEPTHS)

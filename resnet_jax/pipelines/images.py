@@ -97,16 +97,21 @@ def train_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.nda
     return np.asarray(crop)
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+# Interpolations of the evaluation transform, as torchvision's Resize applies them to PIL images.
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def resize_shorter_side(image: Image.Image, size: int,
+                        interpolation: str = "bilinear") -> Image.Image:
     """torchvision's Resize(size) of a PIL image: the shorter side to ``size``, the longer
-    side scaled and truncated, bilinear with antialiasing."""
+    side scaled and truncated, ``interpolation`` (bilinear or bicubic) with antialiasing."""
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_w, new_h) == (w, h):
         return image
-    return image.resize((new_w, new_h), Image.BILINEAR)
+    return image.resize((new_w, new_h), RESAMPLING[interpolation])
 
 
 def center_crop(image: Image.Image, size: int) -> np.ndarray:
@@ -116,6 +121,8 @@ def center_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def eval_crop(image: Image.Image, resize: int, size: int) -> np.ndarray:
-    """torchvision's evaluation transform (Resize(resize), CenterCrop(size)) as uint8."""
-    return center_crop(resize_shorter_side(image, resize), size)
+def eval_crop(image: Image.Image, resize: int, size: int,
+              interpolation: str = "bilinear") -> np.ndarray:
+    """torchvision's evaluation transform (Resize(resize, interpolation), CenterCrop(size))
+    as uint8."""
+    return center_crop(resize_shorter_side(image, resize, interpolation), size)
