@@ -233,6 +233,19 @@ def test_a_safetensors_file_of_another_layout_or_model_is_one_line(tmp_path, con
         load_weights("resnet18", str(file))
 
 
+def test_the_readmes_model_table_is_torchvisions():
+    rows = re.findall(r"^\| `(\w+)` \| ([\d,]+) \| ([\d.]+) \| (.+) \|$",
+                      (REPO / "README.md").read_text(), re.MULTILINE)
+    assert [row[0] for row in rows] == list(weights_module.TORCHVISION_MODELS)
+    for name, params, gmacs, published in rows:
+        table = list(models.get_model_weights(name))
+        assert int(params.replace(",", "")) == table[0].meta["num_params"], name
+        assert float(gmacs) == round(table[0].meta["_ops"], 2), name
+        assert published == "; ".join(
+            f"{w.name} {w.meta['_metrics']['ImageNet-1K']['acc@1']:.3f}% "
+            f"({int(w.transforms.keywords.get('resize_size', 256))})" for w in table), name
+
+
 def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path / "empty"))
 
