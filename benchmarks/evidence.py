@@ -327,8 +327,9 @@ def run(parser: ArgumentParser, args: Any, parts: list[str]) -> None:
                      f"(about {smallest / 60:.1f} minutes); give more minutes")
     print(f"{device['count']} x {device['kind']} ({device['platform']}), code {commit[:12]}, "
           f"{args.minutes:g} minutes")
-    signal.signal(signal.SIGTERM, raise_stop)
-    signal.signal(signal.SIGINT, raise_stop)
+    if not args.plan:  # parts will run: a stop signal stops them first
+        signal.signal(signal.SIGTERM, raise_stop)
+        signal.signal(signal.SIGINT, raise_stop)
     planned_seconds = 0.0  # --plan: the estimates of the parts it would run
     for name, estimate, why, basis in planned:
         left = deadline - time.time() - planned_seconds

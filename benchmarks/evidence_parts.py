@@ -185,7 +185,7 @@ def streaming(ctx: Context) -> dict[str, Any]:
     images, batch, size, steps = (20, 8, 32, 3) if ctx.smoke else (2000, 256, 224, 300)
     folder = ctx.work / "jpegs"
     input_pipeline.generate(folder, images)
-    config = imagenet_resnet50.get_config("resnet18" if ctx.smoke else "resnet50")
+    config = imagenet_resnet50.get_config("resnet20" if ctx.smoke else "resnet50")
     config.update(dataset=f"folder:{folder}", num_classes=input_pipeline.CLASSES,
                   batch_size=batch, eval_batch_size=batch, image_size=size,
                   eval_resize=size + size // 7, data_workers=workers, num_train_steps=steps,

@@ -23,7 +23,7 @@ def snapshot(root):
     return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_cpu_smoke_records_each_part_with_its_source_and_reports_it(tmp_path):
+def test_cpu_smoke_records_each_part_with_its_source_and_reports_it(tmp_path, capsys):
     """Four parts through the command (the seed and net parts run the experiments whose own
     tests are tests/test_time_to_accuracy.py and tests/test_degradation.py)."""
     out, work = tmp_path / "results", tmp_path / "work"
@@ -48,19 +48,19 @@ def test_cpu_smoke_records_each_part_with_its_source_and_reports_it(tmp_path):
     paper = json.loads((out / "cpu" / "paper_schedule.json").read_text())["figures"]
     assert paper["steps"] == 4 and paper["wall_seconds"] > 0
 
-    recorded = snapshot(out)
-    again = run_evidence(*flags)  # the same code on the same device kind: nothing to measure
-    assert again.returncode == 0 and snapshot(out) == recorded
-    assert again.stdout.count("skipped, recorded for this code on cpu") == len(SMOKE_PARTS)
-    planned = run_evidence(*flags, "--plan", "--again")
-    assert planned.stdout.count("would run, about") == len(SMOKE_PARTS)
+    recorded, flags = snapshot(out), [str(flag) for flag in flags]
+    evidence.main(flags)  # the same code on the same device kind: nothing to measure
+    again = capsys.readouterr().out
+    assert again.count("skipped, recorded for this code on cpu") == len(SMOKE_PARTS)
+    evidence.main([*flags, "--plan", "--again"])
+    assert capsys.readouterr().out.count("would run, about") == len(SMOKE_PARTS)
     assert snapshot(out) == recorded
-    report = run_evidence("--report", "--out", out)
-    assert report.returncode == 0
-    assert report.stdout.count(" x cpu; jax ") == len(SMOKE_PARTS)
-    assert f"commit {commit[:12]}" in report.stdout and "CPU smoke run, tiny sizes" in report.stdout
-    assert ": met" not in report.stdout and ": missed" not in report.stdout
-    assert "<= 3 min on an H100/H200: not judged, a smoke run" in report.stdout
+    evidence.main(["--report", "--out", str(out)])
+    report = capsys.readouterr().out
+    assert report.count(" x cpu; jax ") == len(SMOKE_PARTS)
+    assert f"commit {commit[:12]}" in report and "CPU smoke run, tiny sizes" in report
+    assert ": met" not in report and ": missed" not in report
+    assert "<= 3 min on an H100/H200: not judged, a smoke run" in report
 
 
 def test_a_part_cut_short_by_the_deadline_records_nothing(tmp_path):

@@ -62,7 +62,7 @@ def test_parameter_counts_match_references(name):
 
 def test_every_listed_name_builds():
     names = list_models()
-    assert len(names) == 16
+    assert len(names) == 21
     for name in names:
         model = create_model(name)
         expected = 1000 if model.stem == "imagenet" else 10
