@@ -179,6 +179,9 @@ def check_twin_config(config: ml_collections.ConfigDict, amp: bool,
     if config.init_from:
         raise ConfigError("the PyTorch twin starts from the JAX initialisation of the config; "
                           "init_from is not supported: pass --config.init_from=''")
+    if config.drop_path_rate:
+        raise ConfigError(f"drop_path_rate={config.drop_path_rate}: the PyTorch twin has no "
+                          "stochastic depth; pass --config.drop_path_rate=0")
     if config.dtype == "bfloat16" and not amp:
         raise ConfigError("dtype=bfloat16 computes in bfloat16 in JAX; pass --amp for the same in "
                           "PyTorch")

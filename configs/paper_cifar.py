@@ -10,6 +10,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.num_classes = 10
     config.residual = True  # False: the plain counterpart (degradation experiment)
     config.zero_init_residual = False
+    config.drop_path_rate = 0.0  # stochastic depth (timm's), rising linearly to the last block
     config.init_from = ""  # fine-tune: IMAGENET1K_V1 (a torchvision name), PATH.pth or a run
     config.dtype = "float32"  # or "bfloat16" (compute; parameters stay float32)
 

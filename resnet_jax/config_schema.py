@@ -132,6 +132,7 @@ KEYS: dict[str, Key] = {
     "num_classes": Key(FIXED, integer(2), always),
     "residual": Key(FIXED, boolean, always),
     "init_from": Key(FIXED, text, always),  # "" or weights to start from: a name, a .pth, a run
+    "drop_path_rate": Key(FIXED, number(0, 1, below_high=True), always),  # stochastic depth
     "zero_init_residual": Key(FIXED, boolean, unused_when(
         lambda c: c["init_from"],
         "with init_from={init_from}: the weights replace the initialisation")),
@@ -228,6 +229,9 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
         problems.append(f"warmup_steps={config['warmup_steps']} leaves no steps of "
                         f"num_train_steps={config['num_train_steps']} for the cosine decay; "
                         "shorten the warm-up")
+    if config["drop_path_rate"] and not config["residual"]:
+        problems.append(f"drop_path_rate={config['drop_path_rate']} with residual=False: the "
+                        "plain net has no residual branch to drop; set --config.drop_path_rate=0")
     if config["zero_init_residual"] and not config["residual"]:
         problems.append("zero_init_residual=True with residual=False zeroes every block's "
                         "output (the plain net has no shortcut around the zeroed scale); set "

@@ -95,6 +95,8 @@ class ResidualBlock(nn.Module):
     zero_init_last_bn: bool = False
     groups: int = 1
     width_per_group: int = 64
+    drop_path: float = 0.0
+    deterministic: bool = True
 
     def last_norm(self, name: str) -> nn.Module:
         return self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn),
@@ -104,8 +106,19 @@ class ResidualBlock(nn.Module):
         """relu(y + shortcut(x)), or relu(y) in the plain network."""
         if self.residual:
             features = self.features * self.expansion
+            y = self.drop_residual(y)
             y = y + _shortcut(x, features, self.strides, self.shortcut, self.conv, self.norm)
         return nn.relu(y)
+
+    def drop_residual(self, y: jnp.ndarray) -> jnp.ndarray:
+        """Stochastic depth (timm's DropPath): in training, each example's residual branch
+        is dropped with probability ``drop_path``, the kept ones scaled by 1/(1 - p); the
+        masks come from the 'dropout' rng."""
+        if self.deterministic or not self.drop_path:
+            return y
+        keep = 1.0 - self.drop_path
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (y.shape[0], 1, 1, 1))
+        return y / keep * mask.astype(y.dtype)
 
 
 class BasicBlock(ResidualBlock):
@@ -173,6 +186,7 @@ class ResNet(nn.Module):
     width_per_group: int = 64
     output: str = "logits"
     feature_stages: Sequence[str] | None = None
+    drop_path_rate: float = 0.0
     input_channels: int = 3
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -182,6 +196,13 @@ class ResNet(nn.Module):
     def stage_names(self) -> tuple[str, ...]:
         """The keys of ``output="features"``: the stem, then each stage."""
         return ("stem", *(f"layer{i + 1}" for i in range(len(self.stage_sizes))))
+
+    @property
+    def drop_path_rates(self) -> list[float]:
+        """Each block's stochastic-depth rate, rising linearly from 0 at the first block to
+        ``drop_path_rate`` at the last, as timm's ResNet."""
+        blocks = sum(self.stage_sizes)
+        return [self.drop_path_rate * i / max(1, blocks - 1) for i in range(blocks)]
 
     @property
     def total_stride(self) -> int:
@@ -199,6 +220,8 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         if self.shortcut not in ("projection", "option_a"):
             raise ValueError(f"unknown shortcut {self.shortcut!r}; use 'projection' or 'option_a'.")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={self.drop_path_rate} must be in [0, 1).")
         if self.output not in ("logits", "features"):
             raise ValueError(f"unknown output {self.output!r}; use 'logits' or 'features'.")
         unknown = sorted(set(self.feature_stages or ()) - set(self.stage_names))
@@ -227,10 +250,12 @@ class ResNet(nn.Module):
         features = {"stem": x}
 
         stages = zip(self.stage_sizes, self.stage_widths, strict=True)
+        rates = iter(self.drop_path_rates)
         for stage, (num_blocks, width) in enumerate(stages):
             for index in range(num_blocks):
                 strides = 2 if stage > 0 and index == 0 else 1
                 x = self.block_cls(width, strides, conv=conv, norm=norm,
+                                   drop_path=next(rates), deterministic=not train,
                                    residual=self.residual, shortcut=self.shortcut,
                                    zero_init_last_bn=self.zero_init_residual,
                                    groups=self.groups, width_per_group=self.width_per_group,
@@ -316,4 +341,5 @@ def build_model(config: Any) -> ResNet:
     return create_model(
         config.model, num_classes=config.num_classes, residual=config.residual,
         zero_init_residual=config.zero_init_residual, dtype=jnp.dtype(config.dtype),
+        drop_path_rate=config.drop_path_rate,
         bn_axis_name=AXIS if config.sync_batch_stats else None)

@@ -152,12 +152,15 @@ def stage_grad_norms(grads: Any) -> dict[str, jnp.ndarray]:
 
 
 def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
-               config: ml_collections.ConfigDict,
-               schedule: optax.Schedule) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-    """One SGD step on this device's share of the global batch (images normalised)."""
+               config: ml_collections.ConfigDict, schedule: optax.Schedule,
+               dropout_key: jax.Array | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    """One SGD step on this device's share of the global batch (images normalised);
+    ``dropout_key`` drives stochastic depth where ``config.drop_path_rate`` is set."""
+    rngs = {"dropout": dropout_key} if config.drop_path_rate else None
+
     def loss_fn(params):
         logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
-                                         images, train=True, mutable=["batch_stats"])
+                                         images, train=True, mutable=["batch_stats"], rngs=rngs)
         loss = cross_entropy(logits, labels, config.label_smoothing).mean()
         return loss, (logits, updates["batch_stats"])
 
@@ -178,6 +181,8 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
     return new_state, metrics
 
 
+DROPOUT_STREAM = 0x64726F70  # the stochastic-depth draws: apart from the augmentation's
+
 # Per step of a call, kept to name the step where training diverged.
 WATCHED = ("train_loss", "learning_rate")
 
@@ -197,8 +202,12 @@ def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: A
         batch = jax.tree.map(lambda leaf: leaf[i], batches)
         local = jax.tree.leaves(batch)[0].shape[0]
         positions = lax.axis_index(AXIS) * local + jnp.arange(local)
-        images, labels = prepare(resident, batch, step_key(config.seed, state.step), positions)
-        state, metrics = train_step(state, images, labels, config=config, schedule=schedule)
+        key = step_key(config.seed, state.step)
+        images, labels = prepare(resident, batch, key, positions)
+        dropout_key = jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM),
+                                         lax.axis_index(AXIS))  # each device its own masks
+        state, metrics = train_step(state, images, labels, config=config, schedule=schedule,
+                                    dropout_key=dropout_key)
         return state, {k: v.at[i].set(metrics[k]) for k, v in watched.items()}
 
     watched = {name: jnp.zeros((capacity,), jnp.float32) for name in WATCHED}

@@ -192,3 +192,26 @@ def test_wrong_input_shape_is_a_clear_error():
         model.apply(variables, jnp.zeros((2, 3, 32, 32)))
     with pytest.raises(ValueError, match="NHWC"):
         model.apply(variables, jnp.zeros((32, 32, 3)))
+
+
+def test_stochastic_depth_drops_residual_branches_per_example_at_timms_rates():
+    model = create_model("resnet20", drop_path_rate=0.4)
+    assert model.drop_path_rates == pytest.approx([0.4 * i / 8 for i in range(9)])
+    variables, x = init(model, size=16, batch=8)
+    eval_logits = model.apply(variables, x, train=False)
+    plain = create_model("resnet20")
+    np.testing.assert_array_equal(eval_logits, plain.apply(variables, x, train=False))
+
+    def train_logits(seed):
+        logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.key(seed)})
+        return np.asarray(logits)
+
+    np.testing.assert_array_equal(train_logits(1), train_logits(1))
+    assert not np.array_equal(train_logits(1), train_logits(2))
+    nothing_dropped, _ = create_model("resnet20", drop_path_rate=0.0).apply(
+        variables, x, train=True, mutable=["batch_stats"])  # no dropout rng needed at 0
+    assert nothing_dropped.shape == (8, 10)
+    with pytest.raises(ValueError, match=r"drop_path_rate=1.0 must be in \[0, 1\)"):
+        create_model("resnet20", drop_path_rate=1.0).init(jax.random.key(0), x)
+

@@ -195,7 +195,7 @@ PROBES = {
     "schedule": "cosine", "lr_boundaries": (10,), "lr_scales": (0.5,), "warmup_steps": 5,
     "weight_decay": 5e-4, "decay_norm_and_bias": True, "label_smoothing": 0.1,
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
-    "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7,
+    "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
 }
 # The smoke config, and the same with one of the settings that decide what the others do
 # changed (a streaming run's eval_resize fits the probe's image size).
@@ -307,6 +307,8 @@ def test_images_smaller_than_the_total_stride_are_refused(model, smallest):
 @pytest.mark.parametrize("overrides,message", [
     ({"residual": False, "zero_init_residual": True},
      "zero_init_residual=True with residual=False zeroes every block's output"),
+    ({"residual": False, "drop_path_rate": 0.1},
+     "drop_path_rate=0.1 with residual=False: the plain net has no residual branch to drop"),
     ({"schedule": "cosine", "warmup_steps": 40, "lr_boundaries": ()},
      "warmup_steps=40 leaves no steps of num_train_steps=40 for the cosine decay"),
     ({"warmup_steps": 41}, "warmup_steps=41 exceeds num_train_steps=40"),

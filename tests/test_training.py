@@ -223,3 +223,17 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_good_checkpoints(tm
 def test_a_run_diverging_before_its_first_checkpoint_says_so(tmp_path):
     with pytest.raises(TrainingDiverged, match="no checkpoint had been saved yet"):
         train_and_evaluate(tiny_config(learning_rate=1e30, checkpoint_every_steps=24), tmp_path)
+
+
+def test_stochastic_depth_trains_reproducibly_and_only_when_asked(tmp_path):
+    runs = {}
+    for name, rate in (("off", 0.0), ("on", 0.3), ("again", 0.3)):
+        train_and_evaluate(tiny_config(num_train_steps=4, eval_every_steps=4,
+                                       drop_path_rate=rate), tmp_path / name)
+        runs[name] = [r["train_loss"] for r in metric_rows(tmp_path / name)]
+    assert runs["on"] == runs["again"] and runs["on"] != runs["off"]
+    from benchmarks import torch_train
+
+    with pytest.raises(ConfigError, match="the PyTorch twin has no stochastic depth"):
+        torch_train.check_twin_config(tiny_config(drop_path_rate=0.3), amp=False)
+
