@@ -185,7 +185,11 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 
 def report(out: Path) -> str:
     """The measured section, from every result file under ``out``."""
-    found = results(out)
+    return make_section(results(out))
+
+
+def make_section(found: dict[str, list[dict[str, Any]]]) -> str:
+    """The measured section of result entries by part (see :func:`results`)."""
     parts = []
     for part, (title, render) in SECTIONS.items():
         for entry in found.get(part, []):
@@ -206,10 +210,11 @@ def write_readme(out: Path, readme: Path = README) -> str:
     text = readme.read_text()
     if readme_section(text) is None:
         raise SystemExit(f"error: {readme} has no markers {BEGIN} ... {END} to write between")
-    made = report(out)
-    if not results(out):
+    found = results(out)
+    if not found:
         raise ReportError(f"{out} holds no result file: the README's measured section is left "
                           "as it is; pass the --out the evidence command wrote")
+    made = make_section(found)
     before, rest = text.split(BEGIN, 1)
     write_atomically(readme, f"{before}{BEGIN}\n{made}\n{END}{rest.split(END, 1)[1]}")
     return made

@@ -69,8 +69,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         config, pipeline, latest = settled.config, settled.pipeline, settled.latest
         for warning in settled.warnings if jax.process_index() == 0 else ():
             print(f"warning: {warning}", file=sys.stderr, flush=True)
-        manager = None if latest is None else cleanup.enter_context(  # a new run: not yet
-            checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
+        def open_checkpoints() -> Any:
+            return cleanup.enter_context(
+                checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
+
+        manager = None if latest is None else open_checkpoints()  # a new run: not yet
         state, where = train_state(config, pipeline, manager, latest, settled.start_from)
         if latest is not None and jax.process_index() == 0:
             print(resume_line(workdir, int(state.step), config.num_train_steps), flush=True)
@@ -78,8 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         calls = TrainCalls(config, pipeline, where)
         first = first_call(calls, state)
         stop.training()  # compiled: the run starts, and from here on writes
-        manager = manager or cleanup.enter_context(
-            checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))
+        manager = manager or open_checkpoints()
         clock, writer = open_run_files(workdir, config, pipeline, first, started,
                                        settled.data_seconds, cleanup)
         events = HostEvents(config, calls, manager, writer, measure, stop)

@@ -204,8 +204,9 @@ def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: A
         positions = lax.axis_index(AXIS) * local + jnp.arange(local)
         key = step_key(config.seed, state.step)
         images, labels = prepare(resident, batch, key, positions)
-        dropout_key = jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM),
-                                         lax.axis_index(AXIS))  # each device its own masks
+        dropout_key = (jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM),
+                                          lax.axis_index(AXIS))  # each device its own masks
+                       if config.drop_path_rate else None)
         state, metrics = train_step(state, images, labels, config=config, schedule=schedule,
                                     dropout_key=dropout_key)
         return state, {k: v.at[i].set(metrics[k]) for k, v in watched.items()}
