@@ -27,12 +27,12 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Symmetric PyTorch-style padding for a k x k kernel ('SAME' differs at stride 2)."""
     return ((k // 2, k // 2), (k // 2, k // 2))
 
 
-def _torch_linear_bias_init(fan_in: int) -> Callable:
+def torch_linear_bias_init(fan_in: int) -> Callable:
     """PyTorch's default nn.Linear bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = fan_in ** -0.5
 
@@ -42,7 +42,7 @@ def _torch_linear_bias_init(fan_in: int) -> Callable:
     return init
 
 
-def _last_bn_scale_init(zero: bool) -> Callable:
+def last_bn_scale_init(zero: bool) -> Callable:
     """Zero-initialised last BN scale makes each residual block start as identity."""
     return nn.initializers.zeros if zero else nn.initializers.ones
 
@@ -64,12 +64,19 @@ def torch_like_batch_norm(train: bool = False, axis_name: str | None = None,
                              dtype=dtype, param_dtype=param_dtype)
 
 
+def option_a_shortcut(x: jnp.ndarray, features: int, strides: int) -> jnp.ndarray:
+    """The paper's parameter-free shortcut: subsample, and zero-pad the new channels."""
+    x = x[:, ::strides, ::strides, :]
+    extra = features - x.shape[-1]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+
+
 def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str,
               conv: ModuleDef, norm: ModuleDef) -> jnp.ndarray:
     """Identity, or the path that matches a block's changed output shape.
 
     'projection' is a strided 1x1 convolution with BatchNorm (torchvision's
-    ``downsample``); 'option_a' subsamples and zero-pads the new channels.
+    ``downsample``); 'option_a' is :func:`option_a_shortcut`.
     Called inside a block's compact method, so its layers belong to the block.
     """
     if strides == 1 and x.shape[-1] == features:
@@ -78,9 +85,19 @@ def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str,
         x = conv(features, (1, 1), (strides, strides), padding="VALID",
                  name="downsample_conv")(x)
         return norm(name="downsample_bn")(x)
-    x = x[:, ::strides, ::strides, :]
-    extra = features - x.shape[-1]
-    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    return option_a_shortcut(x, features, strides)
+
+
+def bottleneck_width(features: int, groups: int, width_per_group: int) -> int:
+    """The width of a bottleneck's 3x3 convolution, as torchvision's Bottleneck computes it."""
+    return int(features * (width_per_group / 64.0)) * groups
+
+
+def check_basic_block(groups: int, width_per_group: int) -> None:
+    """ValueError unless the options are a plain BasicBlock's (as torchvision's)."""
+    if (groups, width_per_group) != (1, 64):
+        raise ValueError("BasicBlock takes groups=1 and width_per_group=64 only (as "
+                         "torchvision's); grouped or wider blocks are Bottlenecks")
 
 
 class ResidualBlock(nn.Module):
@@ -99,7 +116,7 @@ class ResidualBlock(nn.Module):
     deterministic: bool = True
 
     def last_norm(self, name: str) -> nn.Module:
-        return self.norm(scale_init=_last_bn_scale_init(self.zero_init_last_bn),
+        return self.norm(scale_init=last_bn_scale_init(self.zero_init_last_bn),
                          name=name)
 
     def add_shortcut(self, y: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
@@ -128,13 +145,11 @@ class BasicBlock(ResidualBlock):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        if (self.groups, self.width_per_group) != (1, 64):
-            raise ValueError("BasicBlock takes groups=1 and width_per_group=64 only (as "
-                             "torchvision's); grouped or wider blocks are Bottlenecks")
+        check_basic_block(self.groups, self.width_per_group)
         y = self.conv(self.features, (3, 3), (self.strides, self.strides),
-                      padding=_pad(3), name="conv1")(x)
+                      padding=pad(3), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
+        y = self.conv(self.features, (3, 3), padding=pad(3), name="conv2")(y)
         return self.add_shortcut(self.last_norm("bn2")(y), x)
 
 
@@ -147,10 +162,10 @@ class Bottleneck(ResidualBlock):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        width = int(self.features * (self.width_per_group / 64.0)) * self.groups
+        width = bottleneck_width(self.features, self.groups, self.width_per_group)
         y = self.conv(width, (1, 1), padding="VALID", name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(width, (3, 3), (self.strides, self.strides), padding=_pad(3),
+        y = self.conv(width, (3, 3), (self.strides, self.strides), padding=pad(3),
                       feature_group_count=self.groups, name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.conv(self.features * self.expansion, (1, 1), padding="VALID", name="conv3")(y)
@@ -210,12 +225,8 @@ class ResNet(nn.Module):
         stem and four stages): a smaller image leaves the last stage less than one pixel."""
         return (4 if self.stem == "imagenet" else 1) * 2 ** (len(self.stage_sizes) - 1)
 
-    def _check_input(self, x: jnp.ndarray) -> None:
-        if x.ndim != 4 or x.shape[-1] != self.input_channels:
-            raise ValueError(
-                f"ResNet expects images shaped (batch, height, width, {self.input_channels}) "
-                f"(NHWC), got shape {tuple(x.shape)}; transpose NCHW input with "
-                "x.transpose(0, 2, 3, 1) and add a batch axis to single images.")
+    def check_options(self) -> None:
+        """ValueError naming the first field outside its valid values."""
         if self.stem not in ("imagenet", "cifar"):
             raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         if self.shortcut not in ("projection", "option_a"):
@@ -228,6 +239,14 @@ class ResNet(nn.Module):
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown} in feature_stages; this network's "
                              f"are {list(self.stage_names)}.")
+
+    def check_images(self, x: jnp.ndarray) -> None:
+        """ValueError unless ``x`` is an NHWC batch this network can take."""
+        if x.ndim != 4 or x.shape[-1] != self.input_channels:
+            raise ValueError(
+                f"ResNet expects images shaped (batch, height, width, {self.input_channels}) "
+                f"(NHWC), got shape {tuple(x.shape)}; transpose NCHW input with "
+                "x.transpose(0, 2, 3, 1) and add a batch axis to single images.")
         if min(x.shape[1:3]) < self.total_stride:
             raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than this "
                              f"network's total stride of {self.total_stride}: its last stage "
@@ -236,16 +255,17 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        self._check_input(x)
+        self.check_options()
+        self.check_images(x)
         conv = torch_like_conv(self.dtype, self.param_dtype)
         norm = torch_like_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype)
         x = jnp.asarray(x, self.dtype)
         if self.stem == "imagenet":
-            x = conv(self.stage_widths[0], (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
+            x = conv(self.stage_widths[0], (7, 7), (2, 2), padding=pad(7), name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
-            x = nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3))
+            x = nn.max_pool(x, (3, 3), (2, 2), padding=pad(3))
         else:
-            x = conv(self.stage_widths[0], (3, 3), padding=_pad(3), name="conv1")(x)
+            x = conv(self.stage_widths[0], (3, 3), padding=pad(3), name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
         features = {"stem": x}
 
@@ -269,7 +289,7 @@ class ResNet(nn.Module):
             return jnp.asarray(x, jnp.float32)
         x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                      kernel_init=dense_kernel_init,
-                     bias_init=_torch_linear_bias_init(x.shape[-1]), name="fc")(x)
+                     bias_init=torch_linear_bias_init(x.shape[-1]), name="fc")(x)
         return jnp.asarray(x, jnp.float32)
 
 
@@ -332,6 +352,9 @@ def create_model(name: str, **overrides: Any) -> ResNet:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown ResNet option(s) {unknown}; valid ones: {sorted(fields)}.")
+    # Sequences as tuples: a module's fields must hash (NNX keeps them in its graph).
+    overrides = {key: tuple(value) if isinstance(value, list) else value
+                 for key, value in overrides.items()}
     return ResNet(**{**MODELS[name], **overrides})
 
 

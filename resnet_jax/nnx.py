@@ -1,93 +1,296 @@
-"""Every model as a Flax NNX module, through Flax's linen-to-NNX bridge.
+"""Every model as a native Flax NNX module, laid out as torchvision's.
 
-The NNX form wraps the linen ResNet of :mod:`resnet_jax.models` (``flax.nnx.bridge.ToNNX``):
-the same architecture, initialisation and variable names, so linen variables
-(torchvision weights, a training run's checkpoint) load into it and back::
+The modules are built from ``nnx.Conv``, ``nnx.BatchNorm`` and ``nnx.Linear`` with the
+linen models' architecture, initialisation and options (one table,
+:mod:`resnet_jax.models`), and read like torchvision's: ``model.conv1``, ``model.bn1``,
+``model.layer2[0].conv1``, ``model.layer3``, ``model.fc``::
 
     from flax import nnx
     from resnet_jax.nnx import create_model
 
-    model = create_model("resnet20", rngs=nnx.Rngs(0))
-    logits = model(images, train=False)
+    model = create_model("resnet50", rngs=nnx.Rngs(0))   # in eval mode
+    logits = model(images)                              # running BatchNorm statistics
+    model.train()                                       # batch statistics, stochastic depth
+
+Linen variables (torchvision weights, a run's checkpoint) load into them and come back
+unchanged: :func:`load_variables`, :func:`linen_variables`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
-from flax.nnx import bridge
+from flax import nnx, traverse_util
 
 from resnet_jax import models
 
-# Variable names are independent of the image size (the pool is global): the variables
-# are created on one small image.
-_INIT_SIDE = 32
+
+class _Layers:
+    """Makes the layers of one network, with its dtypes, BatchNorm axis and rngs."""
+
+    def __init__(self, spec: models.ResNet, rngs: nnx.Rngs):
+        self.spec, self.rngs = spec, rngs
+
+    def conv(self, in_features: int, out_features: int, size: int, strides: int = 1,
+             groups: int = 1) -> nnx.Conv:
+        return nnx.Conv(in_features, out_features, (size, size), (strides, strides),
+                        padding=models.pad(size), feature_group_count=groups, use_bias=False,
+                        dtype=self.spec.dtype, param_dtype=self.spec.param_dtype,
+                        kernel_init=models.conv_kernel_init, rngs=self.rngs)
+
+    def norm(self, features: int, last_in_block: bool = False) -> nnx.BatchNorm:
+        zero = last_in_block and self.spec.zero_init_residual
+        return nnx.BatchNorm(features, use_running_average=True, momentum=0.9, epsilon=1e-5,
+                             use_fast_variance=False, axis_name=self.spec.bn_axis_name,
+                             dtype=self.spec.dtype, param_dtype=self.spec.param_dtype,
+                             scale_init=models.last_bn_scale_init(zero), rngs=self.rngs)
+
+    def linear(self, in_features: int, out_features: int) -> nnx.Linear:
+        return nnx.Linear(in_features, out_features, dtype=self.spec.dtype,
+                          param_dtype=self.spec.param_dtype,
+                          kernel_init=models.dense_kernel_init,
+                          bias_init=models.torch_linear_bias_init(in_features), rngs=self.rngs)
+
+    def drop_path(self, rate: float) -> nnx.Dropout | None:
+        """timm's DropPath: nnx.Dropout of whole examples (one draw per example)."""
+        if not rate:
+            return None
+        return nnx.Dropout(rate, broadcast_dims=(1, 2, 3), deterministic=True,
+                           rngs=self.rngs)
 
 
-class ResNet(bridge.ToNNX):
-    """A linen :class:`resnet_jax.models.ResNet` as an NNX module.
+class _Block(nnx.Module):
+    """What both block types share: the shortcut, stochastic depth, the residual sum."""
 
-    ``model(x, train=False)``: inference with the running BatchNorm statistics.
-    ``model(x, train=True)``: batch statistics, and the running ones updated in place.
-    ``x`` is a float NHWC batch.
+    expansion = 1
+
+    def __init__(self, in_features: int, features: int, strides: int, make: _Layers,
+                 drop_path: float):
+        out_features = features * self.expansion
+        self.residual, self.strides, self.out_features = (make.spec.residual, strides,
+                                                          out_features)
+        reshaped = strides != 1 or in_features != out_features
+        projection = reshaped and make.spec.shortcut == "projection"
+        self.option_a = reshaped and not projection
+        self.downsample_conv = nnx.data(
+            make.conv(in_features, out_features, 1, strides) if projection else None)
+        self.downsample_bn = nnx.data(make.norm(out_features) if projection else None)
+        self.drop_path = nnx.data(make.drop_path(drop_path))
+
+    def shortcut(self, x: jax.Array) -> jax.Array:
+        if self.downsample_conv is not None:
+            return self.downsample_bn(self.downsample_conv(x))
+        if self.option_a:
+            return models.option_a_shortcut(x, self.out_features, self.strides)
+        return x
+
+    def add_shortcut(self, y: jax.Array, x: jax.Array) -> jax.Array:
+        """relu(y + shortcut(x)), or relu(y) in the plain network."""
+        if self.residual:
+            if self.drop_path is not None:
+                y = self.drop_path(y)
+            y = y + self.shortcut(x)
+        return nnx.relu(y)
+
+
+class BasicBlock(_Block):
+    """Two 3x3 conv-BN layers and a residual connection (ResNet-18/34, CIFAR nets)."""
+
+    def __init__(self, in_features: int, features: int, strides: int, make: _Layers,
+                 drop_path: float = 0.0):
+        models.check_basic_block(make.spec.groups, make.spec.width_per_group)
+        self.conv1 = make.conv(in_features, features, 3, strides)
+        self.bn1 = make.norm(features)
+        self.conv2 = make.conv(features, features, 3)
+        self.bn2 = make.norm(features, last_in_block=True)
+        super().__init__(in_features, features, strides, make, drop_path)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        return self.add_shortcut(self.bn2(self.conv2(y)), x)
+
+
+class Bottleneck(_Block):
+    """1x1 reduce, 3x3 (strided, grouped or wider as torchvision's), 1x1 expand x4."""
+
+    expansion = 4
+
+    def __init__(self, in_features: int, features: int, strides: int, make: _Layers,
+                 drop_path: float = 0.0):
+        spec = make.spec
+        width = models.bottleneck_width(features, spec.groups, spec.width_per_group)
+        self.conv1 = make.conv(in_features, width, 1)
+        self.bn1 = make.norm(width)
+        self.conv2 = make.conv(width, width, 3, strides, groups=spec.groups)
+        self.bn2 = make.norm(width)
+        self.conv3 = make.conv(width, features * self.expansion, 1)
+        self.bn3 = make.norm(features * self.expansion, last_in_block=True)
+        super().__init__(in_features, features, strides, make, drop_path)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = nnx.relu(self.bn2(self.conv2(y)))
+        return self.add_shortcut(self.bn3(self.conv3(y)), x)
+
+
+class Stage(nnx.List):
+    """The blocks of one stage (torchvision's ``layer1``...), indexable and callable."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for block in self:
+            x = block(x)
+        return x
+
+
+_BLOCKS = {models.BasicBlock: BasicBlock, models.Bottleneck: Bottleneck}
+
+
+class ResNet(nnx.Module):
+    """A ResNet as an NNX module, built from a linen :class:`resnet_jax.models.ResNet`'s
+    fields (``spec``): the same layers, options and validation.
+
+    Attributes as torchvision's: ``conv1``, ``bn1``, ``layer1``... (each a :class:`Stage`
+    of blocks: ``layer2[0].conv1``, ``layer2[0].downsample_conv``), ``fc`` (None when
+    headless or giving features). ``model(x)`` takes a float NHWC batch and returns what
+    ``spec.output`` says: logits, the pooled features (``num_classes=0``) or the dict of
+    stage outputs. Made in eval mode; ``model.train()`` switches BatchNorm to batch
+    statistics (updating the running ones in place) and turns stochastic depth on.
     """
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:  # type: ignore[override]
-        return super().__call__(x, train=train, mutable=["batch_stats"] if train else False)
+    def __init__(self, spec: models.ResNet, *, rngs: nnx.Rngs):
+        spec.check_options()
+        if spec.block_cls not in _BLOCKS:
+            raise ValueError(f"block_cls must be resnet_jax.models.BasicBlock or Bottleneck; "
+                             f"got {spec.block_cls!r}")
+        make = _Layers(spec, rngs)
+        self.spec = nnx.static(spec)
+        width = spec.stage_widths[0]
+        imagenet = spec.stem == "imagenet"
+        self.conv1 = make.conv(spec.input_channels, width, 7 if imagenet else 3,
+                               2 if imagenet else 1)
+        self.bn1 = make.norm(width)
+        block_cls, rates = _BLOCKS[spec.block_cls], iter(spec.drop_path_rates)
+        for stage, (num_blocks, features) in enumerate(
+                zip(spec.stage_sizes, spec.stage_widths, strict=True)):
+            blocks = []
+            for index in range(num_blocks):
+                strides = 2 if stage > 0 and index == 0 else 1
+                blocks.append(block_cls(width, features, strides, make, next(rates)))
+                width = features * block_cls.expansion
+            setattr(self, f"layer{stage + 1}", Stage(blocks))
+        headless = not spec.num_classes or spec.output == "features"
+        self.fc = nnx.data(None if headless else make.linear(width, spec.num_classes))
+
+    @property
+    def training(self) -> bool:
+        """True in train mode (batch statistics), False in eval mode."""
+        return not self.bn1.use_running_average
+
+    def stem(self, x: jax.Array) -> jax.Array:
+        """conv1, bn1, relu and (ImageNet stem) the max-pool: the ``stem`` feature."""
+        self.spec.check_images(x)
+        x = nnx.relu(self.bn1(self.conv1(jnp.asarray(x, self.spec.dtype))))
+        if self.spec.stem == "imagenet":
+            x = nnx.max_pool(x, (3, 3), (2, 2), padding=models.pad(3))
+        return x
+
+    def features(self, x: jax.Array) -> dict[str, jax.Array]:
+        """Every stage's output, keyed ``stem``, ``layer1``... (as ``output="features"``)."""
+        x = self.stem(x)
+        features = {"stem": x}
+        for name in self.spec.stage_names[1:]:
+            x = features[name] = getattr(self, name)(x)
+        return features
+
+    def __call__(self, x: jax.Array) -> jax.Array | dict[str, jax.Array]:
+        features = self.features(x)
+        if self.spec.output == "features":
+            return {name: features[name] for name in self.spec.feature_stages
+                    or self.spec.stage_names}
+        pooled = jnp.mean(features[self.spec.stage_names[-1]], axis=(1, 2))
+        if self.fc is None:
+            return jnp.asarray(pooled, jnp.float32)
+        return jnp.asarray(self.fc(pooled), jnp.float32)
 
 
 def create_model(name: str, *, rngs: nnx.Rngs, variables: dict[str, Any] | None = None,
                  **overrides: Any) -> ResNet:
-    """The model ``name`` (see :func:`resnet_jax.list_models`) as an NNX module, its
-    variables drawn from ``rngs``, or taken from linen ``variables`` ({'params',
+    """The model ``name`` (see :func:`resnet_jax.list_models`) as an NNX module, in eval
+    mode, its variables drawn from ``rngs`` (the ``dropout`` stream, or ``default``, also
+    feeds stochastic depth), or taken from linen ``variables`` ({'params',
     'batch_stats'}: from ``resnet_jax.pretrained``, ``from_torchvision`` or
     ``resnet_jax.restore``). ``overrides`` are :class:`resnet_jax.models.ResNet` fields.
     """
-    linen_model = models.create_model(name, **overrides)
-    model = ResNet(linen_model, rngs=rngs)
-    sample = jnp.zeros((1, _INIT_SIDE, _INIT_SIDE, linen_model.input_channels), jnp.float32)
-    bridge.lazy_init(model, sample)
+    model = ResNet(models.create_model(name, **overrides), rngs=rngs)
     if variables is not None:
         load_variables(model, variables)
     return model
 
 
+def _linen_path(path: tuple[Any, ...]) -> tuple[str, ...]:
+    """('layer2', 0, 'conv1', 'kernel') -> ('layer2_0', 'conv1', 'kernel')."""
+    names: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            names[-1] = f"{names[-1]}_{part}"
+        else:
+            names.append(str(part))
+    return tuple(names)
+
+
+def _flat(model: ResNet, kind: type[nnx.Variable]) -> dict[tuple[Any, ...], Any]:
+    return traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model, kind)))
+
+
+_COLLECTIONS = (("params", nnx.Param), ("batch_stats", nnx.BatchStat))
+
+
 def linen_variables(model: ResNet) -> dict[str, Any]:
     """The model's variables in linen's form: ``{'params': ..., 'batch_stats': ...}``,
     for ``resnet_jax.models`` and ``resnet_jax.torch_compat.to_torchvision``."""
-    return {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
-            "batch_stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))}
+    return {collection: traverse_util.unflatten_dict(
+                {_linen_path(path): value for path, value in _flat(model, kind).items()})
+            for collection, kind in _COLLECTIONS}
 
 
 def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
     """Replace the model's parameters and batch statistics by linen ``variables``;
-    ValueError naming the first array whose name or shape differs."""
+    ValueError naming the first array whose name or shape differs. A classifier's
+    ``fc`` is left out, with a warning, when the model has none (headless, features)."""
     if not isinstance(variables, Mapping) or "params" not in variables:
         given = list(variables) if isinstance(variables, Mapping) else type(variables).__name__
         raise ValueError("variables must be {'params': ..., 'batch_stats': ...}, as model.init, "
                          f"resnet_jax.pretrained and resnet_jax.restore give; got {given}")
-    for collection, kind in (("params", nnx.Param), ("batch_stats", nnx.BatchStat)):
+    params = dict(variables["params"])
+    if model.fc is None and "fc" in params:
+        del params["fc"]
+        warnings.warn("the model has no classifier (num_classes=0 or output='features'): "
+                      "the variables' fc is left out", stacklevel=2)
+    given = {"params": params, "batch_stats": variables.get("batch_stats", {})}
+    for collection, kind in _COLLECTIONS:
+        flat = _flat(model, kind)
+        given_flat = traverse_util.flatten_dict(dict(given[collection]))
+        _check_same_arrays(collection, {_linen_path(p): v for p, v in flat.items()}, given_flat)
         state = nnx.state(model, kind)
-        _check_same_arrays(collection, nnx.to_pure_dict(state), variables.get(collection, {}))
-        nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, dict(variables[collection])))
+        nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(
+            {path: jnp.asarray(given_flat[_linen_path(path)]) for path in flat}))
         nnx.update(model, state)
 
 
-def _check_same_arrays(collection: str, expected: Any, given: Any) -> None:
-    want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
-    got = dict(jax.tree_util.tree_flatten_with_path(given)[0])
-    for path in sorted(set(want) | set(got), key=str):
-        name = f"{collection}/{jax.tree_util.keystr(path, simple=True, separator='/')}"
-        if path not in got:
+def _check_same_arrays(collection: str, expected: dict[tuple[str, ...], Any],
+                       given: dict[tuple[str, ...], Any]) -> None:
+    for path in sorted(set(expected) | set(given)):
+        name = "/".join((collection, *path))
+        if path not in given:
             raise ValueError(f"the variables lack {name}; they are not this model's "
                              "(another depth or class count?)")
-        if path not in want:
+        if path not in expected:
             raise ValueError(f"the variables hold {name}, which this model does not have")
-        if jnp.shape(got[path]) != jnp.shape(want[path]):
-            raise ValueError(f"{name} has shape {jnp.shape(got[path])}, the model "
-                             f"{jnp.shape(want[path])}; pass num_classes (or the model) "
+        if jnp.shape(given[path]) != jnp.shape(expected[path]):
+            raise ValueError(f"{name} has shape {jnp.shape(given[path])}, the model "
+                             f"{jnp.shape(expected[path])}; pass num_classes (or the model) "
                              "the variables were made for")

@@ -1,5 +1,5 @@
-"""The NNX front end: every model as an NNX module that trains as the linen one does and
-takes torchvision's weights."""
+"""The native NNX modules: torchvision's layout, linen's variables and numbers, NNX's modes
+and optimizer."""
 
 import jax
 import numpy as np
@@ -10,8 +10,13 @@ from flax import nnx
 
 from benchmarks.torch_parity import randomised_torchvision
 from resnet_jax import create_model as create_linen_model
-from resnet_jax.nnx import create_model, linen_variables
+from resnet_jax.nnx import create_model, linen_variables, load_variables
 from resnet_jax.torch_compat import from_torchvision, to_torchvision
+
+# The CIFAR layouts, each shortcut and block kind once, and the deepest bar resnet1202 (the
+# other depths stack the same blocks); the ImageNet models are compared beside torchvision
+# in test_torch_compat.
+CIFAR_LAYOUTS = ["resnet20", "resnet110", "resnet18_cifar", "resnet50_cifar"]
 
 
 def loss_of(logits, labels):
@@ -24,10 +29,11 @@ def nnx_training(model, tx, batches):
 
     @nnx.jit
     def train_step(model, optimizer, images, labels):
-        loss, grads = nnx.value_and_grad(lambda m: loss_of(m(images, train=True), labels))(model)
+        loss, grads = nnx.value_and_grad(lambda m: loss_of(m(images), labels))(model)
         optimizer.update(model, grads)
         return loss
 
+    model.train()
     return [float(train_step(model, optimizer, *batch)) for batch in batches]
 
 
@@ -61,7 +67,8 @@ def test_nnx_training_steps_equal_the_linen_ones_from_the_same_start():
     batches = [(rng.standard_normal((8, 8, 8, 3), dtype=np.float32),
                 rng.integers(0, 4, 8))] * 4
     tx = optax.sgd(0.1, momentum=0.9)
-    model(batches[0][0], train=False)  # inference leaves the running statistics alone
+    assert not model.training
+    model(batches[0][0])  # eval mode, as made: the running statistics stay
     jax.tree.map(np.testing.assert_array_equal, linen_variables(model), start)
 
     nnx_losses = nnx_training(model, tx, batches)
@@ -77,14 +84,31 @@ def test_nnx_training_steps_equal_the_linen_ones_from_the_same_start():
                            start["batch_stats"]["bn1"]["mean"])  # running statistics moved
 
 
-def test_torchvision_weights_load_into_the_nnx_form(name="resnet18"):
+def test_the_cifar_layouts_give_the_linen_numbers_in_both_modes():
+    images = np.random.default_rng(0).standard_normal((2, 16, 16, 3), dtype=np.float32)
+    for name in CIFAR_LAYOUTS:
+        model = create_model(name, rngs=nnx.Rngs(0))
+        variables, linen = linen_variables(model), create_linen_model(name)
+        np.testing.assert_array_equal(model(images), linen.apply(variables, images),
+                                      err_msg=name)
+        model.train()
+        logits, updates = linen.apply(variables, images, train=True, mutable=["batch_stats"])
+        np.testing.assert_array_equal(model(images), logits, err_msg=name)
+        jax.tree.map(np.testing.assert_array_equal, linen_variables(model)["batch_stats"],
+                     updates["batch_stats"])
+
+
+def test_torchvision_weights_load_into_the_nnx_form_and_go_back(name="resnet18"):
     reference = randomised_torchvision(name)
     model = create_model(name, rngs=nnx.Rngs(0),
                          variables=from_torchvision(reference.state_dict(), name))
+    assert model.layer2[0].conv1.kernel.shape == (3, 3, 64, 128)
+    assert model.layer2[0].downsample_conv.kernel.shape == (1, 1, 64, 128)
+    assert model.fc.kernel.shape == (512, 1000)
     images = np.random.default_rng(0).standard_normal((2, 64, 48, 3), dtype=np.float32)
     with torch.no_grad():
         theirs = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    ours = np.asarray(model(images, train=False))
+    ours = np.asarray(model(images))
     assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
     back = to_torchvision(linen_variables(model), name)
     for key, tensor in reference.state_dict().items():
@@ -92,11 +116,61 @@ def test_torchvision_weights_load_into_the_nnx_form(name="resnet18"):
             np.testing.assert_array_equal(back[key], tensor.numpy(), err_msg=key)
 
 
-def test_variables_of_another_model_are_named():
+def test_the_readme_fine_tuning_and_features_example():
+    classifier = create_linen_model("resnet18")
+    images = np.random.default_rng(1).standard_normal((4, 32, 32, 3), dtype=np.float32)
+    variables = classifier.init(jax.random.key(0), images)
+    model = create_model("resnet18", rngs=nnx.Rngs(0), variables=variables)
+
+    stage3 = model.layer3(model.layer2(model.layer1(model.stem(images))))
+    linen_features = create_linen_model("resnet18", output="features").apply(variables, images)
+    np.testing.assert_array_equal(stage3, linen_features["layer3"])
+    jax.tree.map(np.testing.assert_array_equal, model.features(images), linen_features)
+
+    model.fc = nnx.Linear(512, 5, rngs=nnx.Rngs(1))
+    labels = np.arange(4) % 5
+    losses = nnx_training(model, optax.adam(1e-3), [(images, labels)] * 5)
+    assert losses[-1] < losses[0]
+    assert linen_variables(model)["params"]["fc"]["kernel"].shape == (512, 5)
+    assert not np.allclose(model.layer1[0].conv1.kernel[...],
+                           variables["params"]["layer1_0"]["conv1"]["kernel"])  # all of it trains
+
+
+def test_headless_and_feature_models_take_the_classifiers_variables_and_say_so():
+    variables = linen_variables(create_model("resnet20", rngs=nnx.Rngs(0)))
+    images = np.random.default_rng(2).standard_normal((2, 16, 16, 3), dtype=np.float32)
+    with pytest.warns(UserWarning, match="no classifier .* fc is left out"):
+        headless = create_model("resnet20", rngs=nnx.Rngs(0), num_classes=0,
+                                variables=variables)
+    with pytest.warns(UserWarning, match="fc is left out"):
+        backbone = create_model("resnet20", rngs=nnx.Rngs(0), output="features",
+                                feature_stages=("layer2", "layer3"), variables=variables)
+    features = backbone(images)
+    assert list(features) == ["layer2", "layer3"] and headless.fc is None
+    np.testing.assert_allclose(headless(images), features["layer3"].mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_stochastic_depth_follows_the_mode_and_linens_rates():
+    model = create_model("resnet20", rngs=nnx.Rngs(0), drop_path_rate=0.5)
+    rates = [0.0 if block.drop_path is None else block.drop_path.rate
+             for stage in (model.layer1, model.layer2, model.layer3) for block in stage]
+    np.testing.assert_allclose(rates, create_linen_model("resnet20",
+                                                         drop_path_rate=0.5).drop_path_rates)
+    images = np.random.default_rng(3).standard_normal((4, 16, 16, 3), dtype=np.float32)
+    np.testing.assert_array_equal(model(images), model(images))  # eval: deterministic
+    model.train()
+    assert not np.allclose(model(images), model(images))  # a fresh draw per call
+
+
+def test_wrong_variables_and_options_are_named():
     resnet18 = linen_variables(create_model("resnet18", rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="lack params/layer1_2"):
         create_model("resnet34", rngs=nnx.Rngs(0), variables=resnet18)
     with pytest.raises(ValueError, match=r"params/fc/bias has shape \(1000,\).*num_classes"):
         create_model("resnet18", rngs=nnx.Rngs(0), num_classes=10, variables=resnet18)
     with pytest.raises(ValueError, match=r"must be \{'params': .*got \['bn1', 'conv1'"):
-        create_model("resnet18", rngs=nnx.Rngs(0), variables=resnet18["params"])
+        load_variables(create_model("resnet18", rngs=nnx.Rngs(0)), resnet18["params"])
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['layer5'\].*'layer4'\]"):
+        create_model("resnet18", rngs=nnx.Rngs(0), output="features", feature_stages=["layer5"])
+    with pytest.raises(ValueError, match="unknown ResNet option"):
+        create_model("resnet18", rngs=nnx.Rngs(0), pretrained=True)

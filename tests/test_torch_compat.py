@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from flax import nnx as flax_nnx
 
 from benchmarks.torch_parity import randomised_torchvision
-from resnet_jax import create_model
+from resnet_jax import create_model, nnx
 from resnet_jax.torch_compat import from_torchvision, looks_like, to_torchvision
 
 DEPTHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -39,6 +40,13 @@ def test_torchvision_weights_give_torchvision_logits(name):
         theirs = torch_logits(reference, images, train=False)
         ours = model.apply(variables, images, train=False)
         assert max_error(ours, theirs) <= 1e-4 * np.abs(theirs).max()
+    assert_nnx_gives(ours, name, variables, images)
+
+
+def assert_nnx_gives(logits, name, variables, images):
+    """The NNX form of the model, with the same variables, gives the same logits."""
+    model = nnx.create_model(name, rngs=flax_nnx.Rngs(0), variables=variables)
+    np.testing.assert_array_equal(model(images), logits)
 
 
 @pytest.mark.parametrize("name", ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
@@ -50,6 +58,7 @@ def test_resnext_and_wide_resnet_weights_give_torchvisions_logits(name):
     theirs = torch_logits(reference, images, train=False)
     ours = create_model(name).apply(variables, images, train=False)
     assert max_error(ours, theirs) <= 1e-4 * np.abs(theirs).max()
+    assert_nnx_gives(ours, name, variables, images)
     assert looks_like(reference.state_dict()) == name  # told apart from resnet50/101
 
 
