@@ -126,6 +126,14 @@ NOT_SGD = unused_when(lambda c: c["optimizer"] != "sgd", "with optimizer={optimi
 NOT_PIECEWISE = "under schedule={schedule}; only the piecewise schedule has boundaries"
 NO_MOMENTUM = unused_when(lambda c: not c["momentum"],
                           "with momentum=0, without which Nesterov's step is plain SGD's")
+
+
+def _no_warmup(config: Mapping[str, Any]) -> str | None:
+    if config["schedule"] == "onecycle":
+        return "under schedule=onecycle, which has a warm-up of its own"
+    return None if config["warmup_steps"] else "with warmup_steps=0, which has no warm-up"
+
+
 KEYS: dict[str, Key] = {
     # The model.
     "model": Key(FIXED, one_of(list_models), always),
@@ -175,6 +183,7 @@ KEYS: dict[str, Key] = {
     "warmup_steps": Key(FIXED, integer(0, INT32_MAX), unused_when(  # linear, from 0
         lambda c: c["schedule"] == "onecycle",
         "under schedule=onecycle, which warms up over its first 30% of steps by itself")),
+    "warmup_start_factor": Key(FIXED, number(0, 1), _no_warmup),  # the rate's first fraction
     "weight_decay": Key(FIXED, number(0), always),
     "decay_norm_and_bias": Key(FIXED, boolean, unused_when(
         lambda c: not c["weight_decay"], "with weight_decay=0, which decays nothing")),
@@ -225,10 +234,11 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
     if piecewise and config["warmup_steps"] > config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} exceeds num_train_steps="
                         f"{config['num_train_steps']}; shorten the warm-up")
-    if config["schedule"] == "cosine" and config["warmup_steps"] >= config["num_train_steps"]:
+    decays = config["schedule"] in ("cosine", "linear")
+    if decays and config["warmup_steps"] >= config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} leaves no steps of "
-                        f"num_train_steps={config['num_train_steps']} for the cosine decay; "
-                        "shorten the warm-up")
+                        f"num_train_steps={config['num_train_steps']} for the "
+                        f"{config['schedule']} decay; shorten the warm-up")
     if config["drop_path_rate"] and not config["residual"]:
         problems.append(f"drop_path_rate={config['drop_path_rate']} with residual=False: the "
                         "plain net has no residual branch to drop; set --config.drop_path_rate=0")

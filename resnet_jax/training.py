@@ -66,22 +66,40 @@ class Schedule:
     keys: tuple[str, ...]
 
 
+def _warmup_factor(config: ml_collections.ConfigDict, step: jnp.ndarray) -> jnp.ndarray:
+    """From ``warmup_start_factor`` at step 0, linearly to 1 at ``warmup_steps``."""
+    start = config.warmup_start_factor
+    return start + (1.0 - start) * jnp.minimum(1.0, step / config.warmup_steps)
+
+
 def _piecewise(config: ml_collections.ConfigDict) -> optax.Schedule:
     """``learning_rate`` scaled at each of ``lr_boundaries`` (absolute steps) by its
-    ``lr_scales`` factor, times a linear warm-up from 0 over ``warmup_steps``."""
+    ``lr_scales`` factor, times the linear warm-up over ``warmup_steps``."""
     steps = optax.piecewise_constant_schedule(
         config.learning_rate, dict(zip(config.lr_boundaries, config.lr_scales, strict=True)))
     if not config.warmup_steps:
         return steps
-    return lambda step: steps(step) * jnp.minimum(1.0, step / config.warmup_steps)
+    return lambda step: steps(step) * _warmup_factor(config, step)
 
 
+def _linear(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """The linear warm-up, then linearly to 0 at ``num_train_steps`` (FFCV's ``cyclic``
+    schedule with ``warmup_start_factor=1e-4``)."""
+    peak, warmup = config.learning_rate, config.warmup_steps
+    decay = optax.linear_schedule(peak, 0.0, config.num_train_steps - warmup)
+    if not warmup:
+        return decay
+    return optax.join_schedules(
+        [optax.linear_schedule(config.warmup_start_factor * peak, peak, warmup), decay], [warmup])
+
+
+_WARMED_UP = ("learning_rate", "warmup_steps", "warmup_start_factor")
 SCHEDULES = {
-    "piecewise": Schedule(_piecewise, ("learning_rate", "lr_boundaries", "lr_scales",
-                                       "warmup_steps")),
+    "piecewise": Schedule(_piecewise, (*_WARMED_UP, "lr_boundaries", "lr_scales")),
     "cosine": Schedule(lambda c: optax.warmup_cosine_decay_schedule(
-        0.0, c.learning_rate, c.warmup_steps, c.num_train_steps),
-        ("learning_rate", "warmup_steps", "num_train_steps")),
+        c.warmup_start_factor * c.learning_rate, c.learning_rate, c.warmup_steps,
+        c.num_train_steps), (*_WARMED_UP, "num_train_steps")),
+    "linear": Schedule(_linear, (*_WARMED_UP, "num_train_steps")),
     "onecycle": Schedule(lambda c: optax.cosine_onecycle_schedule(
         c.num_train_steps, c.learning_rate), ("learning_rate", "num_train_steps")),
 }

@@ -132,6 +132,55 @@ def test_warmup_and_one_cycle_schedules():
     assert peak == pytest.approx(0.4, rel=0.01) and float(schedule(0)) < 0.1 * peak
 
 
+def test_torchvisions_warmup_then_cosine_is_the_cosine_schedule_with_a_start_factor():
+    """torchvision's references step LinearLR(start_factor) and CosineAnnealingLR once per
+    epoch; ours steps per step: with one step an epoch the two are the same sequence."""
+    import torch
+
+    weights = [torch.zeros(1, requires_grad=True)]
+    optimizer = torch.optim.SGD(weights, lr=0.5)
+    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=5),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=40 - 5)], milestones=[5])
+    theirs = []
+    for _ in range(40):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    config = load("smoke")
+    config.update(schedule="cosine", learning_rate=0.5, warmup_steps=5,
+                  warmup_start_factor=0.01, num_train_steps=40)
+    ours = jax.vmap(learning_rate_schedule(config))(jnp.arange(40))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_the_linear_schedule_is_ffcvs_cyclic_one():
+    """FFCV (ffcv-imagenet, lr_schedule_type=cyclic): the rate at epoch e interpolates
+    (0, 1e-4 lr), (peak, lr), (epochs, 0); each step of an epoch interpolates between its
+    epoch's two ends."""
+    lr, peak, epochs, steps_per_epoch = 1.7, 2, 8, 3
+
+    def ffcv_rate(epoch):
+        return np.interp([epoch], [0, peak, epochs], [1e-4 * lr, lr, 0])[0]
+
+    theirs = np.concatenate([np.interp(np.arange(steps_per_epoch), [0, steps_per_epoch],
+                                       [ffcv_rate(e), ffcv_rate(e + 1)]) for e in range(epochs)])
+    config = load("smoke")
+    config.update(schedule="linear", learning_rate=lr, warmup_steps=peak * steps_per_epoch,
+                  warmup_start_factor=1e-4, num_train_steps=epochs * steps_per_epoch)
+    ours = jax.vmap(learning_rate_schedule(config))(jnp.arange(epochs * steps_per_epoch))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    config.warmup_steps = 0
+    assert float(learning_rate_schedule(config)(0)) == pytest.approx(lr)
+
+
+def test_a_start_factor_lifts_the_piecewise_warmup():
+    config = load("smoke")
+    config.update(learning_rate=0.4, warmup_steps=10, warmup_start_factor=0.25)
+    schedule = learning_rate_schedule(config)
+    assert [float(schedule(s)) for s in (0, 5, 10)] == pytest.approx([0.1, 0.25, 0.4])
+
+
 def pytorch_sgd(params, grads, lr, momentum, weight_decay, steps, nesterov=False):
     """torch.optim.SGD's update rule, written out (dampening 0)."""
     buffer = None
@@ -193,13 +242,15 @@ PROBES = {
     "checkpoint_every_steps": 7, "log_every_steps": 3, "keep_checkpoints": 2,
     "optimizer": "adamw", "momentum": 0.5, "nesterov": True, "learning_rate": 0.2,
     "schedule": "cosine", "lr_boundaries": (10,), "lr_scales": (0.5,), "warmup_steps": 5,
-    "weight_decay": 5e-4, "decay_norm_and_bias": True, "label_smoothing": 0.1,
+    "warmup_start_factor": 0.01, "weight_decay": 5e-4, "decay_norm_and_bias": True,
+    "label_smoothing": 0.1,
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
     "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
 }
 # The smoke config, and the same with one of the settings that decide what the others do
 # changed (a streaming run's eval_resize fits the probe's image size).
-MODES = [{}, {"schedule": "cosine"}, {"schedule": "onecycle"}, {"optimizer": "adam"},
+MODES = [{}, {"schedule": "cosine"}, {"schedule": "onecycle"}, {"schedule": "linear"},
+         {"schedule": "cosine", "warmup_steps": 5}, {"optimizer": "adam"},
          {"optimizer": "adamw"}, {"weight_decay": 0.0}, {"momentum": 0.0},
          {"init_from": "IMAGENET1K_V1"},
          {"pipeline": "streaming", "eval_resize": 80}, {"dataset": "folder:/data"},
@@ -248,8 +299,8 @@ def trajectory(config):
 
 
 OPTIMIZER_KEYS = ("optimizer", "momentum", "nesterov", "learning_rate", "schedule",
-                  "lr_boundaries", "lr_scales", "warmup_steps", "weight_decay",
-                  "decay_norm_and_bias")
+                  "lr_boundaries", "lr_scales", "warmup_steps", "warmup_start_factor",
+                  "weight_decay", "decay_norm_and_bias")
 
 
 @pytest.mark.parametrize("key", OPTIMIZER_KEYS)
@@ -258,7 +309,7 @@ def test_an_optimizer_key_changes_the_updates_exactly_where_it_is_said_to(key):
     effect its value changes the rates or the updates, and where it is said to have none,
     nothing changes. (decay_norm_and_bias is probed with False, momentum with 0.5.)"""
     probe = {"decay_norm_and_bias": False}.get(key, PROBES[key])
-    for mode in MODES[:7]:
+    for mode in MODES[:9]:
         base = in_mode(mode)
         changed = in_mode(mode, **{key: probe})
         if base[key] == changed[key]:
