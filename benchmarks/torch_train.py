@@ -74,10 +74,17 @@ def initial_model(config: ml_collections.ConfigDict,
 def make_optimizer(config: ml_collections.ConfigDict,
                    model: torch.nn.Module) -> torch.optim.Optimizer:
     """The optimizer of resnet_jax.training.make_optimizer (learning rate set per step)."""
-    decay = [p for p in model.parameters() if config.decay_norm_and_bias or p.ndim > 1]
-    no_decay = [p for p in model.parameters() if not (config.decay_norm_and_bias or p.ndim > 1)]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    exempt = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            if not config.decay_norm:
+                exempt |= {id(module.weight), id(module.bias)}
+        elif getattr(module, "bias", None) is not None and not config.decay_bias:
+            exempt.add(id(module.bias))
+    groups = [{"params": [p for p in model.parameters() if id(p) not in exempt],
+               "weight_decay": config.weight_decay},
+              {"params": [p for p in model.parameters() if id(p) in exempt],
+               "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adam":

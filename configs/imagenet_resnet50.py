@@ -37,7 +37,8 @@ def get_config(model: str = "resnet50"):
     config.lr_boundaries = ()
     config.lr_scales = ()
     config.weight_decay = 1e-4
-    config.decay_norm_and_bias = False
+    config.decay_norm = False
+    config.decay_bias = False
     config.label_smoothing = 0.1
     config.steps_per_call = 1  # a streamed batch is large: one per compiled call
     return config

@@ -27,6 +27,7 @@ import ml_collections
 from resnet_jax import data, parallel, pipelines, training, weights
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model, list_models
+from resnet_jax.workdir import SPLIT_KEYS
 
 Check = Callable[[Any], "str | None"]  # a value's problem ("must be ..."), or None
 
@@ -124,6 +125,7 @@ IN_MEMORY = "under pipeline={pipeline}, which "
 NOT_SGD = unused_when(lambda c: c["optimizer"] != "sgd", "with optimizer={optimizer}, which has "
                       "no momentum (Adam's moment decay is fixed)")
 NOT_PIECEWISE = "under schedule={schedule}; only the piecewise schedule has boundaries"
+NO_DECAY = unused_when(lambda c: not c["weight_decay"], "with weight_decay=0, which decays nothing")
 NO_MOMENTUM = unused_when(lambda c: not c["momentum"],
                           "with momentum=0, without which Nesterov's step is plain SGD's")
 
@@ -185,8 +187,8 @@ KEYS: dict[str, Key] = {
         "under schedule=onecycle, which warms up over its first 30% of steps by itself")),
     "warmup_start_factor": Key(FIXED, number(0, 1), _no_warmup),  # the rate's first fraction
     "weight_decay": Key(FIXED, number(0), always),
-    "decay_norm_and_bias": Key(FIXED, boolean, unused_when(
-        lambda c: not c["weight_decay"], "with weight_decay=0, which decays nothing")),
+    "decay_norm": Key(FIXED, boolean, NO_DECAY),  # False: none on BatchNorm's scale and bias
+    "decay_bias": Key(FIXED, boolean, NO_DECAY),  # False: none on the classifier's bias
     "label_smoothing": Key(FIXED, number(0, 1, below_high=True), always),
     "sync_batch_stats": Key(FIXED, boolean, always),  # one device: one batch either way
     # How it runs.
@@ -204,7 +206,10 @@ KEYS: dict[str, Key] = {
 def _key_problems(config: Mapping[str, Any]) -> list[str]:
     problems = []
     for key in config:
-        if key not in KEYS:
+        if key in SPLIT_KEYS:
+            problems.append(f"config key {key!r} is now {' and '.join(SPLIT_KEYS[key])}, each "
+                            "its own choice; set those instead")
+        elif key not in KEYS:
             close = difflib.get_close_matches(key, list(KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown config key {key!r}{hint}; remove it")

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import traverse_util
 from flax.training import train_state
 from jax import lax
 
@@ -110,9 +111,14 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return SCHEDULES[config.schedule].build(config)
 
 
-def _decay_mask(params: Any) -> Any:
-    """True for convolution and dense kernels; False for BatchNorm parameters and biases."""
-    return jax.tree.map(lambda leaf: leaf.ndim > 1, params)
+def _decay_mask(params: Any, decay_norm: bool, decay_bias: bool) -> Any:
+    """Which parameters weight decay reaches: kernels always; BatchNorm's scale and bias
+    (a module holding a ``scale``) if ``decay_norm``; other biases if ``decay_bias``."""
+    flat = traverse_util.flatten_dict(params)
+    norms = {path[:-1] for path in flat if path[-1] == "scale"}
+    return traverse_util.unflatten_dict({
+        path: decay_norm if path[:-1] in norms else decay_bias if path[-1] == "bias" else True
+        for path in flat})
 
 
 def _sgd(config: ml_collections.ConfigDict, schedule: optax.Schedule, mask: Any):
@@ -135,7 +141,10 @@ OPTIMIZERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw}
 def make_optimizer(config: ml_collections.ConfigDict,
                    schedule: optax.Schedule) -> optax.GradientTransformation:
     """The optimizer ``config.optimizer`` names, driven by ``schedule``."""
-    mask = None if config.decay_norm_and_bias else _decay_mask
+    mask = None
+    if not (config.decay_norm and config.decay_bias):
+        mask = functools.partial(_decay_mask, decay_norm=config.decay_norm,
+                                 decay_bias=config.decay_bias)
     return OPTIMIZERS[config.optimizer](config, schedule, mask)
 
 

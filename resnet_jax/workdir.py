@@ -51,6 +51,10 @@ def _is_leftover(name: str) -> bool:
     return name == LOCK_FILE or name.endswith(PARTIAL_SUFFIX) or name.startswith(".write_test.")
 
 
+# Config keys that became several, each its own choice: a saved run's old key reads as all.
+SPLIT_KEYS = {"decay_norm_and_bias": ("decay_norm", "decay_bias")}
+
+
 def read_config(workdir: Path) -> dict[str, Any] | None:
     """The saved config as a dict; None if there is none. WorkdirError if it is not ours."""
     path = workdir / CONFIG_FILE
@@ -65,6 +69,10 @@ def read_config(workdir: Path) -> dict[str, Any] | None:
     if not isinstance(saved, dict) or not all(k in saved for k in IDENTIFYING_KEYS):
         raise WorkdirError(f"{path} is not a resnet_jax config (it lacks "
                            f"{', '.join(IDENTIFYING_KEYS)}); pass a new or empty --workdir")
+    for old, new in SPLIT_KEYS.items():  # a run saved before the key was split
+        if old in saved:
+            value = saved.pop(old)
+            saved.update({key: value for key in new})
     return saved
 
 

@@ -224,8 +224,8 @@ CASES = {
     "a finished run started again": Case([], "holds a finished run of 8 steps",
                                          on_finished_run=True, status=0),
     "a fixed key changed": Case(
-        ["--config.decay_norm_and_bias=False", "--config.learning_rate=0.1"],
-        "holds a run with a different setup (decay_norm_and_bias: True -> False; "
+        ["--config.decay_norm=False", "--config.learning_rate=0.1"],
+        "holds a run with a different setup (decay_norm: True -> False; "
         "learning_rate: 0.05 -> 0.1)", on_finished_run=True),
     "fewer steps than done": Case(
         ["--config.num_train_steps=4"],

@@ -1,6 +1,7 @@
 """Configs, optimizers and schedules say what the paper and PyTorch say."""
 
 import importlib
+import json
 from pathlib import Path
 
 import jax
@@ -28,6 +29,7 @@ from resnet_jax.training import (
     make_optimizer,
 )
 from resnet_jax.utilisation import Meter, peak_tflops
+from resnet_jax.workdir import read_config
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.stem != "__init__")
@@ -72,9 +74,9 @@ def test_which_keys_a_resume_may_change():
     config.update(num_train_steps=100, log_grad_norms=True, eval_every_steps=7,
                   keep_checkpoints=9, parallel="shard_map", eval_batch_size=8)
     assert changed_fixed_keys(saved, config) == []
-    config.update(learning_rate=0.2, decay_norm_and_bias=False, seed=3)
+    config.update(learning_rate=0.2, decay_norm=False, seed=3)
     assert changed_fixed_keys(saved, config) == [
-        "decay_norm_and_bias: True -> False", "learning_rate: 0.05 -> 0.2", "seed: 0 -> 3"]
+        "decay_norm: True -> False", "learning_rate: 0.05 -> 0.2", "seed: 0 -> 3"]
 
 
 def test_a_schedule_that_reads_num_train_steps_fixes_it():
@@ -210,17 +212,36 @@ def test_sgd_applies_weight_decay_as_pytorch_does(nesterov):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
-def test_excluding_norm_and_bias_from_weight_decay(optimizer):
+@pytest.mark.parametrize("decay_norm", [False, True])
+@pytest.mark.parametrize("decay_bias", [False, True])
+def test_weight_decay_reaches_norms_and_biases_each_as_chosen(optimizer, decay_norm, decay_bias):
     config = load("smoke")
-    config.update(optimizer=optimizer, weight_decay=0.5, decay_norm_and_bias=False)
+    config.update(optimizer=optimizer, weight_decay=0.5, decay_norm=decay_norm,
+                  decay_bias=decay_bias)
     tx = make_optimizer(config, learning_rate_schedule(config))
-    params = {"conv": {"kernel": jnp.ones((3, 3, 2, 2))}, "bn": {"scale": jnp.ones(2)},
-              "fc": {"bias": jnp.ones(2)}}
+    params = {"conv": {"kernel": jnp.ones((3, 3, 2, 2))},
+              "bn": {"scale": jnp.ones(2), "bias": jnp.ones(2)},
+              "fc": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}}
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params)
-    assert float(jnp.abs(updates["conv"]["kernel"]).max()) > 0
-    assert float(jnp.abs(updates["bn"]["scale"]).max()) == 0
-    assert float(jnp.abs(updates["fc"]["bias"]).max()) == 0
+    decayed = jax.tree.map(lambda u: bool(jnp.abs(u).max() > 0), updates)
+    assert decayed == {"conv": {"kernel": True}, "bn": {"scale": decay_norm, "bias": decay_norm},
+                       "fc": {"kernel": True, "bias": decay_bias}}
+
+
+def test_the_old_joint_decay_key_is_named_and_old_runs_read_as_split(tmp_path):
+    config = load("smoke")
+    with config.unlocked():
+        config.decay_norm_and_bias = False
+    with pytest.raises(ConfigError, match="'decay_norm_and_bias' is now decay_norm and "
+                                          "decay_bias, each its own choice"):
+        validate(config, num_devices=1)
+    saved = {**load("smoke").to_dict(), "decay_norm_and_bias": False}
+    del saved["decay_norm"], saved["decay_bias"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    read = read_config(tmp_path)
+    assert (read["decay_norm"], read["decay_bias"]) == (False, False)
+    assert "decay_norm_and_bias" not in read
 
 
 def test_label_smoothing_matches_its_definition():
@@ -242,7 +263,8 @@ PROBES = {
     "checkpoint_every_steps": 7, "log_every_steps": 3, "keep_checkpoints": 2,
     "optimizer": "adamw", "momentum": 0.5, "nesterov": True, "learning_rate": 0.2,
     "schedule": "cosine", "lr_boundaries": (10,), "lr_scales": (0.5,), "warmup_steps": 5,
-    "warmup_start_factor": 0.01, "weight_decay": 5e-4, "decay_norm_and_bias": True,
+    "warmup_start_factor": 0.01, "weight_decay": 5e-4, "decay_norm": True,
+    "decay_bias": True,
     "label_smoothing": 0.1,
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
     "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
@@ -288,7 +310,8 @@ def trajectory(config):
     schedule = learning_rate_schedule(config)
     tx = make_optimizer(config, schedule)
     params = {"conv": {"kernel": jnp.linspace(-1.0, 1.0, 8).reshape(2, 2, 2)},
-              "bn": {"scale": jnp.array([1.0, 2.0])}}
+              "bn": {"scale": jnp.array([1.0, 2.0]), "bias": jnp.array([0.5, -0.5])},
+              "fc": {"kernel": jnp.ones((2, 2)), "bias": jnp.array([1.0, -1.0])}}
     grads = jax.tree.map(lambda p: 0.3 - 0.5 * p, params)
     state, history = tx.init(params), []
     for _ in range(3):
@@ -300,15 +323,15 @@ def trajectory(config):
 
 OPTIMIZER_KEYS = ("optimizer", "momentum", "nesterov", "learning_rate", "schedule",
                   "lr_boundaries", "lr_scales", "warmup_steps", "warmup_start_factor",
-                  "weight_decay", "decay_norm_and_bias")
+                  "weight_decay", "decay_norm", "decay_bias")
 
 
 @pytest.mark.parametrize("key", OPTIMIZER_KEYS)
 def test_an_optimizer_key_changes_the_updates_exactly_where_it_is_said_to(key):
     """The rule checked against what the optimizer does: where a key is said to take
     effect its value changes the rates or the updates, and where it is said to have none,
-    nothing changes. (decay_norm_and_bias is probed with False, momentum with 0.5.)"""
-    probe = {"decay_norm_and_bias": False}.get(key, PROBES[key])
+    nothing changes. (decay_norm and decay_bias are probed with False, momentum with 0.5.)"""
+    probe = {"decay_norm": False, "decay_bias": False}.get(key, PROBES[key])
     for mode in MODES[:9]:
         base = in_mode(mode)
         changed = in_mode(mode, **{key: probe})
