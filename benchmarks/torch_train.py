@@ -150,8 +150,9 @@ class DeviceData:
 
 
 def evaluate(model: torch.nn.Module, on_device: DeviceData, batch_size: int,
-             amp: bool) -> dict[str, float]:
-    """Loss and accuracy over the whole test split, read back once."""
+             amp: bool, flip: bool = False) -> dict[str, float]:
+    """Loss and accuracy over the whole test split, read back once (with ``flip``, of the
+    logits averaged over each image and its mirror, as the JAX side's eval_flip)."""
     model.eval()
     loss = correct = 0.0
     examples = len(on_device.test_labels)
@@ -161,6 +162,8 @@ def evaluate(model: torch.nn.Module, on_device: DeviceData, batch_size: int,
             images = on_device.to_input(on_device.test_images[start:start + batch_size])
             labels = on_device.test_labels[start:start + batch_size]
             logits = model(images).float()
+            if flip:
+                logits = (logits + model(images.flip(-1)).float()) / 2
             loss = loss + F.cross_entropy(logits, labels, reduction="sum")
             correct = correct + (logits.argmax(-1) == labels).sum()
     model.train()
@@ -264,7 +267,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, amp: bool = Fa
             window_start = done
         if done % config.eval_every_steps == 0 or done == config.num_train_steps:
             with throughput.paused():
-                record.update(evaluate(model, on_device, config.eval_batch_size, amp))
+                record.update(evaluate(model, on_device, config.eval_batch_size, amp,
+                                       config.eval_flip))
         if record:
             writer.write(done, {"epoch": done / pipeline.steps_per_epoch, **record,
                                 "wall_seconds": time.time() - started})

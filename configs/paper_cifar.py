@@ -22,6 +22,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.eval_resize = 32  # streaming: shorter side resized to this, then centre crop
     config.data_workers = 0  # streaming: decoding processes (0: a thread of the trainer)
     config.augment = True  # in_memory: pad 4 + random crop + flip; streaming: resized crop + flip
+    config.eval_flip = False  # True: logits averaged over each test image and its mirror
 
     config.batch_size = 128  # global, over all devices
     config.eval_batch_size = 1000

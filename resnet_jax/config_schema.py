@@ -164,6 +164,7 @@ KEYS: dict[str, Key] = {
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "decodes the whole dataset once, without workers")),
     "augment": Key(FIXED, boolean, always),
+    "eval_flip": Key(FIXED, boolean, always),  # test accuracy of each image and its mirror
     "batch_size": Key(FIXED, POSITIVE, always),
     "eval_batch_size": Key(FREE, POSITIVE, always),
     # Length and cadences.

@@ -103,12 +103,14 @@ def folder_labels(root: Path, weights: Weights) -> tuple[list[Path], np.ndarray]
     return files, np.asarray([indices[folders[label]] for label in labels], np.int64)
 
 
-def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[str, Any]:
-    """Top-1/top-5 (percent), mean loss, examples counted and skipped, images/s."""
+def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
+                    flip: bool = False) -> dict[str, Any]:
+    """Top-1/top-5 (percent), mean loss, examples counted and skipped, images/s; with
+    ``flip``, of the logits averaged over each image and its mirror."""
     files, labels = folder_labels(root, weights)
     devices = jax.local_device_count()
     batch_size = evaluation.batch_size(batch_size, len(files), devices)
-    p_eval = evaluation.parallel_eval(weights.model.apply, _as_read, "pmap")
+    p_eval = evaluation.parallel_eval(weights.model.apply, _as_read, "pmap", flip)
     variables = jax.device_put(weights.variables, replicated(jax.local_devices()))
     skipped: list[str] = []
     read: set[str] = set()  # the class folders with a readable image
@@ -138,7 +140,7 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64) -> dict[
               "count the other classes' images", file=sys.stderr)
     return {**_result(sums, len(weights.class_names), f"folder:{root}"), "skipped": skipped,
             "images_per_sec": len(files) / seconds, "weights": weights.describe(),
-            "step": weights.step, "data": f"folder:{root}",
+            "step": weights.step, "data": f"folder:{root}", "flip": flip,
             "preprocessing": weights.preprocessing.describe(), "published": weights.metrics}
 
 
@@ -147,18 +149,19 @@ def _as_read(resident: None, batch: dict[str, Any]) -> tuple[Any, Any]:
     return batch["image"], batch["label"]
 
 
-def evaluate_run(run_dir: Path, batch_size: int | None = None,
-                 step: int | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None = None,
+                 flip: bool | None = None) -> dict[str, Any]:
     """A training run's checkpoint of ``step`` (else its latest) on the test split of its
     own data, read alone (in memory, the training split is not decoded), with the
-    trainer's evaluation (and, by default, its evaluation batch size): the latest
-    checkpoint's top-1 is the run's final test accuracy."""
+    trainer's evaluation (and, by default, its evaluation batch size and test-time
+    flips): the latest checkpoint's top-1 is the run's final test accuracy."""
     from resnet_jax.pipelines import evaluation_pipeline
 
     saved = workdir.read_config(run_dir)
     if saved is None:
         raise WeightsError(f"{run_dir} holds no config.json; is it a training run's --workdir?")
     config = ml_collections.ConfigDict(saved)
+    flip = saved.get("eval_flip", False) if flip is None else flip
     weights = load_weights(None, str(run_dir), step=step)
     pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
     try:
@@ -168,7 +171,7 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None,
         where = placement(config)
         variables, resident = jax.device_put((weights.variables, pipeline.resident()), where)
         p_eval = evaluation.parallel_eval(weights.model.apply, pipeline.prepare_eval,
-                                          config.parallel)
+                                          config.parallel, flip)
         started = time.perf_counter()
         batches = tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
                        total=-(-pipeline.eval_examples // batch_size), file=sys.stderr)
@@ -180,6 +183,7 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None,
             "skipped": sorted(getattr(pipeline, "skipped", {})),
             "images_per_sec": sums["count"] / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"{config.dataset}, the run's evaluation split",
+            "flip": flip,
             "preprocessing": (weights.preprocessing.describe() if config.pipeline == "streaming"
                               else f"at their size, {config.image_size}x{config.image_size}"),
             "published": {}}
@@ -211,7 +215,8 @@ def format_result(result: dict[str, Any]) -> str:
     top5 = ("n/a (among 5 classes or fewer)" if result["top5"] is None
             else f"{result['top5']:.3f}%")
     lines = [f"weights   {result['weights']}", f"data      {result['data']}",
-             f"images    {result['preprocessing']}",
+             f"images    {result['preprocessing']}"
+             + (", each averaged with its mirror image" if result["flip"] else ""),
              f"top-1     {result['top1']:.3f}%", f"top-5     {top5}",
              f"loss      {result['loss']:.4f}", f"examples  {result['examples']}",
              f"images/s  {result['images_per_sec']:.1f}"]
@@ -236,6 +241,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="a run's checkpoint of this step (default: its latest)")
     parser.add_argument("--batch-size", type=at_least(1),
                         help="images per batch (default: 64; a run's own evaluation batch)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                        help="average each image's logits with its mirror image's (default: "
+                        "off; a run's own eval_flip)")
     parser.add_argument("--json", action="store_true", help="only a JSON object on stdout")
     args = parser.parse_args(argv)
     if bool(args.workdir) == bool(args.dataset):
@@ -254,14 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.workdir:
-            result = evaluate_run(args.workdir, args.batch_size, args.step)
+            result = evaluate_run(args.workdir, args.batch_size, args.step, args.flip)
         else:
             root = Path(args.dataset.removeprefix("folder:")).expanduser()
             if not root.is_dir():  # before any download
                 raise data.DataError(f"{root} is not a directory; pass folder:PATH where "
                                      "PATH/<class>/ hold the images")
             weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)
-            result = evaluate_folder(weights, root, args.batch_size or 64)
+            result = evaluate_folder(weights, root, args.batch_size or 64, bool(args.flip))
     except (ResNetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

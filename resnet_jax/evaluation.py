@@ -40,18 +40,23 @@ def batch_size(requested: int, examples: int, devices: int) -> int:
 
 
 def eval_step(variables: Any, resident: Any, batch: Any, *, apply_fn: Callable,
-              prepare: Callable) -> dict[str, jnp.ndarray]:
-    """:func:`batch_sums` of this device's share of ``batch``, summed over every device."""
+              prepare: Callable, flip: bool = False) -> dict[str, jnp.ndarray]:
+    """:func:`batch_sums` of this device's share of ``batch``, summed over every device;
+    with ``flip``, of the logits averaged over each image and its mirror image."""
     images, labels = prepare(resident, batch)
     logits = apply_fn(variables, images, train=False)
+    if flip:
+        logits = (logits + apply_fn(variables, images[:, :, ::-1], train=False)) / 2
     return lax.psum(batch_sums(logits, labels, batch["mask"]), AXIS)
 
 
-def parallel_eval(apply_fn: Callable, prepare: Callable, parallel: str) -> Callable:
+def parallel_eval(apply_fn: Callable, prepare: Callable, parallel: str,
+                  flip: bool = False) -> Callable:
     """``eval_step`` on every device: ``(variables, resident, batch)`` -> summed totals;
     ``prepare(resident, batch)`` makes the images and labels (a pipeline's
-    ``prepare_eval``), ``parallel`` is 'pmap' or 'shard_map'."""
-    step = functools.partial(eval_step, apply_fn=apply_fn, prepare=prepare)
+    ``prepare_eval``), ``parallel`` is 'pmap' or 'shard_map', ``flip`` averages each
+    image's logits with its mirror image's (test-time flips)."""
+    step = functools.partial(eval_step, apply_fn=apply_fn, prepare=prepare, flip=flip)
     return on_every_device(step, parallel)
 
 

@@ -37,7 +37,7 @@ class HostEvents:
         self.measure, self.stop = measure, stop
         pipeline = calls.pipeline
         self.p_eval = evaluation.parallel_eval(build_model(config).apply, pipeline.prepare_eval,
-                                               config.parallel)
+                                               config.parallel, config.eval_flip)
         self.eval_batch = evaluation.batch_size(config.eval_batch_size, pipeline.eval_examples,
                                                 jax.device_count())
         self.description = data_description(config, pipeline)  # kept in every checkpoint too

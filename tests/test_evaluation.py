@@ -37,7 +37,7 @@ def run(tmp_path_factory):
     workdir = root.parent / "run"
     config = tiny_config(dataset=f"folder:{root}", num_classes=3, batch_size=24,
                          eval_batch_size=24, num_train_steps=20, eval_every_steps=20,
-                         checkpoint_every_steps=10, learning_rate=0.05)
+                         checkpoint_every_steps=10, learning_rate=0.05, eval_flip=True)
     summary = train_and_evaluate(config, workdir)
     assert summary["final_test_accuracy"] == 1.0
     return workdir
@@ -131,11 +131,36 @@ def test_a_run_is_evaluated_on_its_test_split_alone_and_only_on_its_own_data(run
 
 
 def test_evaluate_gives_the_trainers_own_numbers_for_its_checkpoint(run, capsys):
+    """The run evaluates with test-time flips (eval_flip), and so does evaluate --workdir."""
     status, result, _ = evaluated(["--workdir", str(run)], capsys)
     summary = json.loads((run / "summary.json").read_text())
     assert status == 0 and summary["final_test_step"] == result["step"] == 20
-    assert result["top1"] == 100 * summary["final_test_accuracy"]
-    assert result["loss"] == summary["final_test_loss"] and result["top5"] is None  # 2 classes
+    assert result["top1"] == 100 * summary["final_test_accuracy"] and result["flip"]
+    assert result["loss"] == summary["final_test_loss"] and result["top5"] is None  # 3 classes
+    status, unflipped, _ = evaluated(["--workdir", str(run), "--no-flip"], capsys)
+    assert status == 0 and not unflipped["flip"] and unflipped["loss"] != result["loss"]
+
+
+def test_test_time_flips_average_the_logits_of_each_image_and_its_mirror():
+    import jax
+
+    from resnet_jax import create_model
+    from resnet_jax.evaluation import parallel_eval
+    from resnet_jax.parallel import replicated
+
+    model = create_model("resnet20", num_classes=7, stage_sizes=(1, 1, 1))
+    images = np.random.default_rng(0).standard_normal((8, 8, 8, 3), dtype=np.float32)
+    variables = model.init(jax.random.key(0), images)
+    labels = np.arange(8) % 7
+    batch = {"image": images, "label": labels, "mask": np.ones(8, np.float32)}
+    p_eval = parallel_eval(model.apply, lambda _, b: (b["image"], b["label"]), "pmap", flip=True)
+    on_devices = jax.device_put(variables, replicated(jax.local_devices()))
+    sums = jax.device_get(p_eval(on_devices, None, batch))
+    logits = (model.apply(variables, images) + model.apply(variables, images[:, :, ::-1])) / 2
+    sums = {k: float(np.ravel(v)[0]) for k, v in sums.items()}
+    assert sums["correct"] == float(np.sum(np.argmax(logits, -1) == labels))
+    expected = -np.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).sum()
+    assert sums["loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_a_resumed_run_refuses_data_that_changed(run, tmp_path):

@@ -265,7 +265,7 @@ PROBES = {
     "schedule": "cosine", "lr_boundaries": (10,), "lr_scales": (0.5,), "warmup_steps": 5,
     "warmup_start_factor": 0.01, "weight_decay": 5e-4, "decay_norm": True,
     "decay_bias": True,
-    "label_smoothing": 0.1,
+    "label_smoothing": 0.1, "eval_flip": True,
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
     "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
 }
