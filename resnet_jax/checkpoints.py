@@ -188,9 +188,12 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
     manager.reload()
 
 
-def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[str, Any]]:
+def restore(run_dir: str | Path, step: int | None = None,
+            raw: bool = False) -> tuple[ResNet, dict[str, Any]]:
     """The model and its ``{'params', 'batch_stats'}`` from a training run, for inference,
-    on this process's first device (any device count may have trained it).
+    on this process's first device (any device count may have trained it): the moving
+    average of the weights where the run keeps one (``ema_decay``), the trained weights
+    themselves where it does not or with ``raw``.
 
     ``step`` defaults to the latest checkpoint.
     """
@@ -212,6 +215,8 @@ def restore(run_dir: str | Path, step: int | None = None) -> tuple[ResNet, dict[
         saved = manager.restore(step, args=ocp.args.Composite(
             **{STATE: ocp.args.StandardRestore(target)}))[STATE]
     model = build_model(config).clone(bn_axis_name=None)
+    if saved.get("ema") is not None and not raw:
+        return model, dict(saved["ema"])
     return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}
 
 

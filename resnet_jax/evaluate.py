@@ -150,11 +150,13 @@ def _as_read(resident: None, batch: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None = None,
-                 flip: bool | None = None) -> dict[str, Any]:
+                 flip: bool | None = None, raw: bool = False) -> dict[str, Any]:
     """A training run's checkpoint of ``step`` (else its latest) on the test split of its
     own data, read alone (in memory, the training split is not decoded), with the
     trainer's evaluation (and, by default, its evaluation batch size and test-time
-    flips): the latest checkpoint's top-1 is the run's final test accuracy."""
+    flips): the latest checkpoint's top-1 is the run's final test accuracy (its
+    ``ema_final_test_accuracy`` where it keeps a moving average of the weights, which is
+    then what is evaluated; ``raw``: the trained weights)."""
     from resnet_jax.pipelines import evaluation_pipeline
 
     saved = workdir.read_config(run_dir)
@@ -162,7 +164,7 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
         raise WeightsError(f"{run_dir} holds no config.json; is it a training run's --workdir?")
     config = ml_collections.ConfigDict(saved)
     flip = saved.get("eval_flip", False) if flip is None else flip
-    weights = load_weights(None, str(run_dir), step=step)
+    weights = load_weights(None, str(run_dir), step=step, raw=raw)
     pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
     try:
         _check_same_data(run_data(run_dir), pipeline, config.dataset)
@@ -241,6 +243,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="a run's checkpoint of this step (default: its latest)")
     parser.add_argument("--batch-size", type=at_least(1),
                         help="images per batch (default: 64; a run's own evaluation batch)")
+    parser.add_argument("--raw", action="store_true", help="a run's trained weights, not "
+                        "the moving average it keeps (ema_decay)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
                         help="average each image's logits with its mirror image's (default: "
                         "off; a run's own eval_flip)")
@@ -262,13 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.workdir:
-            result = evaluate_run(args.workdir, args.batch_size, args.step, args.flip)
+            result = evaluate_run(args.workdir, args.batch_size, args.step, args.flip, args.raw)
         else:
             root = Path(args.dataset.removeprefix("folder:")).expanduser()
             if not root.is_dir():  # before any download
                 raise data.DataError(f"{root} is not a directory; pass folder:PATH where "
                                      "PATH/<class>/ hold the images")
-            weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)
+            weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step,
+                                   args.raw)
             result = evaluate_folder(weights, root, args.batch_size or 64, bool(args.flip))
     except (ResNetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

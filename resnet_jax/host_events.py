@@ -22,7 +22,7 @@ from resnet_jax.pipelines import Pipeline
 from resnet_jax.progress import progress_bar, showing
 from resnet_jax.start import data_description
 from resnet_jax.train_calls import TrainCalls
-from resnet_jax.training import mean_metrics
+from resnet_jax.training import AveragedTrainState, mean_metrics
 
 
 class HostEvents:
@@ -107,7 +107,8 @@ class HostEvents:
         formats = {"train_loss": ("loss", "{:.3f}"), "train_accuracy": ("acc", "{:.3f}"),
                    "images_per_sec": ("img_s", "{:.0f}"), "mfu": ("mfu", "{:.1%}"),
                    "test_accuracy": ("test_acc", "{:.3f}"),
-                   "test_top5_accuracy": ("top5", "{:.3f}")}
+                   "test_top5_accuracy": ("top5", "{:.3f}"),
+                   "ema_test_accuracy": ("ema_acc", "{:.3f}")}
         shown = {name: form.format(record[key]) for key, (name, form) in formats.items()
                  if key in record}
         if shown:
@@ -154,12 +155,18 @@ def check_finite(recent: list[tuple[int, int, dict[str, jax.Array]]],
 def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
              batch_size: int, classes: int) -> dict[str, float]:
     """The test metrics of ``state`` over the whole test split, each readable example
-    exactly once (see :func:`evaluation.test_metrics`)."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    sums = evaluation.totals(p_eval, variables, resident, pipeline.eval_batches(batch_size))
-    metrics = evaluation.test_metrics(sums, classes)
+    exactly once (see :func:`evaluation.test_metrics`); those of its moving average too,
+    prefixed ``ema_``, where it keeps one."""
+    def test_metrics(variables: Any) -> dict[str, float]:
+        sums = evaluation.totals(p_eval, variables, resident, pipeline.eval_batches(batch_size))
+        return evaluation.test_metrics(sums, classes)
+
+    metrics = test_metrics({"params": state.params, "batch_stats": state.batch_stats})
     if not metrics["eval_examples"]:
         logging.warning("no evaluation image could be read: no test metrics at this step")
+    elif isinstance(state, AveragedTrainState):
+        metrics.update({f"ema_{name}": value for name, value in test_metrics(state.ema).items()
+                        if name.startswith("test_")})
     return metrics
 
 

@@ -107,6 +107,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--crop", type=at_least(1), help="centre crop (default: the weights' own)")
     parser.add_argument("--step", type=at_least(0),
                         help="a run's checkpoint of this step (default: its latest)")
+    parser.add_argument("--raw", action="store_true", help="a run's trained weights, not "
+                        "the moving average it keeps (ema_decay)")
     parser.add_argument("--batch-size", type=at_least(1), default=32)
     parser.add_argument("--top", type=at_least(1),
                         help="classes shown per image (default: 5, or all of fewer)")
@@ -117,7 +119,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step)
+        weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step,
+                               args.raw)
         classes = len(weights.class_names)
         if (args.top or 0) > classes:
             raise WeightsError(f"--top {args.top} exceeds the weights' {classes} classes; pass "

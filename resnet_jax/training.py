@@ -23,6 +23,7 @@ from flax import traverse_util
 from flax.training import train_state
 from jax import lax
 
+from resnet_jax import ema
 from resnet_jax.models import ResNet
 from resnet_jax.parallel import AXIS, on_every_device
 from resnet_jax.pipelines.base import Pipeline, step_key
@@ -34,6 +35,12 @@ class TrainState(train_state.TrainState):
 
     batch_stats: Any
     metric_sums: dict[str, jax.Array]
+
+
+class AveragedTrainState(TrainState):
+    """A train state that also keeps a moving average of the weights (``ema_decay``)."""
+
+    ema: dict[str, Any]
 
 
 DTYPES = ("float32", "bfloat16")
@@ -159,8 +166,12 @@ def create_train_state(config: ml_collections.ConfigDict, model: ResNet,
         variables = fit_start(variables)
     tx = make_optimizer(config, learning_rate_schedule(config))
     sums = zero_metric_sums(metric_names(config, variables["params"]))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables["batch_stats"], metric_sums=sums)
+    fields = dict(apply_fn=model.apply, params=variables["params"], tx=tx,
+                  batch_stats=variables["batch_stats"], metric_sums=sums)
+    if config.ema_decay:
+        return AveragedTrainState.create(
+            **fields, ema=ema.start(variables["params"], variables["batch_stats"]))
+    return TrainState.create(**fields)
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float) -> jnp.ndarray:
@@ -205,6 +216,11 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
     sums = {name: total + jnp.stack([metrics[name], 1.0])
             for name, total in state.metric_sums.items()}
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats, metric_sums=sums)
+    if config.ema_decay:
+        new_state = new_state.replace(ema=ema.update(
+            state.ema, new_state.params, batch_stats, state.step, decay=config.ema_decay,
+            every_steps=config.ema_every_steps,
+            warmup_steps=0 if config.schedule == "onecycle" else config.warmup_steps))
     return new_state, metrics
 
 

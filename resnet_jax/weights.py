@@ -78,12 +78,15 @@ class Weights:
     source: str
     step: int | None = None  # a training run's checkpoint
     names_known: bool = True
+    averaged: bool = False  # a run's moving average of the weights
 
     def describe(self) -> str:
         """Where the weights come from, for the first line of a report."""
         if self.step is None:
             return self.source
-        return f"{self.source}, checkpoint of step {self.step}"
+        average = (", the moving average of its weights (--raw: the trained ones)"
+                   if self.averaged else "")
+        return f"{self.source}, checkpoint of step {self.step}{average}"
 
 
 def placeholder_names(count: int) -> list[str]:
@@ -96,12 +99,14 @@ def cache_dir() -> Path:
 
 
 def load_weights(model: str | None, weights: str, resize: int | None = None,
-                 crop: int | None = None, step: int | None = None) -> Weights:
+                 crop: int | None = None, step: int | None = None,
+                 raw: bool = False) -> Weights:
     """``weights``: a torchvision weights name of ``model`` (``IMAGENET1K_V1``...), a ``.pth``
     or ``.safetensors`` state dict of ``model`` in torchvision's layout (a folder holding
     ``model.safetensors`` and timm's ``config.json``: its preprocessing too), or a training
     run's work directory (its model is read from the run; its checkpoint of ``step``, else
-    the latest). ``resize``/``crop`` replace the preprocessing's sizes."""
+    the latest; the moving average of its weights where it keeps one, unless ``raw``).
+    ``resize``/``crop`` replace the preprocessing's sizes."""
     path = Path(weights).expanduser()
     if not WEIGHTS_NAME.fullmatch(weights) and not path.exists():
         raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
@@ -109,10 +114,13 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
     if step is not None and not path.is_dir():
         raise WeightsError(f"a step (--step {step}) picks a checkpoint of a training run; "
                            f"{weights} is not a run's work directory")
+    if raw and not path.is_dir():
+        raise WeightsError(f"--raw picks a training run's trained weights over their moving "
+                           f"average; {weights} is not a run's work directory")
     if path.is_dir() and (path / SAFETENSORS_FILE).is_file():
         loaded = _from_safetensors(_need_model(model, weights), path / SAFETENSORS_FILE)
     elif path.is_dir():
-        loaded = _from_run(path, model, step)
+        loaded = _from_run(path, model, step, raw)
     elif path.suffix == ".safetensors":
         loaded = _from_safetensors(_need_model(model, weights), path)
     elif path.suffix in (".pth", ".pt") or path.is_file():
@@ -334,10 +342,12 @@ def _from_state_dict(model: str, state: dict[str, Any], path: Path,
 
 # A training run.
 
-def _from_run(run_dir: Path, model_name: str | None, step: int | None) -> Weights:
+def _from_run(run_dir: Path, model_name: str | None, step: int | None,
+              raw: bool = False) -> Weights:
     from resnet_jax.checkpoints import restore, saved_steps
 
-    trained = (workdir.read_config(run_dir) or {}).get("model")
+    config = workdir.read_config(run_dir) or {}
+    trained = config.get("model")
     if model_name and trained and model_name != trained:
         raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; its weights fit "
                            f"a {trained} only (leave out --model, or set "
@@ -347,14 +357,15 @@ def _from_run(run_dir: Path, model_name: str | None, step: int | None) -> Weight
         step = steps[-1]
         _warn_if_training(run_dir, step)
     try:
-        model, variables = restore(run_dir, step)
+        model, variables = restore(run_dir, step, raw)
     except FileNotFoundError as error:
         raise WeightsError(str(error)) from None
     saved = run_data(run_dir)
     return Weights(model, variables, saved["class_names"],
                    Preprocessing(saved["eval_resize"], saved["image_size"],
                                  tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir),
-                   step, saved["class_names"] != placeholder_names(len(saved["class_names"])))
+                   step, saved["class_names"] != placeholder_names(len(saved["class_names"])),
+                   averaged=bool(config.get("ema_decay")) and not raw)
 
 
 def _warn_if_training(run_dir: Path, step: int) -> None:

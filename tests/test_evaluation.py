@@ -37,7 +37,8 @@ def run(tmp_path_factory):
     workdir = root.parent / "run"
     config = tiny_config(dataset=f"folder:{root}", num_classes=3, batch_size=24,
                          eval_batch_size=24, num_train_steps=20, eval_every_steps=20,
-                         checkpoint_every_steps=10, learning_rate=0.05, eval_flip=True)
+                         checkpoint_every_steps=10, learning_rate=0.05, eval_flip=True,
+                         ema_decay=0.1)
     summary = train_and_evaluate(config, workdir)
     assert summary["final_test_accuracy"] == 1.0
     return workdir
@@ -53,7 +54,8 @@ def test_class_folders_are_matched_by_name_and_a_subset_is_said(run, tmp_path, c
     test = run.parent / "images" / "test"
     status, whole, _ = evaluated(["--weights", str(run), "--dataset", f"folder:{test}"], capsys)
     assert status == 0 and whole["top1"] == 100.0 and whole["examples"] == 12
-    assert whole["weights"] == f"{run}, checkpoint of step 20" and whole["step"] == 20
+    assert whole["weights"].startswith(f"{run}, checkpoint of step 20, the moving average")
+    assert whole["step"] == 20
     assert whole["top5"] is None  # among three classes it says nothing
     subset = shutil.copytree(test, tmp_path / "subset")
     shutil.rmtree(subset / "cat")  # dog and frog: by position they would be cat and dog
@@ -131,14 +133,20 @@ def test_a_run_is_evaluated_on_its_test_split_alone_and_only_on_its_own_data(run
 
 
 def test_evaluate_gives_the_trainers_own_numbers_for_its_checkpoint(run, capsys):
-    """The run evaluates with test-time flips (eval_flip), and so does evaluate --workdir."""
+    """The run evaluates with test-time flips (eval_flip), and so does evaluate --workdir;
+    it keeps a moving average of its weights, which evaluate reads unless --raw."""
     status, result, _ = evaluated(["--workdir", str(run)], capsys)
     summary = json.loads((run / "summary.json").read_text())
     assert status == 0 and summary["final_test_step"] == result["step"] == 20
-    assert result["top1"] == 100 * summary["final_test_accuracy"] and result["flip"]
-    assert result["loss"] == summary["final_test_loss"] and result["top5"] is None  # 3 classes
-    status, unflipped, _ = evaluated(["--workdir", str(run), "--no-flip"], capsys)
-    assert status == 0 and not unflipped["flip"] and unflipped["loss"] != result["loss"]
+    assert result["top1"] == 100 * summary["ema_final_test_accuracy"] and result["flip"]
+    assert result["loss"] == summary["ema_final_test_loss"] and result["top5"] is None
+    assert result["weights"].endswith("the moving average of its weights (--raw: the trained "
+                                      "ones)")
+    status, raw, _ = evaluated(["--workdir", str(run), "--raw"], capsys)
+    assert raw["top1"] == 100 * summary["final_test_accuracy"]
+    assert raw["loss"] == summary["final_test_loss"] != result["loss"]
+    status, unflipped, _ = evaluated(["--workdir", str(run), "--raw", "--no-flip"], capsys)
+    assert status == 0 and not unflipped["flip"] and unflipped["loss"] != raw["loss"]
 
 
 def test_test_time_flips_average_the_logits_of_each_image_and_its_mirror():
@@ -201,7 +209,8 @@ def test_predict_names_the_checkpoint_and_refuses_what_cannot_be_answered(run, c
     image = str(run.parent / "images" / "test" / "dog" / "0.png")
     assert predict.main([image, "--weights", str(run), "--step", "10"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"weights: {run}, checkpoint of step 10"
+    assert out[0] == (f"weights: {run}, checkpoint of step 10, the moving average of its "
+                      "weights (--raw: the trained ones)")
     assert out[2].split()[1] == "dog"
     for flags, message in ((["--top", "4"], "--top 4 exceeds the weights' 3 classes; pass "
                                             "--top 3 or less"),

@@ -183,6 +183,46 @@ def test_a_start_factor_lifts_the_piecewise_warmup():
     assert [float(schedule(s)) for s in (0, 5, 10)] == pytest.approx([0.1, 0.25, 0.4])
 
 
+def test_the_moving_average_follows_torchvisions_model_ema_step_by_step():
+    """torchvision's references: ExponentialMovingAverage (torch's AveragedModel with
+    use_buffers=True) updated at the batches i % model_ema_steps == 0 of each epoch, its
+    count reset during the warm-up epochs. Here an epoch is 4 steps, the warm-up one."""
+    import torch
+    from torch.optim.swa_utils import AveragedModel
+
+    from resnet_jax import ema
+
+    decay, every, steps_per_epoch, epochs = 0.8, 2, 4, 3
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    theirs = AveragedModel(model, avg_fn=lambda avg, new, _: decay * avg + (1 - decay) * new,
+                           use_buffers=True)
+
+    def jax_view(module):
+        linear, norm = module[0], module[1]
+        return ({"w": linear.weight.detach().numpy().copy(),
+                 "b": linear.bias.detach().numpy().copy()},
+                {"mean": norm.running_mean.numpy().copy(), "var": norm.running_var.numpy().copy()})
+
+    ours = ema.start(*jax_view(model))
+    rng = np.random.default_rng(0)
+    for epoch in range(epochs):
+        for i in range(steps_per_epoch):
+            with torch.no_grad():  # the optimizer step's result, whatever it was
+                for tensor in [*model.parameters(), model[1].running_mean, model[1].running_var]:
+                    tensor.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, tensor.shape)))
+            if i % every == 0:
+                theirs.update_parameters(model)
+                if epoch < 1:
+                    theirs.n_averaged.fill_(0)
+            ours = ema.update(ours, *jax_view(model), jnp.asarray(epoch * steps_per_epoch + i),
+                              decay=decay, every_steps=every, warmup_steps=steps_per_epoch)
+            expected = jax_view(theirs.module)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+                         (ours["params"], ours["batch_stats"]), expected)
+    assert ema.torchvision_decay(0.99998, 8 * 128, 32, 600) == pytest.approx(
+        1 - 2e-5 * 1024 * 32 / 600)
+
+
 def pytorch_sgd(params, grads, lr, momentum, weight_decay, steps, nesterov=False):
     """torch.optim.SGD's update rule, written out (dampening 0)."""
     buffer = None
@@ -265,7 +305,7 @@ PROBES = {
     "schedule": "cosine", "lr_boundaries": (10,), "lr_scales": (0.5,), "warmup_steps": 5,
     "warmup_start_factor": 0.01, "weight_decay": 5e-4, "decay_norm": True,
     "decay_bias": True,
-    "label_smoothing": 0.1, "eval_flip": True,
+    "label_smoothing": 0.1, "eval_flip": True, "ema_decay": 0.9, "ema_every_steps": 4,
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
     "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
 }

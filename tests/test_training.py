@@ -95,7 +95,9 @@ def test_shard_map_gives_the_same_numbers_as_pmap(tmp_path):
 
 
 def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
-    config = tiny_config(num_train_steps=48, eval_every_steps=16, checkpoint_every_steps=8)
+    """With a moving average of the weights too, evaluated beside them in every row."""
+    config = tiny_config(num_train_steps=48, eval_every_steps=16, checkpoint_every_steps=8,
+                         ema_decay=0.9, ema_every_steps=2)
     straight = train_and_evaluate(config, tmp_path / "straight")
 
     resumed_dir = tmp_path / "resumed"
@@ -119,6 +121,8 @@ def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
     assert metric_rows(resumed_dir) == metric_rows(tmp_path / "straight")
     final = json.loads((resumed_dir / "summary.json").read_text())
     assert final["final_test_accuracy"] == straight["final_test_accuracy"]
+    assert final["ema_final_test_accuracy"] == straight["ema_final_test_accuracy"] is not None
+    assert "ema_test_loss" in metric_rows(resumed_dir)[-1]
 
     # The run's wall time counts both segments; each keeps its own.
     first, second = final["segments"]
