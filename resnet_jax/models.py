@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,10 @@ ModuleDef = Any
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 # PyTorch's default nn.Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -227,15 +232,43 @@ class ResNet(nn.Module):
 
     def check_options(self) -> None:
         """ValueError naming the first field outside its valid values."""
+        counts = {"num_classes": (self.num_classes, 0), "groups": (self.groups, 1),
+                  "width_per_group": (self.width_per_group, 1),
+                  "input_channels": (self.input_channels, 1)}
+        for field, (value, low) in counts.items():
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{field}={value!r} must be an integer >= {low}"
+                                 + (" (0: no classifier)." if field == "num_classes" else "."))
+        for field in ("stage_sizes", "stage_widths"):
+            value = getattr(self, field)
+            if isinstance(value, str) or not all(_is_int(v) and v >= 1 for v in value):
+                raise ValueError(f"{field}={value!r} must be a sequence of integers >= 1.")
+        if len(self.stage_sizes) != len(self.stage_widths):
+            raise ValueError(f"stage_sizes has {len(self.stage_sizes)} stages but stage_widths "
+                             f"{len(self.stage_widths)}; give one width per stage.")
         if self.stem not in ("imagenet", "cifar"):
             raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         if self.shortcut not in ("projection", "option_a"):
             raise ValueError(f"unknown shortcut {self.shortcut!r}; use 'projection' or 'option_a'.")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate={self.drop_path_rate} must be in [0, 1).")
+        rate = self.drop_path_rate
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
+            raise ValueError(f"drop_path_rate={self.drop_path_rate!r} must be a number in [0, 1).")
         if self.output not in ("logits", "features"):
             raise ValueError(f"unknown output {self.output!r}; use 'logits' or 'features'.")
-        unknown = sorted(set(self.feature_stages or ()) - set(self.stage_names))
+        self._check_feature_stages()
+
+    def _check_feature_stages(self) -> None:
+        stages = self.feature_stages
+        if stages is None:
+            return
+        if self.output != "features":
+            raise ValueError(f"feature_stages={stages!r} chooses among the stage outputs of "
+                             "output='features'; add output='features'.")
+        if isinstance(stages, str) or not stages:
+            raise ValueError(f"feature_stages={stages!r} must be a non-empty sequence of stage "
+                             f"names, e.g. ('layer2',); leave it out for all of "
+                             f"{list(self.stage_names)}.")
+        unknown = sorted(set(stages) - set(self.stage_names))
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown} in feature_stages; this network's "
                              f"are {list(self.stage_names)}.")

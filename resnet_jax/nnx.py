@@ -56,11 +56,16 @@ class _Layers:
                           bias_init=models.torch_linear_bias_init(in_features), rngs=self.rngs)
 
     def drop_path(self, rate: float) -> nnx.Dropout | None:
-        """timm's DropPath: nnx.Dropout of whole examples (one draw per example)."""
+        """timm's DropPath: nnx.Dropout of whole examples (one draw per example), drawn
+        from the ``dropout`` stream of the rngs, else their ``default`` one."""
         if not rate:
             return None
+        stream = next((name for name in ("dropout", "default") if name in self.rngs), None)
+        if stream is None:
+            raise ValueError("drop_path_rate needs a 'dropout' (or 'default') stream in rngs: "
+                             "pass rngs=nnx.Rngs(0) or nnx.Rngs(params=0, dropout=1)")
         return nnx.Dropout(rate, broadcast_dims=(1, 2, 3), deterministic=True,
-                           rngs=self.rngs)
+                           rngs=self.rngs[stream])
 
 
 class _Block(nnx.Module):
@@ -225,6 +230,8 @@ def create_model(name: str, *, rngs: nnx.Rngs, variables: dict[str, Any] | None 
     'batch_stats'}: from ``resnet_jax.pretrained``, ``from_torchvision`` or
     ``resnet_jax.restore``). ``overrides`` are :class:`resnet_jax.models.ResNet` fields.
     """
+    if not isinstance(rngs, nnx.Rngs):
+        raise ValueError(f"rngs must be an nnx.Rngs, e.g. rngs=nnx.Rngs(0); got {rngs!r}")
     model = ResNet(models.create_model(name, **overrides), rngs=rngs)
     if variables is not None:
         load_variables(model, variables)
@@ -261,6 +268,10 @@ def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
     """Replace the model's parameters and batch statistics by linen ``variables``;
     ValueError naming the first array whose name or shape differs. A classifier's
     ``fc`` is left out, with a warning, when the model has none (headless, features)."""
+    if isinstance(variables, Mapping) and any("." in str(key) for key in variables):
+        raise ValueError("the variables are a PyTorch state_dict (keys such as "
+                         f"{next(iter(variables))!r}); convert them first with "
+                         "resnet_jax.torch_compat.from_torchvision(state_dict, name)")
     if not isinstance(variables, Mapping) or "params" not in variables:
         given = list(variables) if isinstance(variables, Mapping) else type(variables).__name__
         raise ValueError("variables must be {'params': ..., 'batch_stats': ...}, as model.init, "
@@ -285,12 +296,18 @@ def _check_same_arrays(collection: str, expected: dict[tuple[str, ...], Any],
                        given: dict[tuple[str, ...], Any]) -> None:
     for path in sorted(set(expected) | set(given)):
         name = "/".join((collection, *path))
+        if path not in given and path[0] == "fc" and not any(p[0] == "fc" for p in given):
+            raise ValueError(f"the variables lack {name}: they hold no classifier (a headless "
+                             "model's); create the model with num_classes=0 (or "
+                             "output='features'), or give a classifier's variables")
         if path not in given:
             raise ValueError(f"the variables lack {name}; they are not this model's "
-                             "(another depth or class count?)")
+                             "(another family or depth?)")
         if path not in expected:
-            raise ValueError(f"the variables hold {name}, which this model does not have")
+            raise ValueError(f"the variables hold {name}, which this model does not have "
+                             "(another family or depth?)")
         if jnp.shape(given[path]) != jnp.shape(expected[path]):
+            hint = ("pass the num_classes the variables were made for" if path[0] == "fc"
+                    else "they are not this model's (another family, depth or width?)")
             raise ValueError(f"{name} has shape {jnp.shape(given[path])}, the model "
-                             f"{jnp.shape(expected[path])}; pass num_classes (or the model) "
-                             "the variables were made for")
+                             f"{jnp.shape(expected[path])}; {hint}")

@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     top = args.top or min(5, classes)
     source = f"weights: {weights.describe()}"  # JSON on stdout holds the results only
     print(source, file=sys.stderr if args.json else sys.stdout, flush=True)
+    if weights.preprocessing.assumed:
+        print(f"images: {weights.preprocessing.describe()}", file=sys.stderr)
     results = predict(weights, args.images, args.batch_size, top)
     if args.json:
         print(json.dumps(results))

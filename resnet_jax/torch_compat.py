@@ -181,12 +181,16 @@ def to_torchvision(variables: dict[str, Any], name: str,
     problems += [f"unexpected {'/'.join(p)}" for p in flat if p not in shapes]
     problems += [f"{'/'.join(p)}: shape {tuple(shapes[p].shape)} expected, got {np.shape(v)}"
                  for p, v in flat.items() if p in shapes and np.shape(v) != shapes[p].shape]
+    headless = all(p[1] == "fc" for p in shapes if p not in flat) and not any(
+        p[1] == "fc" for p in flat)
+    hint = (" They hold no classifier: pass num_classes=0 (or output='features')."
+            if problems and headless else "")
     if problems:
-        raise ValueError(f"variables do not fit {name}: " + "; ".join(problems) + ".")
+        raise ValueError(f"variables do not fit {name}: " + "; ".join(problems) + "." + hint)
     state_dict = {}
     for path, value in flat.items():
-        key = _torch_key(path)
-        state_dict[key] = np.ascontiguousarray(_to_torch_layout(np.asarray(value), path[-1]))
+        key = _torch_key(path)  # a writable copy: torch.from_numpy warns of read-only arrays
+        state_dict[key] = np.array(_to_torch_layout(np.asarray(value), path[-1]), order="C")
         if path[:1] == ("batch_stats",) and path[-1] == "var":
             state_dict[key.replace("running_var", _UNMAPPED_SUFFIX)] = np.array(0, np.int64)
     return state_dict

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from resnet_jax import data, workdir
 from resnet_jax.errors import WeightsError
-from resnet_jax.models import ResNet, create_model
+from resnet_jax.models import ResNet, create_model, list_models
 from resnet_jax.pipelines import images
 from resnet_jax.torch_compat import from_torchvision, looks_like
 
@@ -50,13 +50,14 @@ class Preprocessing:
     mean: tuple[float, ...] = data.IMAGENET_STATS[0]
     std: tuple[float, ...] = data.IMAGENET_STATS[1]
     interpolation: str = "bilinear"  # or bicubic (see images.RESAMPLING)
+    assumed: str = ""  # where the weights say nothing of their preprocessing: whose it is
 
     def describe(self) -> str:
         text = (f"shorter side resized to {self.resize} ({self.interpolation}), centre crop "
                 f"{self.crop}")
         if (self.mean, self.std) != data.IMAGENET_STATS:
             text += f", mean {list(self.mean)}, std {list(self.std)}"
-        return text
+        return f"{text} ({self.assumed})" if self.assumed else text
 
     def __call__(self, encoded: bytes) -> np.ndarray:
         """An encoded image file -> float32 (crop, crop, 3); UnreadableImage if it is not."""
@@ -99,14 +100,15 @@ def cache_dir() -> Path:
 
 
 def load_weights(model: str | None, weights: str, resize: int | None = None,
-                 crop: int | None = None, step: int | None = None,
-                 raw: bool = False) -> Weights:
+                 crop: int | None = None, step: int | None = None, raw: bool = False,
+                 classifier: bool = True) -> Weights:
     """``weights``: a torchvision weights name of ``model`` (``IMAGENET1K_V1``...), a ``.pth``
     or ``.safetensors`` state dict of ``model`` in torchvision's layout (a folder holding
     ``model.safetensors`` and timm's ``config.json``: its preprocessing too), or a training
     run's work directory (its model is read from the run; its checkpoint of ``step``, else
     the latest; the moving average of its weights where it keeps one, unless ``raw``).
-    ``resize``/``crop`` replace the preprocessing's sizes."""
+    ``resize``/``crop`` replace the preprocessing's sizes. A state dict without ``fc``
+    gives a headless model (``num_classes=0``), refused where a ``classifier`` is needed."""
     path = Path(weights).expanduser()
     if not WEIGHTS_NAME.fullmatch(weights) and not path.exists():
         raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
@@ -118,17 +120,26 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
         raise WeightsError(f"--raw picks a training run's trained weights over their moving "
                            f"average; {weights} is not a run's work directory")
     if path.is_dir() and (path / SAFETENSORS_FILE).is_file():
+        model = _hub_architecture(path / SAFETENSORS_FILE, model) or model
         loaded = _from_safetensors(_need_model(model, weights), path / SAFETENSORS_FILE)
     elif path.is_dir():
         loaded = _from_run(path, model, step, raw)
     elif path.suffix == ".safetensors":
+        model = _hub_architecture(path, model) or model
         loaded = _from_safetensors(_need_model(model, weights), path)
     elif path.suffix in (".pth", ".pt") or path.is_file():
         loaded = _from_pth(_need_model(model, weights), path)
     else:
         loaded = _from_name(_need_model(model, weights), weights)
+    if classifier and not loaded.model.num_classes:
+        raise WeightsError(f"{weights} holds no classifier (no fc.weight): it gives features, "
+                           "not classes; predict and evaluate need a classifier's weights "
+                           "(as --config.init_from it starts a run with a new head)")
     sizes = {key: value for key, value in (("resize", resize), ("crop", crop)) if value}
     preprocessing = dataclasses.replace(loaded.preprocessing, **sizes)
+    if sizes and preprocessing.assumed:
+        preprocessing = dataclasses.replace(preprocessing, assumed=(
+            f"sizes as given; the rest {preprocessing.assumed}"))
     _check_sizes(preprocessing, loaded.model, sizes)
     return dataclasses.replace(loaded, preprocessing=preprocessing)
 
@@ -153,8 +164,9 @@ def resolved_source(weights: str) -> str:
 
 
 def pretrained(model: str, weights: str) -> tuple[ResNet, dict[str, Any]]:
-    """``(model, variables)`` for inference; see :func:`load_weights`."""
-    loaded = load_weights(model, weights)
+    """``(model, variables)`` for inference (a headless model, ``num_classes=0``, from a
+    state dict without a classifier); see :func:`load_weights`."""
+    loaded = load_weights(model, weights, classifier=False)
     return loaded.model, loaded.variables
 
 
@@ -260,7 +272,6 @@ def _torch_load(source: Any) -> dict[str, Any]:
             loaded = loaded[wrapper]
     if not isinstance(loaded, dict):
         raise WeightsError(f"the file holds a {type(loaded).__name__}, not a state_dict")
-    loaded = {key.removeprefix("module."): value for key, value in loaded.items()}  # DataParallel
     return {key: value.float() if getattr(value, "is_floating_point", lambda: False)() else value
             for key, value in loaded.items()}  # bfloat16 and float16 files too
 
@@ -269,6 +280,8 @@ def _imagenet_class_names() -> list[str] | None:
     try:
         from torchvision.models import ResNet50_Weights
     except ImportError:
+        print("class names: ImageNet's 1,000 names are read from torchvision, which is not "
+              "installed; the classes are shown by index", file=sys.stderr)
         return None
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
@@ -296,6 +309,25 @@ def _from_safetensors(model: str, path: Path) -> Weights:
     return _from_state_dict(model, state, path, _timm_preprocessing(path))
 
 
+def _hub_architecture(path: Path, model: str | None) -> str | None:
+    """The model timm's config.json beside ``path`` names (``architecture``, its tag left
+    out), checked against ``model`` where one is given; None where it names none."""
+    try:
+        named = json.loads(path.with_name("config.json").read_text()).get("architecture")
+    except (OSError, ValueError, AttributeError):
+        return None  # read again, and judged, with the preprocessing
+    if not isinstance(named, str):
+        return None
+    named = named.split(".")[0]
+    if named not in list_models():
+        raise WeightsError(f"{path.parent} holds timm's {named}, which is not one of this "
+                           "project's torchvision-layout ResNets (resnet_jax.list_models())")
+    if model and model != named:
+        raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; leave out "
+                           f"--model, or pass --model {named}")
+    return named
+
+
 def _timm_preprocessing(path: Path) -> Preprocessing:
     """The evaluation transform timm's config.json beside ``path`` gives (its
     ``pretrained_cfg``: input size, crop fraction, interpolation, mean, std); without one,
@@ -310,12 +342,14 @@ def _timm_preprocessing(path: Path) -> Preprocessing:
             tuple(cfg.get("mean", data.IMAGENET_STATS[0])),
             tuple(cfg.get("std", data.IMAGENET_STATS[1])), cfg.get("interpolation", "bilinear"))
     except FileNotFoundError:
-        print(f"{path}: no config.json beside it; torchvision V1's preprocessing (resize 256, "
-              "crop 224, bilinear, ImageNet's mean and std)", file=sys.stderr)
-        return Preprocessing(256, 224)
+        return Preprocessing(256, 224, assumed="torchvision V1's: no config.json beside "
+                             f"{path.name}")
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
         raise WeightsError(f"{config} is not timm's config.json ({type(error).__name__}: "
                            f"{error}); it needs pretrained_cfg.input_size") from None
+    if cfg.get("crop_mode", "center") != "center":
+        raise WeightsError(f"{config} asks for crop_mode {cfg['crop_mode']!r}; predict and "
+                           "evaluate take the centre crop only (crop_mode 'center')")
     if preprocessing.interpolation not in images.RESAMPLING:
         raise WeightsError(f"{config} asks for {preprocessing.interpolation} interpolation; "
                            f"predict and evaluate do {' and '.join(images.RESAMPLING)}")
@@ -325,16 +359,19 @@ def _timm_preprocessing(path: Path) -> Preprocessing:
 def _from_state_dict(model: str, state: dict[str, Any], path: Path,
                      preprocessing: Preprocessing) -> Weights:
     """Weights from a state dict in torchvision's layout (``num_batches_tracked`` ignored,
-    the class count read from its ``fc``)."""
-    classes = int(np.shape(state.get("fc.weight", np.zeros((1000, 1))))[0])
+    DataParallel's ``module.`` prefix removed, the class count read from its ``fc``: none
+    without one)."""
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    classes = int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else 0
     try:
         variables = from_torchvision(state, model, num_classes=classes)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as error:
         guess = looks_like(state)
-        hint = (f"it looks like a {guess} state dict: use model {guess}" if guess
+        hint = (str(error) if guess == model else
+                f"it looks like a {guess} state dict: use model {guess}" if guess
                 else "no ResNet of this project has its layers")
         raise WeightsError(f"{path} does not fit {model}; {hint}") from None
-    names = _imagenet_class_names() if classes == 1000 else None
+    names = _imagenet_class_names() if classes == 1000 else [] if not classes else None
     return Weights(create_model(model, num_classes=classes), variables,
                    names or placeholder_names(classes), preprocessing, {}, str(path),
                    names_known=names is not None)
@@ -382,8 +419,8 @@ def initial_variables(config: Any) -> dict[str, Any] | None:
     ``config.model``, or None when it names none."""
     if not config.init_from:
         return None
-    loaded = load_weights(config.model, config.init_from)
-    print(f"starting from {loaded.source}", file=sys.stderr)
+    loaded = load_weights(config.model, config.init_from, classifier=False)
+    print(f"starting from {loaded.describe()}", file=sys.stderr)
     return loaded.variables
 
 
@@ -399,8 +436,9 @@ def fit_variables(initialised: dict[str, Any], loaded: dict[str, Any]) -> dict[s
         raise WeightsError(f"init_from does not fit this model ({len(differing)} arrays "
                            f"differ, e.g. {shown}); start from weights of the same model")
     if differing:
-        head = np.shape(given[("params", "fc", "kernel")])[-1]
-        print(f"warning: init_from has a {head}-class head, this model "
+        kernel = given.get(("params", "fc", "kernel"))
+        head = "no head" if kernel is None else f"a {np.shape(kernel)[-1]}-class head"
+        print(f"warning: init_from has {head}, this model "
               f"{np.shape(fresh[('params', 'fc', 'kernel')])[-1]}: the head (fc) is "
               "re-initialised, everything else starts from the weights", file=sys.stderr)
     merged = {p: (fresh[p] if p in differing else np.asarray(given[p], np.asarray(fresh[p]).dtype))

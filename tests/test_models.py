@@ -212,6 +212,6 @@ def test_stochastic_depth_drops_residual_branches_per_example_at_timms_rates():
     nothing_dropped, _ = create_model("resnet20", drop_path_rate=0.0).apply(
         variables, x, train=True, mutable=["batch_stats"])  # no dropout rng needed at 0
     assert nothing_dropped.shape == (8, 10)
-    with pytest.raises(ValueError, match=r"drop_path_rate=1.0 must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"drop_path_rate=1.0 must be a number in \[0, 1\)"):
         create_model("resnet20", drop_path_rate=1.0).init(jax.random.key(0), x)
 

@@ -1,6 +1,7 @@
 """Pretrained weights by name, from a .pth or a run; predict and evaluate give torchvision's
 answers on the same files; fine-tuning starts from any of them."""
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -24,7 +25,7 @@ from benchmarks.input_pipeline import make_photo
 from resnet_jax import weights as weights_module
 from resnet_jax.evaluate import evaluate_run
 from resnet_jax.loop import train_and_evaluate
-from resnet_jax.weights import WeightsError, load_weights
+from resnet_jax.weights import WeightsError, load_weights, pretrained
 
 SIZES = [(375, 500), (500, 375), (224, 224), (180, 320), (600, 200)]
 TORCHVISION_EVAL = transforms.Compose([
@@ -174,17 +175,26 @@ def save_safetensors(state_dict, path):
     return path
 
 
-def test_safetensors_weights_load_without_torch_and_as_the_pth_does(tmp_path, capsys):
+def test_safetensors_weights_load_without_torch_and_as_the_pth_does(tmp_path):
     state = random_torchvision("resnet18").state_dict()  # num_batches_tracked included
-    file = save_safetensors(state, tmp_path / "resnet18.safetensors")
+    file = save_safetensors({f"module.{k}": v for k, v in state.items()},  # DataParallel's
+                            tmp_path / "resnet18.safetensors")
     torch.save(state, tmp_path / "resnet18.pth")
-    loaded = load_weights("resnet18", str(file))
-    assert "no config.json beside it; torchvision V1's preprocessing" in capsys.readouterr().err
-    reference = load_weights("resnet18", str(tmp_path / "resnet18.pth"))
+    loaded = load_weights("resnet18", str(file), crop=160)
+    assert loaded.preprocessing.describe().endswith(
+        "(sizes as given; the rest torchvision V1's: no config.json beside resnet18.safetensors)")
+    reference = load_weights("resnet18", str(tmp_path / "resnet18.pth"), crop=160)
     for ours, theirs in zip(jax.tree.leaves(loaded.variables),
                             jax.tree.leaves(reference.variables), strict=True):
         np.testing.assert_array_equal(ours, theirs)
-    assert loaded.preprocessing == reference.preprocessing == weights_module.Preprocessing(256, 224)
+    assert dataclasses.replace(loaded.preprocessing, assumed="") == reference.preprocessing
+    headless = save_safetensors({k: v for k, v in state.items() if not k.startswith("fc.")},
+                                tmp_path / "backbone.safetensors")
+    with pytest.raises(WeightsError, match="backbone.safetensors holds no classifier .* "
+                                           "predict and evaluate need a classifier's weights"):
+        load_weights("resnet18", str(headless))
+    model, variables = pretrained("resnet18", str(headless))
+    assert model.num_classes == 0 and "fc" not in variables["params"]
     check = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
              "from resnet_jax.weights import load_weights\n"
              f"print(load_weights('resnet18', {str(file)!r}).model.num_classes)")
@@ -231,6 +241,24 @@ def test_a_safetensors_file_of_another_layout_or_model_is_one_line(tmp_path, con
         file.write_bytes(content)
     with pytest.raises(WeightsError, match=re.escape(message.format(file=file))):
         load_weights("resnet18", str(file))
+
+
+def test_a_hub_snapshot_names_its_model_and_crop_mode(tmp_path):
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    save_safetensors(random_torchvision("resnet18").state_dict(), snapshot / "model.safetensors")
+    cfg = {"input_size": [3, 64, 64], "crop_pct": 1.0}
+    (snapshot / "config.json").write_text(json.dumps({"architecture": "resnet18.tv_in1k",
+                                                      "pretrained_cfg": cfg}))
+    assert load_weights(None, str(snapshot)).model.stage_sizes == (2, 2, 2, 2)  # named there
+    with pytest.raises(WeightsError, match="holds timm's resnet18, not a resnet50; leave out "
+                                           "--model, or pass --model resnet18"):
+        load_weights("resnet50", str(snapshot))
+    (snapshot / "config.json").write_text(json.dumps({"pretrained_cfg": {
+        **cfg, "crop_mode": "squash"}}))
+    with pytest.raises(WeightsError, match="asks for crop_mode 'squash'; predict and evaluate "
+                                           "take the centre crop only"):
+        load_weights("resnet18", str(snapshot))
 
 
 def test_the_readmes_model_table_is_torchvisions():

@@ -1,6 +1,7 @@
 """torchvision weights give torchvision's logits, and the bridge round-trips exactly."""
 
 import copy
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,26 @@ def test_a_stage_or_output_the_network_lacks_is_refused_naming_its_own():
     model = create_model("resnet20", output="features", feature_stages=("layer3", "stem"))
     out = model.apply(model.init(jax.random.key(0), images), images)
     assert list(out) == ["layer3", "stem"] and out["stem"].shape == (1, 32, 32, 16)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"feature_stages": ("layer2",)}, "chooses among the stage outputs of output='features'; "
+                                      "add output='features'"),
+    ({"output": "features", "feature_stages": "layer2"}, "must be a non-empty sequence of stage "
+                                                         "names, e.g. ('layer2',)"),
+    ({"output": "features", "feature_stages": ()}, "leave it out for all of ['stem'"),
+    ({"num_classes": -1}, "num_classes=-1 must be an integer >= 0 (0: no classifier)"),
+    ({"num_classes": None}, "num_classes=None must be an integer >= 0"),
+    ({"drop_path_rate": "0.1"}, "drop_path_rate='0.1' must be a number in [0, 1)"),
+    ({"stage_widths": (16, 32)}, "stage_sizes has 3 stages but stage_widths 2"),
+])
+def test_options_outside_their_values_are_refused_in_one_line(options, message):
+    """In linen and NNX alike, before anything is computed."""
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        create_model("resnet20", **options).init(jax.random.key(0), images)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nnx.create_model("resnet20", rngs=flax_nnx.Rngs(0), **options)
 
 
 @pytest.mark.parametrize("name", DEPTHS)
