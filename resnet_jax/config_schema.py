@@ -191,6 +191,8 @@ KEYS: dict[str, Key] = {
     "decay_norm": Key(FIXED, boolean, NO_DECAY),  # False: none on BatchNorm's scale and bias
     "decay_bias": Key(FIXED, boolean, NO_DECAY),  # False: none on the classifier's bias
     "label_smoothing": Key(FIXED, number(0, 1, below_high=True), always),
+    "mixup_alpha": Key(FIXED, number(0), always),  # Beta(a, a) blending of whole images; 0 off
+    "cutmix_alpha": Key(FIXED, number(0), always),  # Beta(a, a) boxes; both set: one per batch
     "ema_decay": Key(FIXED, number(0, 1, below_high=True), always),  # 0: no moving average
     "ema_every_steps": Key(FIXED, integer(1, INT32_MAX), unused_when(
         lambda c: not c["ema_decay"], "with ema_decay=0, which keeps no moving average")),

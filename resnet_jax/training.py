@@ -23,7 +23,7 @@ from flax import traverse_util
 from flax.training import train_state
 from jax import lax
 
-from resnet_jax import ema
+from resnet_jax import ema, mixing
 from resnet_jax.models import ResNet
 from resnet_jax.parallel import AXIS, on_every_device
 from resnet_jax.pipelines.base import Pipeline, step_key
@@ -175,8 +175,14 @@ def create_train_state(config: ml_collections.ConfigDict, model: ResNet,
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float) -> jnp.ndarray:
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
+    return soft_cross_entropy(logits, jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+
+
+def soft_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray,
+                       label_smoothing: float) -> jnp.ndarray:
+    """Cross-entropy against (soft) targets smoothed as PyTorch's CrossEntropyLoss smooths
+    probability targets: ``(1 - e) * targets + e / classes``."""
+    return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing))
 
 
 def stage_grad_norms(grads: Any) -> dict[str, jnp.ndarray]:
@@ -191,15 +197,25 @@ def stage_grad_norms(grads: Any) -> dict[str, jnp.ndarray]:
 
 def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
                config: ml_collections.ConfigDict, schedule: optax.Schedule,
-               dropout_key: jax.Array | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+               dropout_key: jax.Array | None = None,
+               mix_key: jax.Array | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One SGD step on this device's share of the global batch (images normalised);
-    ``dropout_key`` drives stochastic depth where ``config.drop_path_rate`` is set."""
+    ``dropout_key`` drives stochastic depth where ``config.drop_path_rate`` is set,
+    ``mix_key`` MixUp and CutMix where their alphas are (train accuracy then counts the
+    dominant label)."""
     rngs = {"dropout": dropout_key} if config.drop_path_rate else None
+    targets = None
+    if config.mixup_alpha or config.cutmix_alpha:
+        images, targets, labels = mixing.mix(mix_key, images, labels, config.num_classes,
+                                             config.mixup_alpha, config.cutmix_alpha)
 
     def loss_fn(params):
         logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
                                          images, train=True, mutable=["batch_stats"], rngs=rngs)
-        loss = cross_entropy(logits, labels, config.label_smoothing).mean()
+        if targets is None:
+            loss = cross_entropy(logits, labels, config.label_smoothing).mean()
+        else:
+            loss = soft_cross_entropy(logits, targets, config.label_smoothing).mean()
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -225,9 +241,16 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
 
 
 DROPOUT_STREAM = 0x64726F70  # the stochastic-depth draws: apart from the augmentation's
+MIX_STREAM = 0x6D697821  # the MixUp and CutMix draws
 
 # Per step of a call, kept to name the step where training diverged.
 WATCHED = ("train_loss", "learning_rate")
+
+
+def _device_key(step_key: jax.Array, stream: int) -> jax.Array:
+    """The step's key for one stream of draws, each device its own (as each GPU of
+    PyTorch's DDP draws its own masks and mixes its own batch)."""
+    return jax.random.fold_in(jax.random.fold_in(step_key, stream), lax.axis_index(AXIS))
 
 
 def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: Any, *,
@@ -247,11 +270,11 @@ def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: A
         positions = lax.axis_index(AXIS) * local + jnp.arange(local)
         key = step_key(config.seed, state.step)
         images, labels = prepare(resident, batch, key, positions)
-        dropout_key = (jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM),
-                                          lax.axis_index(AXIS))  # each device its own masks
-                       if config.drop_path_rate else None)
-        state, metrics = train_step(state, images, labels, config=config, schedule=schedule,
-                                    dropout_key=dropout_key)
+        state, metrics = train_step(
+            state, images, labels, config=config, schedule=schedule,
+            dropout_key=_device_key(key, DROPOUT_STREAM) if config.drop_path_rate else None,
+            mix_key=(_device_key(key, MIX_STREAM)
+                     if config.mixup_alpha or config.cutmix_alpha else None))
         return state, {k: v.at[i].set(metrics[k]) for k, v in watched.items()}
 
     watched = {name: jnp.zeros((capacity,), jnp.float32) for name in WATCHED}

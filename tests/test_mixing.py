@@ -1,0 +1,94 @@
+"""MixUp and CutMix equal torchvision's transforms.v2 for the same draws; a run with them
+trains reproducibly and counts train accuracy against the dominant label."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from helpers import metric_rows, tiny_config
+from torchvision.transforms import v2
+
+from resnet_jax import mixing
+from resnet_jax.config_schema import ConfigError
+from resnet_jax.loop import train_and_evaluate
+
+CLASSES = 5
+
+
+class Fixed:
+    """Stands for torchvision's Beta distribution: always ``lam``."""
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def sample(self, shape):
+        return torch.tensor(self.lam)
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((4, 6, 10, 3), dtype=np.float32),  # NHWC, not square
+            np.array([0, 3, 1, 4]))
+
+
+def torchvision_mixed(transform, images, labels):
+    out_images, out_targets = transform(torch.from_numpy(images.transpose(0, 3, 1, 2)),
+                                        torch.from_numpy(labels))
+    return out_images.numpy().transpose(0, 2, 3, 1), out_targets.numpy()
+
+
+@pytest.mark.parametrize("lam", [0.375, 0.8125])
+def test_mixup_is_torchvisions(lam):
+    images, labels = batch()
+    transform = v2.MixUp(alpha=0.2, num_classes=CLASSES)
+    transform._dist = Fixed(lam)
+    theirs = torchvision_mixed(transform, images, labels)
+    ours = mixing.mixup(images, jax.nn.one_hot(labels, CLASSES), jnp.float32(lam))
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("lam,centre", [(0.375, (2, 7)), (0.8125, (0, 0)), (0.1, (5, 9)),
+                                        (0.99, (3, 4))])
+def test_cutmix_box_images_and_targets_are_torchvisions(lam, centre, monkeypatch):
+    images, labels = batch()
+    transform = v2.CutMix(alpha=1.0, num_classes=CLASSES)
+    transform._dist = Fixed(lam)
+    draws = iter([torch.tensor([centre[1]]), torch.tensor([centre[0]])])  # x first, then y
+    monkeypatch.setattr(torch, "randint", lambda *args, **kwargs: next(draws))
+    theirs = torchvision_mixed(transform, images, labels)
+    ours = mixing.cutmix(images, jax.nn.one_hot(labels, CLASSES), jnp.float32(lam),
+                         jnp.int32(centre[0]), jnp.int32(centre[1]))
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6)
+
+
+def test_one_of_the_two_per_batch_and_the_dominant_label():
+    images, labels = batch()
+    seen = set()
+    for seed in range(12):
+        mixed, soft, dominant = mixing.mix(jax.random.key(seed), images, labels, CLASSES,
+                                           0.2, 1.0)
+        untouched = np.mean(np.asarray(mixed) == images)  # outside CutMix's box
+        seen.add("cutmix" if untouched > 0.05 else "mixup")
+        np.testing.assert_allclose(np.asarray(soft).sum(-1), 1.0, rtol=1e-6)
+        weights = np.asarray(soft)[np.arange(4), labels]
+        expected = np.where(weights >= 0.5, labels, np.roll(labels, 1))
+        np.testing.assert_array_equal(dominant, expected)
+    assert seen == {"mixup", "cutmix"}
+
+
+def test_a_run_with_mixup_and_cutmix_trains_reproducibly(tmp_path):
+    runs = {}
+    for name in ("first", "again"):
+        train_and_evaluate(tiny_config(num_train_steps=3, eval_every_steps=3,
+                                       log_every_steps=1, mixup_alpha=0.2, cutmix_alpha=1.0,
+                                       label_smoothing=0.1), tmp_path / name)
+        runs[name] = [(r["train_loss"], r["train_accuracy"]) for r in metric_rows(tmp_path / name)
+                      if "train_loss" in r]
+    assert runs["first"] == runs["again"] and len(runs["first"]) == 3
+    from benchmarks import torch_train
+
+    with pytest.raises(ConfigError, match="the PyTorch twin does not mix batches"):
+        torch_train.check_twin_config(tiny_config(cutmix_alpha=1.0), amp=False)
