@@ -19,7 +19,8 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.synthetic_examples = (1024, 256)  # train, test (dataset="synthetic" only)
     config.pipeline = "in_memory"  # the whole dataset on every device; or "streaming"
     config.image_size = 32  # in_memory: the data's size; streaming: the crops' size
-    config.eval_resize = 32  # streaming: shorter side resized to this, then centre crop
+    config.eval_resize = 32  # streaming: shorter side resized to this, then centre crop...
+    config.eval_image_size = 0  # ...of this side (0: image_size, the training crop)
     config.data_workers = 0  # streaming: decoding processes (0: a thread of the trainer)
     config.augment = True  # in_memory: pad 4 + random crop + flip; streaming: resized crop + flip
     config.eval_flip = False  # True: logits averaged over each test image and its mirror

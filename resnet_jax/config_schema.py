@@ -160,6 +160,9 @@ KEYS: dict[str, Key] = {
     "eval_resize": Key(FIXED, POSITIVE, unused_when(  # streaming: shorter side before the crop
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "evaluates the images at their own size, image_size={image_size}")),
+    "eval_image_size": Key(FIXED, integer(0), unused_when(  # streaming: the crop; 0: image_size
+        lambda c: c["pipeline"] != "streaming",
+        IN_MEMORY + "evaluates the images at their own size, image_size={image_size}")),
     "data_workers": Key(FREE, integer(0, 1024), unused_when(  # streaming: decoding processes
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "decodes the whole dataset once, without workers")),
@@ -257,15 +260,17 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
         problems.append("zero_init_residual=True with residual=False zeroes every block's "
                         "output (the plain net has no shortcut around the zeroed scale); set "
                         "--config.zero_init_residual=False")
-    if config["pipeline"] == "streaming" and config["eval_resize"] < config["image_size"]:
-        problems.append(f"eval_resize={config['eval_resize']} is below image_size="
-                        f"{config['image_size']}; the centre crop must fit in the resized image: "
-                        f"set --config.eval_resize={config['image_size']} or more")
+    crop_key = "eval_image_size" if config["eval_image_size"] else "image_size"
+    if config["pipeline"] == "streaming" and config["eval_resize"] < config[crop_key]:
+        problems.append(f"eval_resize={config['eval_resize']} is below {crop_key}="
+                        f"{config[crop_key]}; the centre crop must fit in the resized image: "
+                        f"set --config.eval_resize={config[crop_key]} or more")
     stride = create_model(config["model"]).total_stride
-    if config["image_size"] < stride:
-        problems.append(f"image_size={config['image_size']} is below {config['model']}'s total "
-                        f"stride of {stride}: its last stage would see less than one pixel; set "
-                        f"--config.image_size={stride} or more")
+    for key in ("image_size", "eval_image_size"):
+        if 0 < config[key] < stride:
+            problems.append(f"{key}={config[key]} is below {config['model']}'s total stride "
+                            f"of {stride}: its last stage would see less than one pixel; set "
+                            f"--config.{key}={stride} or more")
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % num_devices:
             problems.append(f"{key}={config[key]} is not divisible by the {num_devices} "

@@ -98,7 +98,7 @@ def data_description(config: ml_collections.ConfigDict, pipeline: Pipeline) -> d
     streaming = config.pipeline == "streaming"
     return {"dataset": config.dataset, "class_names": list(pipeline.class_names),
             "mean": list(pipeline.mean), "std": list(pipeline.std),
-            "image_size": config.image_size,
+            "image_size": config.image_size, "eval_image_size": pipeline.eval_image_shape[0],
             "eval_resize": config.eval_resize if streaming else config.image_size,
             "train_examples": pipeline.train_examples, "eval_examples": pipeline.eval_examples}
 

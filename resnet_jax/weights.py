@@ -399,7 +399,8 @@ def _from_run(run_dir: Path, model_name: str | None, step: int | None,
         raise WeightsError(str(error)) from None
     saved = run_data(run_dir)
     return Weights(model, variables, saved["class_names"],
-                   Preprocessing(saved["eval_resize"], saved["image_size"],
+                   Preprocessing(saved["eval_resize"],
+                                 saved.get("eval_image_size", saved["image_size"]),
                                  tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir),
                    step, saved["class_names"] != placeholder_names(len(saved["class_names"])),
                    averaged=bool(config.get("ema_decay")) and not raw)

@@ -69,7 +69,8 @@ def folder(tmp_path_factory) -> Path:
 
 def streaming_config(folder: Path, **overrides):
     config = tiny_config(dataset=f"folder:{folder}", pipeline="streaming", num_classes=3,
-                         image_size=16, eval_resize=20, batch_size=16, eval_batch_size=8,
+                         image_size=16, eval_resize=20, eval_image_size=20, batch_size=16,
+                         eval_batch_size=8,
                          num_train_steps=6, eval_every_steps=3, checkpoint_every_steps=1,
                          log_every_steps=1, lr_boundaries=(), lr_scales=(),
                          learning_rate=0.002, data_workers=0)
@@ -171,6 +172,18 @@ def straight(folder, tmp_path_factory) -> Path:
     summary = train_and_evaluate(streaming_config(folder), workdir)
     assert summary["skipped_examples"] == 4 and summary["eval_examples"] == 9, summary
     return workdir
+
+
+def test_evaluation_takes_its_own_crop_and_evaluate_repeats_the_summary(straight):
+    """Trained on 16x16 crops, evaluated on 20x20 ones (eval_image_size), by the trainer
+    and by evaluate --workdir alike; predict's preprocessing is the evaluation's."""
+    from resnet_jax.evaluate import evaluate_run
+    from resnet_jax.weights import load_weights
+
+    summary = json.loads((straight / "summary.json").read_text())
+    assert evaluate_run(straight)["loss"] == summary["final_test_loss"]
+    preprocessing = load_weights(None, str(straight)).preprocessing
+    assert (preprocessing.resize, preprocessing.crop) == (20, 20)
 
 
 def test_kill_9_mid_epoch_then_resume_equals_a_straight_run(folder, straight, tmp_path):

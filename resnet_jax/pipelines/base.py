@@ -25,13 +25,14 @@ Batch = dict[str, Any]
 class Pipeline(abc.ABC):
     """An input pipeline for a run of global batch ``batch_size``.
 
-    Attributes: ``image_shape`` (H, W, C) of the images the model sees,
-    ``num_classes`` and their ``class_names``, ``train_examples``, ``eval_examples``,
-    and the dataset's
+    Attributes: ``image_shape`` (H, W, C) of the images the model trains on, and
+    ``eval_image_shape`` of those it is evaluated on, ``num_classes`` and their
+    ``class_names``, ``train_examples``, ``eval_examples``, and the dataset's
     per-channel ``mean`` and ``std`` on the 0..1 scale.
     """
 
     image_shape: tuple[int, int, int]
+    eval_image_shape: tuple[int, int, int]
     num_classes: int
     class_names: list[str]
     train_examples: int

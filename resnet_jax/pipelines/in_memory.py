@@ -26,7 +26,7 @@ class InMemory(Pipeline):
     def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, augment: bool,
                  dtype: str = "float32"):
         self.dataset = dataset
-        self.image_shape = dataset.train.images.shape[1:]
+        self.image_shape = self.eval_image_shape = dataset.train.images.shape[1:]
         self.num_classes = dataset.num_classes
         self.class_names = list(dataset.class_names)
         self.train_examples = len(dataset.train)

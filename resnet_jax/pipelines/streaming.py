@@ -42,12 +42,14 @@ LAST_STEP = 2**31 - 1
 
 @dataclasses.dataclass(frozen=True)
 class Transform:
-    """What the host does to each image: crop sizes, seed, whether training augments."""
+    """What the host does to each image: crop sizes (training's, evaluation's resize and
+    crop), seed, whether training augments."""
 
     image_size: int
     eval_resize: int
     seed: int
     augment: bool
+    eval_image_size: int = 0  # 0: image_size
 
 
 def _grain_flags_ready() -> None:
@@ -123,7 +125,7 @@ class EvalBatch:
     local: int
 
     def __call__(self, number: int) -> Batch:
-        size = self.transform.image_size
+        size = self.transform.eval_image_size or self.transform.image_size
         batch = {"image": np.zeros((self.local, size, size, 3), np.uint8),
                  "label": np.zeros((self.local,), np.int32),
                  "mask": np.zeros((self.local,), np.float32), "skipped": {}}
@@ -150,6 +152,8 @@ class Streaming(Pipeline):
                  dtype: str = "float32"):
         self.sources, self.transform, self.workers = sources, transform, workers
         self.image_shape = (transform.image_size, transform.image_size, 3)
+        eval_size = transform.eval_image_size or transform.image_size
+        self.eval_image_shape = (eval_size, eval_size, 3)
         self.num_classes = len(sources.class_names)
         self.class_names = sources.class_names
         self.train_examples, self.eval_examples = len(sources.train), len(sources.eval)
