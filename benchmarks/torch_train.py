@@ -189,9 +189,10 @@ def check_twin_config(config: ml_collections.ConfigDict, amp: bool,
     if config.init_from:
         raise ConfigError("the PyTorch twin starts from the JAX initialisation of the config; "
                           "init_from is not supported: pass --config.init_from=''")
-    if config.mixup_alpha or config.cutmix_alpha:
-        raise ConfigError("the PyTorch twin does not mix batches (MixUp, CutMix); pass "
-                          "--config.mixup_alpha=0 --config.cutmix_alpha=0")
+    if config.mixup_alpha or config.cutmix_alpha or config.random_erasing:
+        raise ConfigError("the PyTorch twin neither mixes batches (MixUp, CutMix) nor erases "
+                          "boxes; pass --config.mixup_alpha=0 --config.cutmix_alpha=0 "
+                          "--config.random_erasing=0")
     if config.ema_decay:
         raise ConfigError(f"ema_decay={config.ema_decay}: the PyTorch twin keeps no moving "
                           "average of the weights; pass --config.ema_decay=0")

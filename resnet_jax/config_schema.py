@@ -194,6 +194,7 @@ KEYS: dict[str, Key] = {
     "decay_norm": Key(FIXED, boolean, NO_DECAY),  # False: none on BatchNorm's scale and bias
     "decay_bias": Key(FIXED, boolean, NO_DECAY),  # False: none on the classifier's bias
     "label_smoothing": Key(FIXED, number(0, 1, below_high=True), always),
+    "random_erasing": Key(FIXED, number(0, 1), always),  # torchvision's RandomErasing(p)
     "mixup_alpha": Key(FIXED, number(0), always),  # Beta(a, a) blending of whole images; 0 off
     "cutmix_alpha": Key(FIXED, number(0), always),  # Beta(a, a) boxes; both set: one per batch
     "ema_decay": Key(FIXED, number(0, 1, below_high=True), always),  # 0: no moving average

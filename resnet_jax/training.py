@@ -23,7 +23,7 @@ from flax import traverse_util
 from flax.training import train_state
 from jax import lax
 
-from resnet_jax import ema, mixing
+from resnet_jax import ema, erasing, mixing
 from resnet_jax.models import ResNet
 from resnet_jax.parallel import AXIS, on_every_device
 from resnet_jax.pipelines.base import Pipeline, step_key
@@ -242,6 +242,7 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
 
 DROPOUT_STREAM = 0x64726F70  # the stochastic-depth draws: apart from the augmentation's
 MIX_STREAM = 0x6D697821  # the MixUp and CutMix draws
+ERASE_STREAM = 0x65726173  # the random erasing draws
 
 # Per step of a call, kept to name the step where training diverged.
 WATCHED = ("train_loss", "learning_rate")
@@ -270,6 +271,11 @@ def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: A
         positions = lax.axis_index(AXIS) * local + jnp.arange(local)
         key = step_key(config.seed, state.step)
         images, labels = prepare(resident, batch, key, positions)
+        if config.random_erasing:  # per example, after normalisation, as torchvision
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(
+                jax.random.fold_in(key, ERASE_STREAM), positions)
+            images = jax.vmap(erasing.random_erase, (0, 0, None))(keys, images,
+                                                                  config.random_erasing)
         state, metrics = train_step(
             state, images, labels, config=config, schedule=schedule,
             dropout_key=_device_key(key, DROPOUT_STREAM) if config.drop_path_rate else None,

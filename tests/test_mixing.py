@@ -1,5 +1,6 @@
-"""MixUp and CutMix equal torchvision's transforms.v2 for the same draws; a run with them
-trains reproducibly and counts train accuracy against the dominant label."""
+"""The augmentations on the device: MixUp, CutMix and random erasing equal torchvision's
+for the same draws; a run with them trains reproducibly and counts train accuracy against
+the dominant label."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import torch
 from helpers import metric_rows, tiny_config
 from torchvision.transforms import v2
 
-from resnet_jax import mixing
+from resnet_jax import erasing, mixing
 from resnet_jax.config_schema import ConfigError
 from resnet_jax.loop import train_and_evaluate
 
@@ -84,11 +85,50 @@ def test_a_run_with_mixup_and_cutmix_trains_reproducibly(tmp_path):
     for name in ("first", "again"):
         train_and_evaluate(tiny_config(num_train_steps=3, eval_every_steps=3,
                                        log_every_steps=1, mixup_alpha=0.2, cutmix_alpha=1.0,
-                                       label_smoothing=0.1), tmp_path / name)
+                                       label_smoothing=0.1, random_erasing=0.5),
+                           tmp_path / name)
         runs[name] = [(r["train_loss"], r["train_accuracy"]) for r in metric_rows(tmp_path / name)
                       if "train_loss" in r]
     assert runs["first"] == runs["again"] and len(runs["first"]) == 3
     from benchmarks import torch_train
 
-    with pytest.raises(ConfigError, match="the PyTorch twin does not mix batches"):
+    with pytest.raises(ConfigError, match="the PyTorch twin neither mixes batches"):
         torch_train.check_twin_config(tiny_config(cutmix_alpha=1.0), amp=False)
+
+
+@pytest.mark.parametrize("fraction,log_ratio", [(0.02, -1.2), (0.1, 0.0), (0.33, 1.19),
+                                                (0.25, 0.7)])
+def test_random_erasing_boxes_and_pixels_are_torchvisions(fraction, log_ratio):
+    """The box sides of one draw as RandomErasing.get_params computes them, and the erased
+    pixels as torchvision's functional erase leaves them (value 0, after normalisation)."""
+    import math
+
+    from torchvision.transforms import functional
+
+    height, width = 12, 20
+    area = height * width * fraction
+    ratio = math.exp(log_ratio)
+    theirs = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
+    ours = erasing.box_sides(height, width, jnp.float32(fraction), jnp.float32(log_ratio))
+    assert tuple(int(v) for v in ours) == theirs
+    image = np.random.default_rng(1).standard_normal((height, width, 3), dtype=np.float32)
+    top, left = 2, 3
+    expected = functional.erase(torch.from_numpy(image.transpose(2, 0, 1)), top, left,
+                                min(theirs[0], height - top), min(theirs[1], width - left),
+                                torch.tensor(0.0))
+    erased = erasing.erase(image, top, left, *ours)
+    np.testing.assert_array_equal(erased, expected.numpy().transpose(1, 2, 0))
+
+
+def test_random_erasing_erases_one_box_per_chosen_image_at_its_rate():
+    images = jnp.ones((400, 16, 16, 3))
+    keys = jax.random.split(jax.random.key(0), 400)
+    erased = np.asarray(jax.vmap(erasing.random_erase, (0, 0, None))(keys, images, 0.25))
+    zeros = (erased == 0).all(-1)
+    touched = zeros.any((1, 2))
+    assert 0.18 < touched.mean() < 0.32
+    for mask in zeros[touched][:50]:
+        rows, columns = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert mask[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1].all()  # one rectangle
+        assert mask.sum() == rows.size * columns.size
+        assert 0.015 < mask.mean() < 0.36

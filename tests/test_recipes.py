@@ -298,7 +298,8 @@ PROBES = {
     "model": "resnet32", "num_classes": 5, "residual": False, "init_from": "IMAGENET1K_V1",
     "zero_init_residual": True, "dtype": "bfloat16", "dataset": "cifar10",
     "data_dir": "/data/tfds", "synthetic_examples": (64, 32), "pipeline": "streaming",
-    "image_size": 48, "eval_resize": 72, "eval_image_size": 64, "data_workers": 3, "augment": True, "batch_size": 32,
+    "image_size": 48, "eval_resize": 72, "eval_image_size": 64, "data_workers": 3,
+    "augment": True, "batch_size": 32,
     "eval_batch_size": 16, "num_train_steps": 60, "eval_every_steps": 7,
     "checkpoint_every_steps": 7, "log_every_steps": 3, "keep_checkpoints": 2,
     "optimizer": "adamw", "momentum": 0.5, "nesterov": True, "learning_rate": 0.2,
@@ -306,7 +307,7 @@ PROBES = {
     "warmup_start_factor": 0.01, "weight_decay": 5e-4, "decay_norm": True,
     "decay_bias": True,
     "label_smoothing": 0.1, "eval_flip": True, "ema_decay": 0.9, "ema_every_steps": 4,
-    "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+    "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "random_erasing": 0.1,
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
     "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
 }
