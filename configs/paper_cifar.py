@@ -23,6 +23,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.eval_image_size = 0  # ...of this side (0: image_size, the training crop)
     config.data_workers = 0  # streaming: decoding processes (0: a thread of the trainer)
     config.augment = True  # in_memory: pad 4 + random crop + flip; streaming: resized crop + flip
+    config.ra_reps = 1  # > 1: repeated augmentation (torchvision's RASampler), copies a batch
     config.eval_flip = False  # True: logits averaged over each test image and its mirror
 
     config.batch_size = 128  # global, over all devices

@@ -167,6 +167,7 @@ KEYS: dict[str, Key] = {
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "decodes the whole dataset once, without workers")),
     "augment": Key(FIXED, boolean, always),
+    "ra_reps": Key(FIXED, integer(1, 1024), always),  # repeated augmentation: copies a batch
     "eval_flip": Key(FIXED, boolean, always),  # test accuracy of each image and its mirror
     "batch_size": Key(FIXED, POSITIVE, always),
     "eval_batch_size": Key(FREE, POSITIVE, always),
@@ -272,6 +273,10 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
             problems.append(f"{key}={config[key]} is below {config['model']}'s total stride "
                             f"of {stride}: its last stage would see less than one pixel; set "
                             f"--config.{key}={stride} or more")
+    if config["batch_size"] % config["ra_reps"]:
+        problems.append(f"batch_size={config['batch_size']} is not divisible by ra_reps="
+                        f"{config['ra_reps']}: each example's copies share a batch; use a "
+                        f"multiple of {config['ra_reps']}")
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % num_devices:
             problems.append(f"{key}={config[key]} is not divisible by the {num_devices} "

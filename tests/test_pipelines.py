@@ -8,7 +8,8 @@ import pytest
 
 from resnet_jax import parallel
 from resnet_jax.pipelines import datasets, normalize, step_key
-from resnet_jax.pipelines.in_memory import InMemory, augment, eval_batches, train_indices
+from resnet_jax.pipelines.base import epoch_permutation, train_indices
+from resnet_jax.pipelines.in_memory import InMemory, augment, eval_batches
 
 
 def small_pipeline(augment=True, **options):
@@ -26,6 +27,37 @@ def test_batch_order_is_a_function_of_seed_and_step():
     np.testing.assert_array_equal(train_indices(0, 4, 32, 100), train_indices(0, 4, 32, 100))
     assert not np.array_equal(train_indices(0, 0, 32, 100), train_indices(0, 3, 32, 100))
     assert not np.array_equal(train_indices(0, 0, 32, 100), train_indices(1, 0, 32, 100))
+
+
+def ra_sampler_batches(order, repetitions, replicas, local, steps):
+    """torchvision's RASampler (references/classification/sampler.py), written out for one
+    epoch whose permutation is ``order``: each replica's first ``steps`` batches."""
+    repeated = [index for index in order for _ in range(repetitions)]
+    total = -(-len(order) * repetitions // replicas) * replicas
+    repeated += repeated[:total - len(repeated)]
+    shares = [repeated[rank:total:replicas] for rank in range(replicas)]
+    return [[share[step * local:(step + 1) * local] for share in shares] for step in range(steps)]
+
+
+def test_repeated_augmentation_deals_each_example_as_torchvisions_rasampler():
+    """Per step, the same examples as RASampler's batches on 4 replicas of 8 (as many times
+    each); every example of the epoch's share 4 times, its copies on 4 different devices."""
+    batch, examples, reps = 32, 100, 4
+    order = epoch_permutation(0, 0, examples)
+    theirs = ra_sampler_batches(order, reps, replicas=4, local=8, steps=examples // batch)
+    seen = []
+    for step in range(examples // batch):
+        ours = train_indices(0, step, batch, examples, repeats=reps)
+        assert sorted(ours) == sorted(sum(theirs[step], []))
+        for index in np.unique(ours):
+            assert len({place // 8 for place in np.flatnonzero(ours == index)}) == reps
+        seen.extend(ours)
+    assert set(np.unique(seen, return_counts=True)[1]) == {reps}
+    pipeline = small_pipeline(repeats=reps)
+    indices = jnp.asarray(pipeline.train_batches(0, 1)["indices"][0])
+    images, _ = pipeline.prepare(pipeline.resident(), {"indices": indices}, step_key(0, 0),
+                                 jnp.arange(batch))
+    assert not np.array_equal(images[0], images[8])  # two copies, two augmentations
 
 
 def test_train_batches_for_several_steps_are_those_of_each_step():

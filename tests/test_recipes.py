@@ -299,7 +299,7 @@ PROBES = {
     "zero_init_residual": True, "dtype": "bfloat16", "dataset": "cifar10",
     "data_dir": "/data/tfds", "synthetic_examples": (64, 32), "pipeline": "streaming",
     "image_size": 48, "eval_resize": 72, "eval_image_size": 64, "data_workers": 3,
-    "augment": True, "batch_size": 32,
+    "augment": True, "ra_reps": 4, "batch_size": 32,
     "eval_batch_size": 16, "num_train_steps": 60, "eval_every_steps": 7,
     "checkpoint_every_steps": 7, "log_every_steps": 3, "keep_checkpoints": 2,
     "optimizer": "adamw", "momentum": 0.5, "nesterov": True, "learning_rate": 0.2,

@@ -20,7 +20,7 @@ def _in_memory(config: ml_collections.ConfigDict) -> Pipeline:
     dataset = datasets.load_dataset(config)
     check_dataset(dataset, config)
     return InMemory(dataset, batch_size=config.batch_size, seed=config.seed,
-                    augment=config.augment, dtype=config.dtype)
+                    augment=config.augment, dtype=config.dtype, repeats=config.ra_reps)
 
 
 def _streaming(config: ml_collections.ConfigDict) -> Pipeline:
@@ -30,7 +30,7 @@ def _streaming(config: ml_collections.ConfigDict) -> Pipeline:
     labels = getattr(found.train, "labels", np.zeros(1, np.int32))
     _check_fit(len(found.class_names), labels, len(found.train), config)
     transform = streaming.Transform(config.image_size, config.eval_resize, config.seed,
-                                    config.augment, config.eval_image_size)
+                                    config.augment, config.eval_image_size, config.ra_reps)
     return streaming.Streaming(found, batch_size=config.batch_size, transform=transform,
                                workers=config.data_workers, dtype=config.dtype)
 

@@ -107,3 +107,27 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
     order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
     order.flags.writeable = False  # shared by every step of the epoch
     return order
+
+
+def order_positions(step: int, batch_size: int, num_examples: int,
+                    repeats: int = 1) -> tuple[int, np.ndarray]:
+    """The epoch of ``step`` and, for each place in its global batch, the position in that
+    epoch's order of the example it holds (an epoch's last partial batch is dropped).
+
+    With ``repeats`` > 1 (repeated augmentation, torchvision's RASampler), the batches take
+    the epoch's order with each example ``repeats`` times in a row, still
+    ``num_examples // batch_size`` batches an epoch (so an epoch sees 1/repeats of the
+    examples, each ``repeats`` times); a batch holds ``batch_size / repeats`` examples,
+    their copies ``batch_size / repeats`` places apart, so that the devices sharing the
+    batch get different copies (as RASampler deals the copies to different replicas)."""
+    epoch, position = divmod(step, num_examples // batch_size)
+    distinct = batch_size // repeats
+    places = np.arange(batch_size)
+    return epoch, position * distinct + places % distinct
+
+
+def train_indices(seed: int, step: int, batch_size: int, num_examples: int,
+                  repeats: int = 1) -> np.ndarray:
+    """Indices of the examples of the global batch of ``step`` (see :func:`order_positions`)."""
+    epoch, positions = order_positions(step, batch_size, num_examples, repeats)
+    return epoch_permutation(seed, epoch, num_examples)[positions]

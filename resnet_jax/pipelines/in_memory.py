@@ -16,16 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax.parallel import process_share
-from resnet_jax.pipelines.base import Batch, Pipeline, epoch_permutation, normalize
+from resnet_jax.pipelines.base import Batch, Pipeline, normalize, train_indices
 from resnet_jax.pipelines.datasets import Dataset
 
 
 class InMemory(Pipeline):
-    """``dataset`` held on every device; pad-4 crop and flip when ``augment``."""
+    """``dataset`` held on every device; pad-4 crop and flip when ``augment``; each example
+    ``repeats`` times a batch where repeated augmentation is asked for."""
 
     def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, augment: bool,
-                 dtype: str = "float32"):
-        self.dataset = dataset
+                 dtype: str = "float32", repeats: int = 1):
+        self.dataset, self.repeats = dataset, repeats
         self.image_shape = self.eval_image_shape = dataset.train.images.shape[1:]
         self.num_classes = dataset.num_classes
         self.class_names = list(dataset.class_names)
@@ -41,8 +42,8 @@ class InMemory(Pipeline):
                 "test_images": self.dataset.test.images, "test_labels": self.dataset.test.labels}
 
     def train_batches(self, step: int, count: int) -> Batch:
-        indices = np.stack([train_indices(self.seed, s, self.batch_size, self.train_examples)
-                            for s in range(step, step + count)])
+        indices = np.stack([train_indices(self.seed, s, self.batch_size, self.train_examples,
+                                          self.repeats) for s in range(step, step + count)])
         return {"indices": process_share(indices, axis=1)}
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
@@ -60,14 +61,6 @@ class InMemory(Pipeline):
     def prepare_eval(self, resident: Batch, batch: Batch) -> tuple[jnp.ndarray, jnp.ndarray]:
         return (normalize(resident["test_images"][batch["indices"]], self.mean, self.std,
                           self.dtype), resident["test_labels"][batch["indices"]])
-
-
-def train_indices(seed: int, step: int, batch_size: int, num_examples: int) -> np.ndarray:
-    """Indices of the global batch of ``step`` (the last partial batch of an epoch is dropped)."""
-    steps_per_epoch = num_examples // batch_size
-    epoch, position = divmod(step, steps_per_epoch)
-    start = position * batch_size
-    return epoch_permutation(seed, epoch, num_examples)[start:start + batch_size]
 
 
 def eval_batches(num_examples: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:

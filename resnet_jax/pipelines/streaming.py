@@ -33,7 +33,13 @@ from tqdm import tqdm
 from resnet_jax.errors import DataError
 from resnet_jax.parallel import gather_json, process_slice
 from resnet_jax.pipelines import images
-from resnet_jax.pipelines.base import Batch, Pipeline, epoch_permutation, normalize
+from resnet_jax.pipelines.base import (
+    Batch,
+    Pipeline,
+    epoch_permutation,
+    normalize,
+    order_positions,
+)
 from resnet_jax.pipelines.sources import Sources
 
 MAX_UNREADABLE_IN_A_ROW = 100
@@ -50,6 +56,7 @@ class Transform:
     seed: int
     augment: bool
     eval_image_size: int = 0  # 0: image_size
+    repeats: int = 1  # repeated augmentation: each example this many times a batch
 
 
 def _grain_flags_ready() -> None:
@@ -85,7 +92,7 @@ class TrainBatch:
 
     def __call__(self, step: int) -> Batch:
         n = len(self.source)
-        epoch, position = divmod(step, n // self.batch_size)
+        epoch, positions = order_positions(step, self.batch_size, n, self.transform.repeats)
         order = epoch_permutation(self.transform.seed, epoch, n)
         size = self.transform.image_size
         batch = {"image": np.zeros((self.local, size, size, 3), np.uint8),
@@ -93,8 +100,8 @@ class TrainBatch:
         for j in range(self.local):
             place = self.first + j
             rng = np.random.default_rng([self.transform.seed, step, place])
-            at = position * self.batch_size + place
-            image, batch["label"][j] = self._readable(order, at, batch["skipped"])
+            image, batch["label"][j] = self._readable(order, positions[place],
+                                                      batch["skipped"])
             if self.transform.augment:
                 batch["image"][j] = images.train_crop(image, size, rng)
             else:
