@@ -163,6 +163,12 @@ KEYS: dict[str, Key] = {
     "eval_image_size": Key(FIXED, integer(0), unused_when(  # streaming: the crop; 0: image_size
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "evaluates the images at their own size, image_size={image_size}")),
+    "min_image_size": Key(FIXED, integer(0), unused_when(  # progressive resizing; 0: none
+        lambda c: c["pipeline"] != "streaming",
+        IN_MEMORY + "trains at the images' own size, image_size={image_size}")),
+    "ramp_steps": Key(FIXED, sequence(integer(0, INT32_MAX), 2), unused_when(
+        lambda c: not c["min_image_size"],
+        "with min_image_size=0, which keeps the training size at image_size")),
     "data_workers": Key(FREE, integer(0, 1024), unused_when(  # streaming: decoding processes
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "decodes the whole dataset once, without workers")),
@@ -239,6 +245,25 @@ def _value_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _ramp_problems(config: Mapping[str, Any]) -> list[str]:
+    """Progressive resizing that cannot run as meant."""
+    if not config["min_image_size"] or config["pipeline"] != "streaming":
+        return []
+    problems = []
+    start, end = config["ramp_steps"]
+    if start >= end:
+        problems.append(f"ramp_steps=({start}, {end}) ends before it starts; give "
+                        "(first step, last step) of the ramp, the first below the last")
+    if config["min_image_size"] > config["image_size"]:
+        problems.append(f"min_image_size={config['min_image_size']} exceeds image_size="
+                        f"{config['image_size']}, where the ramp ends; set it lower")
+    if config["eval_image_size"] and config["image_size"] > config["eval_image_size"]:
+        problems.append(f"image_size={config['image_size']}, the ramp's end, exceeds "
+                        f"eval_image_size={config['eval_image_size']}; end the ramp at or "
+                        "below the evaluation size")
+    return problems
+
+
 def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]:
     problems = []
     piecewise = config["schedule"] == "piecewise"
@@ -267,8 +292,9 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
         problems.append(f"eval_resize={config['eval_resize']} is below {crop_key}="
                         f"{config[crop_key]}; the centre crop must fit in the resized image: "
                         f"set --config.eval_resize={config[crop_key]} or more")
+    problems += _ramp_problems(config)
     stride = create_model(config["model"]).total_stride
-    for key in ("image_size", "eval_image_size"):
+    for key in ("image_size", "eval_image_size", "min_image_size"):
         if 0 < config[key] < stride:
             problems.append(f"{key}={config[key]} is below {config['model']}'s total stride "
                             f"of {stride}: its last stage would see less than one pixel; set "

@@ -3,6 +3,7 @@ loss, log, evaluate, save, agree on a stop request, and keep the progress bar.""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ class HostEvents:
                  measure: utilisation.Meter, stop: StopRequests):
         self.config, self.calls, self.manager, self.writer = config, calls, manager, writer
         self.measure, self.stop = measure, stop
+        self.meters = {calls.pipeline.image_shape[0]: measure}
         pipeline = calls.pipeline
         self.p_eval = evaluation.parallel_eval(build_model(config).apply, pipeline.prepare_eval,
                                                config.parallel, config.eval_flip)
@@ -73,7 +75,11 @@ class HostEvents:
             check_finite(self.recent, self.manager)
         record = {}
         if log_now:
-            state, record = log_window(state, self.throughput, self.calls.where, self.measure)
+            side = self.calls.pipeline.train_size(step - 1)
+            state, record = log_window(state, self.throughput, self.calls.where,
+                                       self.meter(side))
+            if config.min_image_size:  # the figures are of the window's last size
+                record["image_size"] = side
             self.check_peak(record)
         with self.throughput.paused():
             if eval_now:
@@ -87,6 +93,13 @@ class HostEvents:
         if interrupted:
             self.bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
         return state, interrupted
+
+    def meter(self, side: int) -> utilisation.Meter:
+        """The run's meter for training images of ``side`` (progressive resizing)."""
+        if side not in self.meters:
+            self.meters[side] = dataclasses.replace(self.measure, image_flops=(
+                utilisation.flops_per_image(build_model(self.config), (side, side, 3))))
+        return self.meters[side]
 
     def check_peak(self, record: dict[str, float]) -> None:
         """Warn once when the run goes faster than its peak: the peak is wrong."""

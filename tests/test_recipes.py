@@ -299,7 +299,8 @@ PROBES = {
     "zero_init_residual": True, "dtype": "bfloat16", "dataset": "cifar10",
     "data_dir": "/data/tfds", "synthetic_examples": (64, 32), "pipeline": "streaming",
     "image_size": 48, "eval_resize": 72, "eval_image_size": 64, "data_workers": 3,
-    "augment": True, "ra_reps": 4, "batch_size": 32,
+    "augment": True, "ra_reps": 4, "min_image_size": 24, "ramp_steps": (10, 40),
+    "batch_size": 32,
     "eval_batch_size": 16, "num_train_steps": 60, "eval_every_steps": 7,
     "checkpoint_every_steps": 7, "log_every_steps": 3, "keep_checkpoints": 2,
     "optimizer": "adamw", "momentum": 0.5, "nesterov": True, "learning_rate": 0.2,
@@ -317,7 +318,9 @@ MODES = [{}, {"schedule": "cosine"}, {"schedule": "onecycle"}, {"schedule": "lin
          {"schedule": "cosine", "warmup_steps": 5}, {"optimizer": "adam"},
          {"optimizer": "adamw"}, {"weight_decay": 0.0}, {"momentum": 0.0},
          {"init_from": "IMAGENET1K_V1"},
-         {"pipeline": "streaming", "eval_resize": 80}, {"dataset": "folder:/data"},
+         {"pipeline": "streaming", "eval_resize": 80, "ramp_steps": (5, 20)},
+         {"pipeline": "streaming", "eval_resize": 80, "min_image_size": 16,
+          "ramp_steps": (5, 20)}, {"dataset": "folder:/data"},
          {"dataset": "cifar:/data"}, {"dataset": "cifar10"}]
 
 

@@ -186,6 +186,42 @@ def test_evaluation_takes_its_own_crop_and_evaluate_repeats_the_summary(straight
     assert (preprocessing.resize, preprocessing.crop) == (20, 20)
 
 
+def ffcv_resolution(epoch, min_res, max_res, end_ramp, start_ramp):
+    """ffcv-imagenet's ImageNetTrainer.get_resolution, written out."""
+    if epoch <= start_ramp:
+        return min_res
+    if epoch >= end_ramp:
+        return max_res
+    interp = np.interp([epoch], [start_ramp, end_ramp], [min_res, max_res])
+    return int(np.round(interp[0] / 32)) * 32
+
+
+def test_progressive_resizing_is_ffcvs_and_a_resume_mid_ramp_equals_a_straight_run(
+        folder, tmp_path):
+    from resnet_jax.pipelines.base import ramp_size
+
+    for epoch in range(90):  # rn50_88_epochs.yaml's ramp, and a longer one
+        assert ramp_size(epoch, 160, 192, (65, 76)) == ffcv_resolution(epoch, 160, 192, 76, 65)
+        assert ramp_size(epoch, 128, 256, (10, 60)) == ffcv_resolution(epoch, 128, 256, 60, 10)
+    config = streaming_config(folder, image_size=64, min_image_size=32, ramp_steps=(1, 3),
+                              eval_resize=64, eval_image_size=64, num_train_steps=4,
+                              eval_every_steps=4, batch_size=8, eval_batch_size=8)
+    train_and_evaluate(config, tmp_path / "straight")
+    rows = metric_rows(tmp_path / "straight")
+    assert [r["image_size"] for r in rows] == [32, 32, 64, 64]  # the sizes of steps 0 to 3
+    config.num_train_steps = 2
+    train_and_evaluate(config, tmp_path / "resumed")
+    config.num_train_steps = 4
+    train_and_evaluate(config, tmp_path / "resumed")
+
+    def trained(rows):  # the first segment also evaluated at its end, step 2
+        return [{k: v for k, v in r.items() if not k.startswith(("test_", "eval_"))}
+                for r in rows]
+
+    resumed = metric_rows(tmp_path / "resumed")
+    assert trained(resumed) == trained(rows) and resumed[-1] == rows[-1]
+
+
 def test_kill_9_mid_epoch_then_resume_equals_a_straight_run(folder, straight, tmp_path):
     workdir = tmp_path / "killed"
     process = run_train_py(workdir, streaming_config(folder, data_workers=2), wait=False)

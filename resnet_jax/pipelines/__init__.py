@@ -30,7 +30,8 @@ def _streaming(config: ml_collections.ConfigDict) -> Pipeline:
     labels = getattr(found.train, "labels", np.zeros(1, np.int32))
     _check_fit(len(found.class_names), labels, len(found.train), config)
     transform = streaming.Transform(config.image_size, config.eval_resize, config.seed,
-                                    config.augment, config.eval_image_size, config.ra_reps)
+                                    config.augment, config.eval_image_size, config.ra_reps,
+                                    config.min_image_size, tuple(config.ramp_steps))
     return streaming.Streaming(found, batch_size=config.batch_size, transform=transform,
                                workers=config.data_workers, dtype=config.dtype)
 

@@ -43,6 +43,10 @@ class Pipeline(abc.ABC):
 
     max_steps_per_call: int | None = None  # None: as many as the config allows
 
+    def train_size(self, step: int) -> int:
+        """The side of the training images of ``step`` (progressive resizing may vary it)."""
+        return self.image_shape[0]
+
     @property
     def steps_per_epoch(self) -> int:
         return self.train_examples // self.batch_size
@@ -107,6 +111,19 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
     order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
     order.flags.writeable = False  # shared by every step of the epoch
     return order
+
+
+def ramp_size(step: int, min_size: int, max_size: int, ramp: tuple[int, int]) -> int:
+    """FFCV's progressive resizing (ffcv-imagenet's get_resolution), by step: ``min_size``
+    up to step ``ramp[0]``, ``max_size`` from step ``ramp[1]``, between them the linear
+    interpolation rounded to a multiple of 32."""
+    start, end = ramp
+    if step <= start:
+        return min_size
+    if step >= end:
+        return max_size
+    interpolated = np.interp([step], [start, end], [min_size, max_size])[0]
+    return int(np.round(interpolated / 32)) * 32
 
 
 def order_positions(step: int, batch_size: int, num_examples: int,

@@ -39,6 +39,7 @@ from resnet_jax.pipelines.base import (
     epoch_permutation,
     normalize,
     order_positions,
+    ramp_size,
 )
 from resnet_jax.pipelines.sources import Sources
 
@@ -57,6 +58,14 @@ class Transform:
     augment: bool
     eval_image_size: int = 0  # 0: image_size
     repeats: int = 1  # repeated augmentation: each example this many times a batch
+    min_image_size: int = 0  # progressive resizing from this training crop (0: none)...
+    ramp_steps: tuple[int, int] = (0, 0)  # ...to image_size, between these steps
+
+    def train_size(self, step: int) -> int:
+        """The training crop of ``step``: image_size, or its progressive ramp."""
+        if not self.min_image_size:
+            return self.image_size
+        return ramp_size(step, self.min_image_size, self.image_size, tuple(self.ramp_steps))
 
 
 def _grain_flags_ready() -> None:
@@ -94,7 +103,7 @@ class TrainBatch:
         n = len(self.source)
         epoch, positions = order_positions(step, self.batch_size, n, self.transform.repeats)
         order = epoch_permutation(self.transform.seed, epoch, n)
-        size = self.transform.image_size
+        size = self.transform.train_size(step)
         batch = {"image": np.zeros((self.local, size, size, 3), np.uint8),
                  "label": np.zeros((self.local,), np.int32), "skipped": {}}
         for j in range(self.local):
@@ -154,6 +163,9 @@ class Streaming(Pipeline):
     process), a batch or two ahead of the devices."""
 
     max_steps_per_call = 1  # a call's batches are held on the devices at once
+
+    def train_size(self, step: int) -> int:
+        return self.transform.train_size(step)
 
     def __init__(self, sources: Sources, *, batch_size: int, transform: Transform, workers: int,
                  dtype: str = "float32"):
