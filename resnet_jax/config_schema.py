@@ -396,7 +396,7 @@ def _comparable(key: str, value: Any) -> Any:
 def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
     """'key: saved -> new' for each fixed key that ``config`` changes, leaving out keys that
     have no effect in either run (keys the saved run predates are taken as they are now)."""
-    new = config.to_dict()
+    new = {**saved, **config.to_dict()}  # keys one side predates: taken as the other's
     old = {**new, **saved}
     by_schedule = fixed_keys(saved) - {k for k, spec in KEYS.items() if spec.fixed}
     return [f"{key}: {_comparable(key, old[key])!r} -> {_comparable(key, new[key])!r}"
