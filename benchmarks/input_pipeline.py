@@ -2,9 +2,11 @@
 in total, on ImageNet-sized JPEGs that it generates once into FOLDER.
 
     python -m benchmarks.input_pipeline --folder /tmp/jpegs [--workers 1,2] [--out FILE]
+        [--auto-augment ta_wide|ra]
 
-Per worker: one process decoding, cropping (random-resized, to 224), flipping and
-batching, as each grain worker does. In total: the streaming pipeline itself
+Per worker: one process decoding, cropping (random-resized, to 224), flipping (and with
+--auto-augment, TrivialAugmentWide or RandAugment) and batching, as each grain worker
+does. In total: the streaming pipeline itself
 (resnet_jax.pipelines.streaming) with N worker processes, batches taken as fast as
 it makes them.
 """
@@ -72,9 +74,10 @@ def generate(folder: Path, images: int, seed: int = 0) -> None:
     (folder / STARTED).rename(folder / DONE)
 
 
-def per_worker_rate(folder: Path, seconds: float, size: int = 224) -> float:
+def per_worker_rate(folder: Path, seconds: float, size: int = 224,
+                    auto_augment: str = "") -> float:
     """Images/s of one process running the training transform on the folder's files."""
-    from resnet_jax.pipelines import images
+    from resnet_jax.pipelines import autoaugment, images
 
     files = sorted(p for p in (folder / "train").rglob("*.jpg") if p.is_file())
     datas = [f.read_bytes() for f in files[:256]]
@@ -82,13 +85,15 @@ def per_worker_rate(folder: Path, seconds: float, size: int = 224) -> float:
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         for data in datas:
-            images.train_crop(images.decode_fast(data), size, rng)
+            crop = images.train_crop(images.decode_fast(data), size, rng)
+            if auto_augment:
+                autoaugment.augment(crop, auto_augment, rng)
         done += len(datas)
     return done / (time.perf_counter() - started)
 
 
 def pipeline_rate(folder: Path, workers: int, batch: int, seconds: float,
-                  size: int = 224) -> float:
+                  size: int = 224, auto_augment: str = "") -> float:
     """Images/s delivered by the streaming pipeline with ``workers`` processes, cropping to
     ``size``."""
     from configs import imagenet_resnet50
@@ -97,7 +102,8 @@ def pipeline_rate(folder: Path, workers: int, batch: int, seconds: float,
     config = imagenet_resnet50.get_config()
     config.unlock()
     config.update(dataset=f"folder:{folder}", num_classes=CLASSES, batch_size=batch,
-                  data_workers=workers, image_size=size, eval_resize=max(size, 256))
+                  data_workers=workers, image_size=size, eval_resize=max(size, 256),
+                  auto_augment=auto_augment)
     pipeline = build_pipeline(config)
     try:
         pipeline.train_batches(0, 1)  # workers started and warm
@@ -120,6 +126,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="batch of the pipeline rows")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per row")
     parser.add_argument("--out", type=Path, default=Path("input_pipeline.json"))
+    parser.add_argument("--auto-augment", default="", choices=("", "ta_wide", "ra"),
+                        help="TrivialAugmentWide or RandAugment after the crop (default: none)")
     args = parser.parse_args()
     try:
         workers = [int(w) for w in args.workers.split(",")]
@@ -145,11 +153,14 @@ def measure(args: argparse.Namespace, workers: list[int]) -> None:
     generate(args.folder, args.images)
     result = {"decoder": "libjpeg-turbo (simplejpeg, fast DCT and upsampling); resize: PIL",
               "images": args.images, "batch": args.batch,
-              "per_worker_images_per_sec": per_worker_rate(args.folder, args.seconds),
+              "auto_augment": args.auto_augment or None,
+              "per_worker_images_per_sec": per_worker_rate(args.folder, args.seconds,
+                                                           auto_augment=args.auto_augment),
               "cpu_count": os.cpu_count(), "pipeline": {}}
     print(f"one worker process: {result['per_worker_images_per_sec']:.0f} images/s")
     for count in workers:
-        rate = pipeline_rate(args.folder, count, args.batch, args.seconds)
+        rate = pipeline_rate(args.folder, count, args.batch, args.seconds,
+                             auto_augment=args.auto_augment)
         result["pipeline"][str(count)] = rate
         print(f"pipeline, {count} worker(s): {rate:.0f} images/s")
     args.out.write_text(json.dumps(result, indent=2) + "\n")

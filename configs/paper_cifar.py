@@ -25,6 +25,8 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.ramp_steps = (0, 0)  # ...between these steps, in multiples of 32 (FFCV's)
     config.data_workers = 0  # streaming: decoding processes (0: a thread of the trainer)
     config.augment = True  # in_memory: pad 4 + random crop + flip; streaming: resized crop + flip
+    config.auto_augment = ""  # streaming: "ta_wide" (TrivialAugmentWide) or "ra" (RandAugment)
+    config.ra_magnitude = 9  # RandAugment's magnitude bin, 0-30
     config.ra_reps = 1  # > 1: repeated augmentation (torchvision's RASampler), copies a batch
     config.eval_flip = False  # True: logits averaged over each test image and its mirror
 

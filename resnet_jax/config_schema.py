@@ -27,6 +27,7 @@ import ml_collections
 from resnet_jax import data, parallel, pipelines, training, weights
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model, list_models
+from resnet_jax.pipelines import autoaugment
 from resnet_jax.workdir import SPLIT_KEYS
 
 Check = Callable[[Any], "str | None"]  # a value's problem ("must be ..."), or None
@@ -173,6 +174,13 @@ KEYS: dict[str, Key] = {
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "decodes the whole dataset once, without workers")),
     "augment": Key(FIXED, boolean, always),
+    "auto_augment": Key(FIXED, one_of(lambda: ("", *autoaugment.POLICIES)), unused_when(
+        lambda c: c["pipeline"] != "streaming" or not c["augment"],
+        "with pipeline={pipeline}, augment={augment}; the streaming pipeline's augmented "
+        "training crops take it")),
+    "ra_magnitude": Key(FIXED, integer(0, autoaugment.BINS - 1), unused_when(
+        lambda c: c["auto_augment"] != "ra", "with auto_augment={auto_augment!r}; only "
+        "RandAugment ('ra') takes a magnitude")),
     "ra_reps": Key(FIXED, integer(1, 1024), always),  # repeated augmentation: copies a batch
     "eval_flip": Key(FIXED, boolean, always),  # test accuracy of each image and its mirror
     "batch_size": Key(FIXED, POSITIVE, always),

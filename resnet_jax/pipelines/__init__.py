@@ -31,7 +31,8 @@ def _streaming(config: ml_collections.ConfigDict) -> Pipeline:
     _check_fit(len(found.class_names), labels, len(found.train), config)
     transform = streaming.Transform(config.image_size, config.eval_resize, config.seed,
                                     config.augment, config.eval_image_size, config.ra_reps,
-                                    config.min_image_size, tuple(config.ramp_steps))
+                                    config.min_image_size, tuple(config.ramp_steps),
+                                    config.auto_augment, config.ra_magnitude)
     return streaming.Streaming(found, batch_size=config.batch_size, transform=transform,
                                workers=config.data_workers, dtype=config.dtype)
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from resnet_jax.errors import DataError
 from resnet_jax.parallel import gather_json, process_slice
-from resnet_jax.pipelines import images
+from resnet_jax.pipelines import autoaugment, images
 from resnet_jax.pipelines.base import (
     Batch,
     Pipeline,
@@ -60,6 +60,8 @@ class Transform:
     repeats: int = 1  # repeated augmentation: each example this many times a batch
     min_image_size: int = 0  # progressive resizing from this training crop (0: none)...
     ramp_steps: tuple[int, int] = (0, 0)  # ...to image_size, between these steps
+    auto_augment: str = ""  # "ta_wide" or "ra" after the crop and flip (autoaugment.POLICIES)
+    ra_magnitude: int = 9  # RandAugment's magnitude bin
 
     def train_size(self, step: int) -> int:
         """The training crop of ``step``: image_size, or its progressive ramp."""
@@ -113,6 +115,10 @@ class TrainBatch:
                                                       batch["skipped"])
             if self.transform.augment:
                 batch["image"][j] = images.train_crop(image, size, rng)
+                if self.transform.auto_augment:
+                    batch["image"][j] = autoaugment.augment(
+                        batch["image"][j], self.transform.auto_augment, rng,
+                        self.transform.ra_magnitude)
             else:
                 batch["image"][j] = images.eval_crop(Image.fromarray(image),
                                                      self.transform.eval_resize, size)
