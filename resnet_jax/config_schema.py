@@ -409,6 +409,6 @@ def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDi
     by_schedule = fixed_keys(saved) - {k for k, spec in KEYS.items() if spec.fixed}
     return [f"{key}: {_comparable(key, old[key])!r} -> {_comparable(key, new[key])!r}"
             + (f" (fixed by schedule={saved['schedule']})" if key in by_schedule else "")
-            for key in sorted(fixed_keys(saved))
+            for key in sorted(fixed_keys(saved) & old.keys())  # keys both predate: left out
             if _comparable(key, old[key]) != _comparable(key, new[key])
             and not (KEYS[key].unused(old) and KEYS[key].unused(new))]
