@@ -124,6 +124,19 @@ CASES = {
         "learning_rate=-1.0 must be a finite number >= 0; set --config.learning_rate; "
         "label_smoothing=1.0 must be a finite number in [0, 1); set --config.label_smoothing; "
         "seed=-1 must be an integer in [0, 2147483647]; set --config.seed"),
+    "modern recipe values": Case(
+        ["--config.auto_augment=autoaugment", "--config.mixup_alpha=-0.2",
+         "--config.ema_decay=1.0", "--config.ra_reps=0"],
+        "auto_augment='autoaugment' must be one of: , ta_wide, ra; set --config.auto_augment; "
+        "ra_reps=0 must be an integer in [1, 1024]; set --config.ra_reps; mixup_alpha=-0.2 "
+        "must be a finite number >= 0; set --config.mixup_alpha; ema_decay=1.0 must be a "
+        "finite number in [0, 1); set --config.ema_decay"),
+    "a resolution ramp that ends before it starts": Case(
+        ["--config.pipeline=streaming", "--config.image_size=64", "--config.eval_resize=64",
+         "--config.eval_image_size=48", "--config.min_image_size=32",
+         "--config.ramp_steps=(6,2)"],
+        "ramp_steps=(6, 2) ends before it starts; give (first step, last step) of the ramp, "
+        "the first below the last; image_size=64, the ramp's end, exceeds eval_image_size=48"),
     "num_train_steps=0": Case(["--config.num_train_steps=0"],
                               "num_train_steps=0 must be an integer in [1, 2147483647]"),
     "more steps than the step counter holds": Case(
