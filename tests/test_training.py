@@ -229,12 +229,18 @@ def test_a_run_diverging_before_its_first_checkpoint_says_so(tmp_path):
         train_and_evaluate(tiny_config(learning_rate=1e30, checkpoint_every_steps=24), tmp_path)
 
 
-def test_stochastic_depth_trains_reproducibly_and_only_when_asked(tmp_path):
+def test_stochastic_depth_and_batch_augmentations_train_reproducibly_and_only_when_asked(
+        tmp_path):
+    """Stochastic depth, MixUp, CutMix and random erasing: drawn from (seed, step), so two
+    runs are one, and a run without them another."""
     runs = {}
-    for name, rate in (("off", 0.0), ("on", 0.3), ("again", 0.3)):
-        train_and_evaluate(tiny_config(num_train_steps=4, eval_every_steps=4,
-                                       drop_path_rate=rate), tmp_path / name)
-        runs[name] = [r["train_loss"] for r in metric_rows(tmp_path / name)]
+    on = {"drop_path_rate": 0.3, "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+          "random_erasing": 0.5, "label_smoothing": 0.1}
+    for name, options in (("off", {}), ("on", on), ("again", on)):
+        train_and_evaluate(tiny_config(num_train_steps=4, eval_every_steps=4, **options),
+                           tmp_path / name)
+        runs[name] = [(r["train_loss"], r["train_accuracy"]) for r in metric_rows(tmp_path / name)
+                      if "train_loss" in r]
     assert runs["on"] == runs["again"] and runs["on"] != runs["off"]
     from benchmarks import torch_train
 
