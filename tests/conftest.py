@@ -20,3 +20,15 @@ else:
 def pytest_sessionfinish(session, exitstatus):
     if SESSION_CACHE:
         shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+
+
+# The heaviest files first: under --dist loadfile each file runs whole on one worker, and a
+# long file collected last would leave the other worker idle at the end of the suite.
+HEAVY_FIRST = ("test_training.py", "test_reliability.py", "test_bad_input.py",
+               "test_streaming.py", "test_evidence.py", "test_degradation.py",
+               "test_torch_side.py", "test_torch_compat.py", "test_pretrained.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
