@@ -81,8 +81,14 @@ def _parse(values: flags.FlagValues, argv: list[str]) -> list[str]:
         if message:
             sys.exit(f"error: {message}")
         if isinstance(error, AttributeError | KeyError):  # ml_collections: a key the config lacks
+            from resnet_jax.workdir import SPLIT_KEYS
+
             key, _, hint = _unquote(str(error)).partition("\n")
-            sys.exit(f"error: unknown config key {key}. {hint} (the config file lists valid keys)")
+            if key in SPLIT_KEYS:
+                sys.exit(f"error: config key {key} is now {' and '.join(SPLIT_KEYS[key])}, each "
+                         "its own choice; set those instead")
+            hint = f" {hint.strip()}" if hint.strip() else ""
+            sys.exit(f"error: unknown config key {key}.{hint} (the config file lists valid keys)")
         if isinstance(error, flags.Error | TypeError | ValueError):
             sys.exit(f"error: {_flag_value_message(str(error))}")
         raise

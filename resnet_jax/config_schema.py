@@ -71,7 +71,8 @@ def one_of(choices: Callable[[], Any]) -> Check:
             return None
         close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"must be one of: {', '.join(map(str, valid))}{hint}"
+        shown = ["'' (off)" if v == "" else str(v) for v in valid]
+        return f"must be one of: {', '.join(shown)}{hint}"
     return check
 
 
@@ -238,8 +239,9 @@ def _key_problems(config: Mapping[str, Any]) -> list[str]:
             close = difflib.get_close_matches(key, list(KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown config key {key!r}{hint}; remove it")
+    replaced = {new for old in config if old in SPLIT_KEYS for new in SPLIT_KEYS[old]}
     problems += [f"the config lacks {key!r}; add it (configs/paper_cifar.py lists every key)"
-                 for key in KEYS if key not in config]
+                 for key in KEYS if key not in config and key not in replaced]
     return problems
 
 
@@ -260,7 +262,7 @@ def _ramp_problems(config: Mapping[str, Any]) -> list[str]:
     problems = []
     start, end = config["ramp_steps"]
     if start >= end:
-        problems.append(f"ramp_steps=({start}, {end}) ends before it starts; give "
+        problems.append(f"ramp_steps=({start}, {end}) must start before it ends; give "
                         "(first step, last step) of the ramp, the first below the last")
     if config["min_image_size"] > config["image_size"]:
         problems.append(f"min_image_size={config['min_image_size']} exceeds image_size="
@@ -330,7 +332,22 @@ def _unused_problems(config: Mapping[str, Any], chosen: Collection[str]) -> list
                         f"{config['num_train_steps']}, before step {unreached} of lr_boundaries, "
                         "where the rate would be scaled; drop the boundary or raise "
                         "--config.num_train_steps")
+    short = unreached_ramp(config)
+    if short and {"ramp_steps", "min_image_size", "image_size"} & set(chosen):
+        problems.append(f"{short}; end the ramp by then or raise --config.num_train_steps")
     return problems
+
+
+def unreached_ramp(config: Mapping[str, Any]) -> str | None:
+    """How a progressive resizing ramp outlasts the run, or None."""
+    if not config["min_image_size"] or config["pipeline"] != "streaming":
+        return None
+    start, end = config["ramp_steps"]
+    if config["num_train_steps"] >= end:
+        return None
+    return (f"the run ends at num_train_steps={config['num_train_steps']}, before the end of "
+            f"ramp_steps=({start}, {end}): its training crops never reach image_size="
+            f"{config['image_size']}")
 
 
 def ignored(key: str, config: Mapping[str, Any]) -> str | None:
@@ -367,12 +384,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
         problems = _relation_problems(values, num_devices) + _unused_problems(values, chosen)
     if problems:
         raise ConfigError("; ".join(problems))
+    warnings = []
     unreached = unreached_boundaries(values)
-    if not unreached or {"lr_boundaries", "lr_scales"} & set(chosen):
-        return []
-    return [f"the run ends at num_train_steps={values['num_train_steps']}, before "
-            f"lr_boundaries {', '.join(map(str, unreached))} of the config file: the learning "
-            "rate is not scaled there (a shortened recipe)"]
+    if unreached and not {"lr_boundaries", "lr_scales"} & set(chosen):
+        warnings.append(f"the run ends at num_train_steps={values['num_train_steps']}, before "
+                        f"lr_boundaries {', '.join(map(str, unreached))} of the config file: the "
+                        "learning rate is not scaled there (a shortened recipe)")
+    short = unreached_ramp(values)
+    if short:
+        warnings.append(f"{short} (a shortened recipe)")
+    return warnings
 
 
 def fixed_keys(config: Mapping[str, Any]) -> set[str]:

@@ -141,6 +141,7 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
     return {**_result(sums, len(weights.class_names), f"folder:{root}"), "skipped": skipped,
             "images_per_sec": len(files) / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"folder:{root}", "flip": flip,
+            "ema": weights.averaged,
             "preprocessing": weights.preprocessing.describe(), "published": weights.metrics}
 
 
@@ -185,7 +186,7 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
             "skipped": sorted(getattr(pipeline, "skipped", {})),
             "images_per_sec": sums["count"] / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"{config.dataset}, the run's evaluation split",
-            "flip": flip,
+            "flip": flip, "ema": weights.averaged,
             "preprocessing": (weights.preprocessing.describe() if config.pipeline == "streaming"
                               else f"at their size, {config.image_size}x{config.image_size}"),
             "published": {}}
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "PATH/<class>/ hold the images")
             weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step,
                                    args.raw)
-            result = evaluate_folder(weights, root, args.batch_size or 64, bool(args.flip))
+            flip = weights.eval_flip if args.flip is None else args.flip
+            result = evaluate_folder(weights, root, args.batch_size or 64, flip)
     except (ResNetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

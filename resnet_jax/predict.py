@@ -34,12 +34,19 @@ from resnet_jax.pipelines.images import UnreadableImage  # noqa: E402
 from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights  # noqa: E402
 
 
-def log_probabilities(weights: Weights) -> Any:
+def log_probabilities(weights: Weights, flip: bool = False) -> Any:
     """A compiled function: a batch of preprocessed images -> log class probabilities
-    (computed from the logits: no probability rounds to zero)."""
+    (computed from the logits: no probability rounds to zero); with ``flip``, of the
+    logits averaged over each image and its mirror image."""
     model = weights.model.clone(bn_axis_name=None)
-    return jax.jit(lambda variables, x: jax.nn.log_softmax(
-        model.apply(variables, x, train=False).astype(np.float32)))
+
+    def logits(variables: Any, x: jax.Array) -> jax.Array:
+        out = model.apply(variables, x, train=False).astype(np.float32)
+        if flip:
+            out = (out + model.apply(variables, x[:, :, ::-1], train=False)) / 2
+        return jax.nn.log_softmax(out)
+
+    return jax.jit(logits)
 
 
 def read_batches(paths: list[Path], preprocess: Preprocessing, batch_size: int,
@@ -65,9 +72,10 @@ def read_batches(paths: list[Path], preprocess: Preprocessing, batch_size: int,
 
 
 def predict(weights: Weights, paths: list[Path], batch_size: int = 32,
-            top: int = 5) -> list[dict[str, Any]]:
-    """Per image, its ``top`` classes as [index, name, probability], best first."""
-    apply, results = log_probabilities(weights), []
+            top: int = 5, flip: bool = False) -> list[dict[str, Any]]:
+    """Per image, its ``top`` classes as [index, name, probability], best first (with
+    ``flip``, from the logits averaged with its mirror image's)."""
+    apply, results = log_probabilities(weights, flip), []
     batch_size = min(batch_size, len(paths))  # only a last, short batch is padded
     with tqdm(total=len(paths), unit="img", desc="predicting", file=sys.stderr,
               disable=len(paths) < 2 * batch_size) as bar:
@@ -109,6 +117,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="a run's checkpoint of this step (default: its latest)")
     parser.add_argument("--raw", action="store_true", help="a run's trained weights, not "
                         "the moving average it keeps (ema_decay)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                        help="average each image's logits with its mirror image's (default: a "
+                        "run's own eval_flip, else off)")
     parser.add_argument("--batch-size", type=at_least(1), default=32)
     parser.add_argument("--top", type=at_least(1),
                         help="classes shown per image (default: 5, or all of fewer)")
@@ -129,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     top = args.top or min(5, classes)
-    source = f"weights: {weights.describe()}"  # JSON on stdout holds the results only
+    flip = weights.eval_flip if args.flip is None else args.flip
+    source = f"weights: {weights.describe()}" + (
+        "; each image averaged with its mirror image" if flip else "")
+    # JSON on stdout holds the results only
     print(source, file=sys.stderr if args.json else sys.stdout, flush=True)
     if weights.preprocessing.assumed:
         print(f"images: {weights.preprocessing.describe()}", file=sys.stderr)
-    results = predict(weights, args.images, args.batch_size, top)
+    results = predict(weights, args.images, args.batch_size, top, flip)
     if args.json:
         print(json.dumps(results))
     else:

@@ -14,6 +14,7 @@ import ml_collections
 
 from resnet_jax import checkpoints
 from resnet_jax.metrics import plot_curves, timing_summary
+from resnet_jax.training import SCHEDULES
 from resnet_jax.workdir import (
     CURVES_FILE,
     SEGMENTS_FILE,
@@ -65,8 +66,12 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
                         skipped_examples=len(pipeline_state.get("skipped", {})))
         return finish_run(workdir, config, ending, write=jax.process_index() == 0)
     if jax.process_index() == 0:
+        longer = ("raise --config.num_train_steps" if "num_train_steps" not in
+                  SCHEDULES[config.schedule].keys else
+                  f"start a new run: its {config.schedule} schedule is drawn over "
+                  f"{config.num_train_steps} steps, which fixes them")
         print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
-              "longer, raise --config.num_train_steps")
+              f"longer, {longer}")
         print(format_summary(summary))
     return summary
 
@@ -89,6 +94,7 @@ def finish_run(workdir: Path, config: ml_collections.ConfigDict, ending: Ending,
         "final_test_top5_accuracy": final.get("test_top5_accuracy"),
         "final_test_step": final.get("step"),
         "final_test_loss": final.get("test_loss"),
+        **({"eval_flip": True} if config.eval_flip else {}),
         **({"ema_final_test_accuracy": final.get("ema_test_accuracy"),
             "ema_final_test_top5_accuracy": final.get("ema_test_top5_accuracy"),
             "ema_final_test_loss": final.get("ema_test_loss")} if config.ema_decay else {}),

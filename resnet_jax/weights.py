@@ -80,6 +80,7 @@ class Weights:
     step: int | None = None  # a training run's checkpoint
     names_known: bool = True
     averaged: bool = False  # a run's moving average of the weights
+    eval_flip: bool = False  # a run evaluated with test-time flips
 
     def describe(self) -> str:
         """Where the weights come from, for the first line of a report."""
@@ -384,6 +385,9 @@ def _from_run(run_dir: Path, model_name: str | None, step: int | None,
     from resnet_jax.checkpoints import restore, saved_steps
 
     config = workdir.read_config(run_dir) or {}
+    if raw and not config.get("ema_decay"):
+        raise WeightsError(f"--raw picks a run's trained weights over the moving average it "
+                           f"keeps; {run_dir} keeps none (ema_decay=0): leave out --raw")
     trained = config.get("model")
     if model_name and trained and model_name != trained:
         raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; its weights fit "
@@ -403,7 +407,8 @@ def _from_run(run_dir: Path, model_name: str | None, step: int | None,
                                  saved.get("eval_image_size", saved["image_size"]),
                                  tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir),
                    step, saved["class_names"] != placeholder_names(len(saved["class_names"])),
-                   averaged=bool(config.get("ema_decay")) and not raw)
+                   averaged=bool(config.get("ema_decay")) and not raw,
+                   eval_flip=bool(config.get("eval_flip")))
 
 
 def _warn_if_training(run_dir: Path, step: int) -> None:

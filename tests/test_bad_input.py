@@ -127,7 +127,8 @@ CASES = {
     "modern recipe values": Case(
         ["--config.auto_augment=autoaugment", "--config.mixup_alpha=-0.2",
          "--config.ema_decay=1.0", "--config.ra_reps=0"],
-        "auto_augment='autoaugment' must be one of: , ta_wide, ra; set --config.auto_augment; "
+        "auto_augment='autoaugment' must be one of: '' (off), ta_wide, ra; set "
+        "--config.auto_augment; "
         "ra_reps=0 must be an integer in [1, 1024]; set --config.ra_reps; mixup_alpha=-0.2 "
         "must be a finite number >= 0; set --config.mixup_alpha; ema_decay=1.0 must be a "
         "finite number in [0, 1); set --config.ema_decay"),
@@ -135,8 +136,18 @@ CASES = {
         ["--config.pipeline=streaming", "--config.image_size=64", "--config.eval_resize=64",
          "--config.eval_image_size=48", "--config.min_image_size=32",
          "--config.ramp_steps=(6,2)"],
-        "ramp_steps=(6, 2) ends before it starts; give (first step, last step) of the ramp, "
-        "the first below the last; image_size=64, the ramp's end, exceeds eval_image_size=48"),
+        "ramp_steps=(6, 2) must start before it ends; give (first step, last step) of the "
+        "ramp, the first below the last; image_size=64, the ramp's end, exceeds "
+        "eval_image_size=48"),
+    "the old joint decay key": Case(
+        ["--config.decay_norm_and_bias=False"],
+        "config key decay_norm_and_bias is now decay_norm and decay_bias, each its own choice"),
+    "a resolution ramp the run does not reach": Case(
+        ["--config.pipeline=streaming", "--config.image_size=64", "--config.eval_resize=64",
+         "--config.min_image_size=32", "--config.ramp_steps=(2,50)"],
+        "the run ends at num_train_steps=8, before the end of ramp_steps=(2, 50): its training "
+        "crops never reach image_size=64; end the ramp by then or raise "
+        "--config.num_train_steps"),
     "num_train_steps=0": Case(["--config.num_train_steps=0"],
                               "num_train_steps=0 must be an integer in [1, 2147483647]"),
     "more steps than the step counter holds": Case(
@@ -351,6 +362,29 @@ def test_a_finished_run_without_its_summary_gets_it_back_from_the_metrics(tmp_pa
     segments = json.loads((workdir / "segments.json").read_text())
     assert summary["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in segments))
     assert summary["steps"] == 8 and summary["wall_seconds"] > 0
+
+
+def test_a_finished_run_says_how_it_could_train_longer(finished_run, capsys):
+    from ml_collections import ConfigDict
+
+    from resnet_jax.report import report_finished
+
+    report_finished(finished_run, RUN_CONFIG)
+    assert "to train longer, raise --config.num_train_steps" in capsys.readouterr().out
+    cosine = ConfigDict({**RUN_CONFIG.to_dict(), "schedule": "cosine"})
+    report_finished(finished_run, cosine)  # its schedule fixes num_train_steps
+    assert ("to train longer, start a new run: its cosine schedule is drawn over 8 steps, "
+            "which fixes them") in capsys.readouterr().out
+
+
+def test_raw_on_a_run_without_a_moving_average_is_refused(finished_run, capsys):
+    from resnet_jax import evaluate, predict
+
+    assert evaluate.main(["--workdir", str(finished_run), "--raw"]) == 1
+    assert predict.main(["x.png", "--weights", str(finished_run), "--raw"]) == 1
+    for line in capsys.readouterr().err.strip().splitlines():
+        assert line == (f"error: --raw picks a run's trained weights over the moving average "
+                        f"it keeps; {finished_run} keeps none (ema_decay=0): leave out --raw")
 
 
 def lock_holder(workdir: Path) -> str:

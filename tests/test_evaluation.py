@@ -142,8 +142,9 @@ def test_evaluate_gives_the_trainers_own_numbers_for_its_checkpoint(run, capsys)
     assert result["loss"] == summary["ema_final_test_loss"] and result["top5"] is None
     assert result["weights"].endswith("the moving average of its weights (--raw: the trained "
                                       "ones)")
+    assert result["ema"] and summary["eval_flip"]
     status, raw, _ = evaluated(["--workdir", str(run), "--raw"], capsys)
-    assert raw["top1"] == 100 * summary["final_test_accuracy"]
+    assert raw["top1"] == 100 * summary["final_test_accuracy"] and not raw["ema"]
     assert raw["loss"] == summary["final_test_loss"] != result["loss"]
     status, unflipped, _ = evaluated(["--workdir", str(run), "--raw", "--no-flip"], capsys)
     assert status == 0 and not unflipped["flip"] and unflipped["loss"] != raw["loss"]
@@ -210,7 +211,8 @@ def test_predict_names_the_checkpoint_and_refuses_what_cannot_be_answered(run, c
     assert predict.main([image, "--weights", str(run), "--step", "10"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (f"weights: {run}, checkpoint of step 10, the moving average of its "
-                      "weights (--raw: the trained ones)")
+                      "weights (--raw: the trained ones); each image averaged with its mirror "
+                      "image")  # the run's eval_flip
     assert out[2].split()[1] == "dog"
     for flags, message in ((["--top", "4"], "--top 4 exceeds the weights' 3 classes; pass "
                                             "--top 3 or less"),

@@ -397,6 +397,16 @@ def test_a_warmup_takes_effect_under_the_piecewise_schedule():
                                rtol=1e-6)
 
 
+def test_a_resolution_ramp_the_run_will_not_finish_is_warned_of_or_refused():
+    config = in_mode({"pipeline": "streaming", "eval_resize": 80}, image_size=64,
+                     min_image_size=32, ramp_steps=(10, 60))
+    assert validate(config, num_devices=1) == [
+        "the run ends at num_train_steps=40, before the end of ramp_steps=(10, 60): its "
+        "training crops never reach image_size=64 (a shortened recipe)"]
+    with pytest.raises(ConfigError, match=r"never reach image_size=64; end the ramp by then"):
+        validate(config, num_devices=1, chosen={"ramp_steps"})
+
+
 def test_boundaries_the_run_will_not_reach():
     shortened = in_mode({}, num_train_steps=20)  # the smoke config's boundary is step 30
     assert validate(shortened, 1, chosen={"num_train_steps"}) == [
