@@ -61,6 +61,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.steps_per_call = 100  # train steps per compiled call, at most (host events end one)
 
     config.log_grad_norms = False  # per-stage gradient norms in the metrics
+    config.compile_cache_dir = ""  # a directory: compiled programs kept for restarts
     config.peak_tflops = 0.0  # one device's peak, for mfu; 0: the known peak of its kind
     config.seed = 0
     return config

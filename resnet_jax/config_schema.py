@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -82,6 +83,14 @@ def boolean(value: Any) -> str | None:
 
 def text(value: Any) -> str | None:
     return None if isinstance(value, str) else "must be a string"
+
+
+def directory(value: Any) -> str | None:
+    """A directory path, or "" for none."""
+    problem = text(value)
+    if problem or not value:
+        return problem
+    return "is a file; give a directory" if Path(value).expanduser().is_file() else None
 
 
 def dataset(value: Any) -> str | None:
@@ -225,6 +234,7 @@ KEYS: dict[str, Key] = {
         "held on the devices at once)")),
     "log_grad_norms": Key(FREE, boolean, always),
     "peak_tflops": Key(FREE, number(0), always),  # per device, for mfu; 0: the device kind's
+    "compile_cache_dir": Key(FREE, directory, always),  # compiled programs kept; "": none
     "seed": Key(FIXED, integer(0, INT32_MAX), always),
 }
 
@@ -404,7 +414,8 @@ def fixed_keys(config: Mapping[str, Any]) -> set[str]:
 
 # Keys whose value may be a path: made absolute once, so that the same data and weights are
 # named the same way wherever a run is started, resumed or evaluated from.
-PATHS = {"dataset": data.resolved_dataset, "init_from": weights.resolved_source}
+PATHS = {"dataset": data.resolved_dataset, "init_from": weights.resolved_source,
+         "compile_cache_dir": lambda path: str(Path(path).expanduser().absolute()) if path else ""}
 
 
 def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

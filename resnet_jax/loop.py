@@ -37,6 +37,7 @@ from resnet_jax.start import (
     claim_workdir,
     data_description,
     restore_data_description,
+    use_compile_cache,
 )
 from resnet_jax.train_calls import FirstCall, TrainCalls, first_call
 from resnet_jax.training import create_train_state
@@ -118,6 +119,7 @@ def settle(config: ml_collections.ConfigDict, workdir: Path, chosen: Collection[
     with all_or_none():
         warnings = tuple(check_config(config, chosen))
         config = config_schema.resolved(config)  # the caller's stays as it is
+        use_compile_cache(config)
         claim_workdir(workdir, cleanup)
         latest = check_previous_run(workdir, config)
         if latest == config.num_train_steps:

@@ -40,6 +40,14 @@ def check_config(config: ml_collections.ConfigDict, chosen: Collection[str] = ()
     return warnings
 
 
+def use_compile_cache(config: ml_collections.ConfigDict) -> None:
+    """Keep the compiled programs in ``config.compile_cache_dir`` (JAX's persistent
+    compilation cache), where it is set: a restart, and each size of a resolution ramp
+    once compiled, loads them instead of compiling again."""
+    if config.compile_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.compile_cache_dir)
+
+
 def claim_workdir(workdir: Path, cleanup: contextlib.ExitStack) -> None:
     """Make ``workdir`` this run's: refuse a directory of somebody else's or one in use;
     undo on exit what a start that never trained created."""

@@ -310,6 +310,7 @@ PROBES = {
     "decay_bias": True,
     "label_smoothing": 0.1, "eval_flip": True, "ema_decay": 0.9, "ema_every_steps": 4,
     "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "random_erasing": 0.1,
+    "compile_cache_dir": "/tmp/xla",
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
     "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
 }

@@ -247,3 +247,19 @@ def test_stochastic_depth_and_batch_augmentations_train_reproducibly_and_only_wh
     with pytest.raises(ConfigError, match="the PyTorch twin has no stochastic depth"):
         torch_train.check_twin_config(tiny_config(drop_path_rate=0.3), amp=False)
 
+
+
+def test_a_compile_cache_directory_is_reused_by_a_restart(tmp_path):
+    """compile_cache_dir (free): the first start stores its compiled programs there; a
+    restart finds every one of them (it stores nothing new) and says so in its segment."""
+    cache = tmp_path / "xla"
+    config = tiny_config(num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=4,
+                         compile_cache_dir=str(cache))
+    first = run_train_py(tmp_path / "run", config, devices=1)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stored = sorted(p.name for p in cache.iterdir())
+    assert stored
+    config.num_train_steps = 8
+    again = run_train_py(tmp_path / "run", config, devices=1)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(p.name for p in cache.iterdir()) == stored
