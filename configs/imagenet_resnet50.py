@@ -15,6 +15,17 @@ EPOCHS = 90
 WARMUP_EPOCHS = 5
 
 
+def train_epochs(config, batch_size: int, epochs: int) -> int:
+    """Set ``config`` to ``epochs`` of ImageNet at global ``batch_size``, evaluating and
+    saving once an epoch; the steps an epoch takes."""
+    config.batch_size = batch_size
+    steps_per_epoch = TRAIN_EXAMPLES // batch_size
+    config.num_train_steps = epochs * steps_per_epoch
+    config.eval_every_steps = steps_per_epoch
+    config.checkpoint_every_steps = steps_per_epoch
+    return steps_per_epoch
+
+
 def get_config(model: str = "resnet50"):
     config = paper_cifar.get_config(model)
     config.num_classes = 1000
@@ -24,12 +35,8 @@ def get_config(model: str = "resnet50"):
     config.image_size = 224  # random-resized crops; evaluation: resize 256, centre crop 224
     config.eval_resize = 256
     config.data_workers = max(1, (os.cpu_count() or 2) - 2)
-    config.batch_size = 1024
     config.eval_batch_size = 1024
-    steps_per_epoch = TRAIN_EXAMPLES // config.batch_size
-    config.num_train_steps = EPOCHS * steps_per_epoch
-    config.eval_every_steps = steps_per_epoch
-    config.checkpoint_every_steps = steps_per_epoch
+    steps_per_epoch = train_epochs(config, 1024, EPOCHS)
     config.log_every_steps = 100
     config.learning_rate = 0.1 * config.batch_size / 256
     config.schedule = "cosine"

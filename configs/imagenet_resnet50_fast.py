@@ -28,12 +28,7 @@ RAMP_EPOCHS = (65, 76)
 
 def get_config(model: str = "resnet50"):
     config = imagenet_resnet50.get_config(model)
-    config.batch_size = 8 * 512
-    config.eval_batch_size = 1024
-    steps_per_epoch = imagenet_resnet50.TRAIN_EXAMPLES // config.batch_size
-    config.num_train_steps = EPOCHS * steps_per_epoch
-    config.eval_every_steps = steps_per_epoch
-    config.checkpoint_every_steps = steps_per_epoch
+    steps_per_epoch = imagenet_resnet50.train_epochs(config, 8 * 512, EPOCHS)
     config.learning_rate = 1.7
     config.schedule = "linear"
     config.warmup_steps = PEAK_EPOCH * steps_per_epoch
