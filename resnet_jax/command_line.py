@@ -130,6 +130,19 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    """The options predict and evaluate share for a run's weights: which checkpoint
+    (--step), the trained weights over the run's moving average (--raw), and test-time
+    flips (--flip/--no-flip)."""
+    parser.add_argument("--step", type=at_least(0),
+                        help="a run's checkpoint of this step (default: its latest)")
+    parser.add_argument("--raw", action="store_true", help="a run's trained weights, not "
+                        "the moving average it keeps (ema_decay)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                        help="average each image's logits with its mirror image's (default: a "
+                        "run's own eval_flip, else off)")
+
+
 def exit_on_stop_signals() -> None:
     """From now on Ctrl-C or SIGTERM ends the command at once, in one line, with the exit
     status 128 + the signal's number: for a command that has written nothing (yet). Installed

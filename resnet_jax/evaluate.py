@@ -34,7 +34,12 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from resnet_jax import data, evaluation, workdir  # noqa: E402
-from resnet_jax.command_line import ArgumentParser, at_least, ignore_stop_signals  # noqa: E402
+from resnet_jax.command_line import (  # noqa: E402
+    ArgumentParser,
+    add_checkpoint_options,
+    at_least,
+    ignore_stop_signals,
+)
 from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.parallel import placement, replicated  # noqa: E402
 from resnet_jax.predict import read_batches  # noqa: E402
@@ -164,8 +169,8 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
     if saved is None:
         raise WeightsError(f"{run_dir} holds no config.json; is it a training run's --workdir?")
     config = ml_collections.ConfigDict(saved)
-    flip = saved.get("eval_flip", False) if flip is None else flip
     weights = load_weights(None, str(run_dir), step=step, raw=raw)
+    flip = weights.flips(flip)
     pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
     try:
         _check_same_data(run_data(run_dir), pipeline, config.dataset)
@@ -240,15 +245,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="a training run: its own test split")
     parser.add_argument("--resize", type=at_least(1), help="shorter side before the crop")
     parser.add_argument("--crop", type=at_least(1), help="centre crop")
-    parser.add_argument("--step", type=at_least(0),
-                        help="a run's checkpoint of this step (default: its latest)")
+    add_checkpoint_options(parser)
     parser.add_argument("--batch-size", type=at_least(1),
                         help="images per batch (default: 64; a run's own evaluation batch)")
-    parser.add_argument("--raw", action="store_true", help="a run's trained weights, not "
-                        "the moving average it keeps (ema_decay)")
-    parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
-                        help="average each image's logits with its mirror image's (default: "
-                        "off; a run's own eval_flip)")
     parser.add_argument("--json", action="store_true", help="only a JSON object on stdout")
     args = parser.parse_args(argv)
     if bool(args.workdir) == bool(args.dataset):
@@ -275,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "PATH/<class>/ hold the images")
             weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step,
                                    args.raw)
-            flip = weights.eval_flip if args.flip is None else args.flip
-            result = evaluate_folder(weights, root, args.batch_size or 64, flip)
+            result = evaluate_folder(weights, root, args.batch_size or 64,
+                                     weights.flips(args.flip))
     except (ResNetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -28,7 +28,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from resnet_jax.command_line import ArgumentParser, at_least, ignore_stop_signals  # noqa: E402
+from resnet_jax.command_line import (  # noqa: E402
+    ArgumentParser,
+    add_checkpoint_options,
+    at_least,
+    ignore_stop_signals,
+)
 from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.pipelines.images import UnreadableImage  # noqa: E402
 from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights  # noqa: E402
@@ -113,13 +118,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--resize", type=at_least(1), help="shorter side before the crop "
                         "(default: the weights' own, 256 or 232)")
     parser.add_argument("--crop", type=at_least(1), help="centre crop (default: the weights' own)")
-    parser.add_argument("--step", type=at_least(0),
-                        help="a run's checkpoint of this step (default: its latest)")
-    parser.add_argument("--raw", action="store_true", help="a run's trained weights, not "
-                        "the moving average it keeps (ema_decay)")
-    parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
-                        help="average each image's logits with its mirror image's (default: a "
-                        "run's own eval_flip, else off)")
+    add_checkpoint_options(parser)
     parser.add_argument("--batch-size", type=at_least(1), default=32)
     parser.add_argument("--top", type=at_least(1),
                         help="classes shown per image (default: 5, or all of fewer)")
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     top = args.top or min(5, classes)
-    flip = weights.eval_flip if args.flip is None else args.flip
+    flip = weights.flips(args.flip)
     source = f"weights: {weights.describe()}" + (
         "; each image averaged with its mirror image" if flip else "")
     # JSON on stdout holds the results only

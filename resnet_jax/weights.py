@@ -82,6 +82,10 @@ class Weights:
     averaged: bool = False  # a run's moving average of the weights
     eval_flip: bool = False  # a run evaluated with test-time flips
 
+    def flips(self, chosen: bool | None) -> bool:
+        """Test-time flips: as ``chosen``, else as the run the weights come from evaluated."""
+        return self.eval_flip if chosen is None else chosen
+
     def describe(self) -> str:
         """Where the weights come from, for the first line of a report."""
         if self.step is None:
