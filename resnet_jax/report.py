@@ -12,9 +12,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from resnet_jax import checkpoints
+from resnet_jax import checkpoints, config_schema
 from resnet_jax.metrics import plot_curves, timing_summary
-from resnet_jax.training import SCHEDULES
 from resnet_jax.workdir import (
     CURVES_FILE,
     SEGMENTS_FILE,
@@ -67,7 +66,7 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
         return finish_run(workdir, config, ending, write=jax.process_index() == 0)
     if jax.process_index() == 0:
         longer = ("raise --config.num_train_steps" if "num_train_steps" not in
-                  SCHEDULES[config.schedule].keys else
+                  config_schema.fixed_keys(config.to_dict()) else
                   f"start a new run: its {config.schedule} schedule is drawn over "
                   f"{config.num_train_steps} steps, which fixes them")
         print(f"{workdir} holds a finished run of {config.num_train_steps} steps; to train "
