@@ -30,12 +30,18 @@ def box_sides(height: int, width: int, area_fraction: jnp.ndarray,
             jnp.round(jnp.sqrt(area / ratio)).astype(jnp.int32))
 
 
+def box_mask(height: int, width: int, top: jnp.ndarray, bottom: jnp.ndarray,
+             left: jnp.ndarray, right: jnp.ndarray) -> jnp.ndarray:
+    """(height, width) booleans: True on rows top:bottom, columns left:right (traced
+    bounds, so the box may differ per example without recompiling)."""
+    rows, columns = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
+    return (rows >= top) & (rows < bottom) & (columns >= left) & (columns < right)
+
+
 def erase(image: jnp.ndarray, top: jnp.ndarray, left: jnp.ndarray, box_h: jnp.ndarray,
           box_w: jnp.ndarray) -> jnp.ndarray:
     """``image`` (H, W, C) with rows top:top+box_h, columns left:left+box_w set to 0."""
-    rows = jnp.arange(image.shape[0])[:, None]
-    columns = jnp.arange(image.shape[1])[None, :]
-    inside = (rows >= top) & (rows < top + box_h) & (columns >= left) & (columns < left + box_w)
+    inside = box_mask(*image.shape[:2], top, top + box_h, left, left + box_w)
     return jnp.where(inside[:, :, None], jnp.zeros((), image.dtype), image)
 
 

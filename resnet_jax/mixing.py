@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from resnet_jax.erasing import box_mask
+
 
 def mixup(images: jnp.ndarray, targets: jnp.ndarray,
           lam: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -26,8 +28,8 @@ def cutmix_box(height: int, width: int, lam: jnp.ndarray, centre_y: jnp.ndarray,
                centre_x: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
     """torchvision's box: rows y1:y2, columns x1:x2, and the kept area's weight."""
     r = 0.5 * jnp.sqrt(1.0 - lam)
-    half_w, half_h = jnp.floor(r * width).astype(jnp.int32), jnp.floor(r * height).astype(
-        jnp.int32)
+    half_w = jnp.floor(r * width).astype(jnp.int32)
+    half_h = jnp.floor(r * height).astype(jnp.int32)
     x1, y1 = jnp.maximum(centre_x - half_w, 0), jnp.maximum(centre_y - half_h, 0)
     x2, y2 = jnp.minimum(centre_x + half_w, width), jnp.minimum(centre_y + half_h, height)
     kept = 1.0 - ((x2 - x1) * (y2 - y1)) / (width * height)
@@ -40,8 +42,7 @@ def cutmix(images: jnp.ndarray, targets: jnp.ndarray, lam: jnp.ndarray, centre_y
     kept, which is returned too."""
     height, width = images.shape[1:3]
     y1, y2, x1, x2, kept = cutmix_box(height, width, lam, centre_y, centre_x)
-    rows, columns = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
-    inside = (rows >= y1) & (rows < y2) & (columns >= x1) & (columns < x2)
+    inside = box_mask(height, width, y1, y2, x1, x2)
     mixed = jnp.where(inside[None, :, :, None], jnp.roll(images, 1, axis=0), images)
     rolled_targets = jnp.roll(targets, 1, axis=0)
     return mixed, rolled_targets * (1.0 - kept) + targets * kept, kept
