@@ -265,9 +265,14 @@ def _value_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _ramps(config: Mapping[str, Any]) -> bool:
+    """Whether the run resizes progressively: min_image_size set where it takes effect."""
+    return ignored("min_image_size", config) is None and bool(config["min_image_size"])
+
+
 def _ramp_problems(config: Mapping[str, Any]) -> list[str]:
     """Progressive resizing that cannot run as meant."""
-    if not config["min_image_size"] or config["pipeline"] != "streaming":
+    if not _ramps(config):
         return []
     problems = []
     start, end = config["ramp_steps"]
@@ -350,7 +355,7 @@ def _unused_problems(config: Mapping[str, Any], chosen: Collection[str]) -> list
 
 def unreached_ramp(config: Mapping[str, Any]) -> str | None:
     """How a progressive resizing ramp outlasts the run, or None."""
-    if not config["min_image_size"] or config["pipeline"] != "streaming":
+    if not _ramps(config):
         return None
     start, end = config["ramp_steps"]
     if config["num_train_steps"] >= end:

@@ -29,10 +29,11 @@ def _streaming(config: ml_collections.ConfigDict) -> Pipeline:
     found = sources.open_sources(config.dataset, config.data_dir or None)
     labels = getattr(found.train, "labels", np.zeros(1, np.int32))
     _check_fit(len(found.class_names), labels, len(found.train), config)
-    transform = streaming.Transform(config.image_size, config.eval_resize, config.seed,
-                                    config.augment, config.eval_image_size, config.ra_reps,
-                                    config.min_image_size, tuple(config.ramp_steps),
-                                    config.auto_augment, config.ra_magnitude)
+    transform = streaming.Transform(
+        config.image_size, config.eval_resize, config.seed, config.augment,
+        eval_image_size=config.eval_image_size, repeats=config.ra_reps,
+        min_image_size=config.min_image_size, ramp_steps=tuple(config.ramp_steps),
+        auto_augment=config.auto_augment, ra_magnitude=config.ra_magnitude)
     return streaming.Streaming(found, batch_size=config.batch_size, transform=transform,
                                workers=config.data_workers, dtype=config.dtype)
 
