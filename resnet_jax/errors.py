@@ -6,11 +6,20 @@ on one line; anything else is a bug and keeps its traceback.
         train_and_evaluate(config, workdir)
     except resnet_jax.errors.ResNetError as error:
         sys.exit(f"error: {error}")
+
+What is worth saying but stops nothing (a damaged checkpoint passed over, variables cast
+to the model's dtype) is a :class:`ResNetWarning`, which every command prints as one line.
 """
 
 
 class ResNetError(Exception):
     """Something the user can fix; the message says how."""
+
+
+class ArgumentError(ResNetError, ValueError, TypeError):
+    """An argument of a library function is of the wrong type or outside its values (a
+    model option, variables of another model, an image batch of another layout); the
+    message names it and what it takes."""
 
 
 class ConfigError(ResNetError, ValueError):
@@ -34,7 +43,8 @@ class WorkdirError(ResNetError, ValueError):
 
 
 class CheckpointError(ResNetError, RuntimeError):
-    """No checkpoint of a run could be read; the message names each one and its error."""
+    """No checkpoint of a run could be read, or not the one asked for; the message names
+    each one and its error, and the steps that can be read."""
 
 
 class CheckpointMismatch(CheckpointError):
@@ -47,3 +57,7 @@ class StartRefused(ResNetError, RuntimeError):
 
 class TrainingDiverged(ResNetError, RuntimeError):
     """The train loss became NaN or infinite; nothing after the last good step was saved."""
+
+
+class ResNetWarning(UserWarning):
+    """Worth saying once, and stops nothing; a command prints it as ``warning: ...``."""

@@ -11,13 +11,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from resnet_jax import arguments, hints
+from resnet_jax.errors import ArgumentError, ResNetWarning
 from resnet_jax.parallel import AXIS
 
 ModuleDef = Any
@@ -26,10 +29,6 @@ ModuleDef = Any
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 # PyTorch's default nn.Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -98,10 +97,50 @@ def bottleneck_width(features: int, groups: int, width_per_group: int) -> int:
     return int(features * (width_per_group / 64.0)) * groups
 
 
+# Options that cannot work together, whichever door sets them (create_model, NNX, a training
+# config): (does the pair clash, why, the setting that fixes it).
+RELATIONS: tuple[tuple[Callable[[Mapping[str, Any]], Any], str, tuple[str, Any]], ...] = (
+    (lambda o: o["drop_path_rate"] and not o["residual"],
+     "drop_path_rate={drop_path_rate} with residual=False: the plain net has no residual branch "
+     "to drop", ("drop_path_rate", 0)),
+    (lambda o: o["zero_init_residual"] and not o["residual"],
+     "zero_init_residual=True with residual=False zeroes every block's output (the plain net "
+     "has no shortcut around the zeroed scale)", ("zero_init_residual", False)),
+)
+
+
+def relation_problems(options: Mapping[str, Any]) -> list[str]:
+    """Each clash among ``options`` (ResNet fields, or a config's keys of the same names),
+    with its fix as the current door spells it."""
+    return [f"{why.format(**options)}; set {hints.setting(*fix)}"
+            for clashes, why, fix in RELATIONS if clashes(options)]
+
+
+def cast_variables(given: Mapping[Any, Any], like: Mapping[Any, Any], what: str) -> dict:
+    """``given``'s arrays in the dtypes of ``like``'s (the model's ``param_dtype``), keyed
+    alike; a ResNetWarning, once, where any dtype differs; ArgumentError for an array that
+    is not floating point."""
+    cast, changed = {}, set()
+    for key, value in given.items():
+        want, have = jnp.dtype(like[key].dtype), jnp.result_type(value)
+        if not jnp.issubdtype(have, jnp.floating):
+            name = "/".join(map(str, key)) if isinstance(key, tuple) else key
+            raise ArgumentError(f"{what}: {name} holds {have} values, not floating point "
+                                "numbers; pass the variables as saved")
+        if have != want:
+            changed.add(f"{have} -> {want}")
+        cast[key] = value if have == want else (
+            value.astype(want) if hasattr(value, "astype") else jnp.asarray(value, want))
+    if changed:
+        warnings.warn(ResNetWarning(f"{what} were cast to the model's dtype "
+                                    f"({', '.join(sorted(changed))})"), stacklevel=3)
+    return cast
+
+
 def check_basic_block(groups: int, width_per_group: int) -> None:
-    """ValueError unless the options are a plain BasicBlock's (as torchvision's)."""
+    """ArgumentError unless the options are a plain BasicBlock's (as torchvision's)."""
     if (groups, width_per_group) != (1, 64):
-        raise ValueError("BasicBlock takes groups=1 and width_per_group=64 only (as "
+        raise ArgumentError("BasicBlock takes groups=1 and width_per_group=64 only (as "
                          "torchvision's); grouped or wider blocks are Bottlenecks")
 
 
@@ -231,64 +270,91 @@ class ResNet(nn.Module):
         return (4 if self.stem == "imagenet" else 1) * 2 ** (len(self.stage_sizes) - 1)
 
     def check_options(self) -> None:
-        """ValueError naming the first field outside its valid values."""
+        """ArgumentError naming the first field outside its valid values, or the options
+        that clash (:data:`RELATIONS`)."""
         counts = {"num_classes": (self.num_classes, 0), "groups": (self.groups, 1),
                   "width_per_group": (self.width_per_group, 1),
                   "input_channels": (self.input_channels, 1)}
         for field, (value, low) in counts.items():
-            if not _is_int(value) or value < low:
-                raise ValueError(f"{field}={value!r} must be an integer >= {low}"
+            if not arguments.is_int(value) or value < low:
+                raise ArgumentError(f"{field}={value!r} must be an integer >= {low}"
                                  + (" (0: no classifier)." if field == "num_classes" else "."))
         for field in ("stage_sizes", "stage_widths"):
             value = getattr(self, field)
-            if isinstance(value, str) or not all(_is_int(v) and v >= 1 for v in value):
-                raise ValueError(f"{field}={value!r} must be a sequence of integers >= 1.")
+            if isinstance(value, str) or not all(arguments.is_int(v) and v >= 1 for v in value):
+                raise ArgumentError(f"{field}={value!r} must be a sequence of integers >= 1.")
         if len(self.stage_sizes) != len(self.stage_widths):
-            raise ValueError(f"stage_sizes has {len(self.stage_sizes)} stages but stage_widths "
+            raise ArgumentError(f"stage_sizes has {len(self.stage_sizes)} stages but stage_widths "
                              f"{len(self.stage_widths)}; give one width per stage.")
         if self.stem not in ("imagenet", "cifar"):
-            raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
+            raise ArgumentError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         if self.shortcut not in ("projection", "option_a"):
-            raise ValueError(f"unknown shortcut {self.shortcut!r}; use 'projection' or 'option_a'.")
+            raise ArgumentError(f"unknown shortcut {self.shortcut!r}; use 'projection' or "
+                                "'option_a'.")
         rate = self.drop_path_rate
         if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
-            raise ValueError(f"drop_path_rate={self.drop_path_rate!r} must be a number in [0, 1).")
+            raise ArgumentError(f"drop_path_rate={self.drop_path_rate!r} must be a number in "
+                                "[0, 1).")
         if self.output not in ("logits", "features"):
-            raise ValueError(f"unknown output {self.output!r}; use 'logits' or 'features'.")
+            raise ArgumentError(f"unknown output {self.output!r}; use 'logits' or 'features'.")
         self._check_feature_stages()
+        problems = relation_problems({f.name: getattr(self, f.name)
+                                      for f in dataclasses.fields(self)})
+        if problems:
+            raise ArgumentError("; ".join(problems) + ".")
 
     def _check_feature_stages(self) -> None:
         stages = self.feature_stages
         if stages is None:
             return
         if self.output != "features":
-            raise ValueError(f"feature_stages={stages!r} chooses among the stage outputs of "
+            raise ArgumentError(f"feature_stages={stages!r} chooses among the stage outputs of "
                              "output='features'; add output='features'.")
         if isinstance(stages, str) or not stages:
-            raise ValueError(f"feature_stages={stages!r} must be a non-empty sequence of stage "
+            raise ArgumentError(f"feature_stages={stages!r} must be a non-empty sequence of stage "
                              f"names, e.g. ('layer2',); leave it out for all of "
                              f"{list(self.stage_names)}.")
         unknown = sorted(set(stages) - set(self.stage_names))
         if unknown:
-            raise ValueError(f"unknown stage(s) {unknown} in feature_stages; this network's "
+            raise ArgumentError(f"unknown stage(s) {unknown} in feature_stages; this network's "
                              f"are {list(self.stage_names)}.")
 
     def check_images(self, x: jnp.ndarray) -> None:
-        """ValueError unless ``x`` is an NHWC batch this network can take."""
-        if x.ndim != 4 or x.shape[-1] != self.input_channels:
-            raise ValueError(
-                f"ResNet expects images shaped (batch, height, width, {self.input_channels}) "
-                f"(NHWC), got shape {tuple(x.shape)}; transpose NCHW input with "
-                "x.transpose(0, 2, 3, 1) and add a batch axis to single images.")
+        """ArgumentError unless ``x`` is an NHWC batch this network can take."""
+        channels = self.input_channels
+        if x.ndim != 4 or x.shape[-1] != channels:
+            raise ArgumentError(f"ResNet expects images shaped (batch, height, width, {channels}) "
+                                f"(NHWC), got shape {tuple(x.shape)}; {_layout_hint(x, channels)}.")
         if min(x.shape[1:3]) < self.total_stride:
-            raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than this "
+            raise ArgumentError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than this "
                              f"network's total stride of {self.total_stride}: its last stage "
                              "would see less than one pixel; use images of at least "
                              f"{self.total_stride}x{self.total_stride}.")
 
+    def check_mode(self, train: Any) -> None:
+        """ArgumentError where ``train`` and the mutable collections of ``apply`` disagree:
+        training updates the running BatchNorm statistics, so they must be mutable, and
+        inference uses them, so they must not be (Flax's examples default to training,
+        these models to inference: a step written for them would silently never train)."""
+        if not isinstance(train, bool):
+            raise ArgumentError(f"train={train!r} must be True or False")
+        if self.is_initializing():
+            return
+        mutable = self.is_mutable_collection("batch_stats")
+        if train and not mutable:
+            raise ArgumentError("train=True updates BatchNorm's running statistics: pass "
+                                "mutable=['batch_stats'] to apply and keep the statistics it "
+                                "returns (or train=False for inference)")
+        if mutable and not train:
+            raise ArgumentError("batch_stats is mutable but train=False: BatchNorm would use "
+                                "its running statistics and return them unchanged, so nothing "
+                                "trains; pass train=True to train, or leave batch_stats out of "
+                                "mutable for inference")
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         self.check_options()
+        self.check_mode(train)
         self.check_images(x)
         conv = torch_like_conv(self.dtype, self.param_dtype)
         norm = torch_like_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype)
@@ -324,6 +390,20 @@ class ResNet(nn.Module):
                      kernel_init=dense_kernel_init,
                      bias_init=torch_linear_bias_init(x.shape[-1]), name="fc")(x)
         return jnp.asarray(x, jnp.float32)
+
+
+def _layout_hint(x: jnp.ndarray, channels: int) -> str:
+    """How to turn ``x`` into the NHWC batch of ``channels`` channels a model takes."""
+    shape = tuple(x.shape)
+    if x.ndim == 3:
+        return "add a batch axis to a single image: x[None]"
+    if x.ndim == 4 and shape[1] == channels:
+        return "this looks NCHW: transpose it with x.transpose(0, 2, 3, 1)"
+    if x.ndim == 4 and shape[-1] in (1, 3, 4):
+        return (f"images of {shape[-1]} channel(s): convert them to {channels} (grey: "
+                f"jnp.repeat(x, {channels}, axis=-1); RGBA: x[..., :3]), or create the model "
+                f"with input_channels={shape[-1]}")
+    return f"give a 4-dimensional batch of {channels}-channel images"
 
 
 # Stage sizes and block type per depth, as in the paper's Table 1.
@@ -379,16 +459,18 @@ def create_model(name: str, **overrides: Any) -> ResNet:
 
     >>> model = create_model("resnet20", num_classes=100, dtype=jnp.bfloat16)
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ArgumentError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
     fields = {f.name for f in dataclasses.fields(ResNet)} - {"parent", "name"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown ResNet option(s) {unknown}; valid ones: {sorted(fields)}.")
+        raise ArgumentError(f"unknown ResNet option(s) {unknown}; valid ones: {sorted(fields)}.")
     # Sequences as tuples: a module's fields must hash (NNX keeps them in its graph).
     overrides = {key: tuple(value) if isinstance(value, list) else value
                  for key, value in overrides.items()}
-    return ResNet(**{**MODELS[name], **overrides})
+    model = ResNet(**{**MODELS[name], **overrides})
+    model.check_options()
+    return model
 
 
 def build_model(config: Any) -> ResNet:

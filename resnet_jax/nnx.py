@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx, traverse_util
 
 from resnet_jax import models
+from resnet_jax.errors import ArgumentError
 
 
 class _Layers:
@@ -62,7 +63,7 @@ class _Layers:
             return None
         stream = next((name for name in ("dropout", "default") if name in self.rngs), None)
         if stream is None:
-            raise ValueError("drop_path_rate needs a 'dropout' (or 'default') stream in rngs: "
+            raise ArgumentError("drop_path_rate needs a 'dropout' (or 'default') stream in rngs: "
                              "pass rngs=nnx.Rngs(0) or nnx.Rngs(params=0, dropout=1)")
         return nnx.Dropout(rate, broadcast_dims=(1, 2, 3), deterministic=True,
                            rngs=self.rngs[stream])
@@ -169,7 +170,7 @@ class ResNet(nnx.Module):
     def __init__(self, spec: models.ResNet, *, rngs: nnx.Rngs):
         spec.check_options()
         if spec.block_cls not in _BLOCKS:
-            raise ValueError(f"block_cls must be resnet_jax.models.BasicBlock or Bottleneck; "
+            raise ArgumentError(f"block_cls must be resnet_jax.models.BasicBlock or Bottleneck; "
                              f"got {spec.block_cls!r}")
         make = _Layers(spec, rngs)
         self.spec = nnx.static(spec)
@@ -231,7 +232,7 @@ def create_model(name: str, *, rngs: nnx.Rngs, variables: dict[str, Any] | None 
     ``resnet_jax.restore``). ``overrides`` are :class:`resnet_jax.models.ResNet` fields.
     """
     if not isinstance(rngs, nnx.Rngs):
-        raise ValueError(f"rngs must be an nnx.Rngs, e.g. rngs=nnx.Rngs(0); got {rngs!r}")
+        raise ArgumentError(f"rngs must be an nnx.Rngs, e.g. rngs=nnx.Rngs(0); got {rngs!r}")
     model = ResNet(models.create_model(name, **overrides), rngs=rngs)
     if variables is not None:
         load_variables(model, variables)
@@ -265,30 +266,43 @@ def linen_variables(model: ResNet) -> dict[str, Any]:
 
 
 def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
-    """Replace the model's parameters and batch statistics by linen ``variables``;
-    ValueError naming the first array whose name or shape differs. A classifier's
-    ``fc`` is left out, with a warning, when the model has none (headless, features)."""
+    """Replace the model's parameters and batch statistics by linen ``variables``, cast to
+    the model's ``param_dtype`` (a ResNetWarning says so once); ArgumentError naming the
+    first array whose name or shape differs. A classifier's ``fc`` is left out, with a
+    warning, when the model has none (headless, features)."""
     if isinstance(variables, Mapping) and any("." in str(key) for key in variables):
-        raise ValueError("the variables are a PyTorch state_dict (keys such as "
+        raise ArgumentError("the variables are a PyTorch state_dict (keys such as "
                          f"{next(iter(variables))!r}); convert them first with "
                          "resnet_jax.torch_compat.from_torchvision(state_dict, name)")
     if not isinstance(variables, Mapping) or "params" not in variables:
         given = list(variables) if isinstance(variables, Mapping) else type(variables).__name__
-        raise ValueError("variables must be {'params': ..., 'batch_stats': ...}, as model.init, "
+        raise ArgumentError("variables must be {'params': ..., 'batch_stats': ...}, as model.init, "
                          f"resnet_jax.pretrained and resnet_jax.restore give; got {given}")
     params = dict(variables["params"])
     if model.fc is None and "fc" in params:
         del params["fc"]
         warnings.warn("the model has no classifier (num_classes=0 or output='features'): "
                       "the variables' fc is left out", stacklevel=2)
-    given = {"params": params, "batch_stats": variables.get("batch_stats", {})}
+    if not variables.get("batch_stats"):
+        raise ArgumentError("the variables hold no batch_stats (BatchNorm's running mean and "
+                            "variance): pass {'params': ..., 'batch_stats': ...} whole, as "
+                            "model.init, resnet_jax.pretrained and resnet_jax.restore give them")
+    given = {"params": params, "batch_stats": variables["batch_stats"]}
+    expected, given_flat = {}, {}
     for collection, kind in _COLLECTIONS:
-        flat = _flat(model, kind)
-        given_flat = traverse_util.flatten_dict(dict(given[collection]))
-        _check_same_arrays(collection, {_linen_path(p): v for p, v in flat.items()}, given_flat)
+        ours = {(collection, *_linen_path(p)): v for p, v in _flat(model, kind).items()}
+        theirs = {(collection, *p): v
+                  for p, v in traverse_util.flatten_dict(dict(given[collection])).items()}
+        _check_same_arrays(collection, {p[1:]: v for p, v in ours.items()},
+                           {p[1:]: v for p, v in theirs.items()})
+        expected.update(ours)
+        given_flat.update(theirs)
+    cast = models.cast_variables(given_flat, expected, "the variables")
+    for collection, kind in _COLLECTIONS:
         state = nnx.state(model, kind)
         nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(
-            {path: jnp.asarray(given_flat[_linen_path(path)]) for path in flat}))
+            {path: jnp.asarray(cast[(collection, *_linen_path(path))])
+             for path in _flat(model, kind)}))
         nnx.update(model, state)
 
 
@@ -297,17 +311,17 @@ def _check_same_arrays(collection: str, expected: dict[tuple[str, ...], Any],
     for path in sorted(set(expected) | set(given)):
         name = "/".join((collection, *path))
         if path not in given and path[0] == "fc" and not any(p[0] == "fc" for p in given):
-            raise ValueError(f"the variables lack {name}: they hold no classifier (a headless "
+            raise ArgumentError(f"the variables lack {name}: they hold no classifier (a headless "
                              "model's); create the model with num_classes=0 (or "
                              "output='features'), or give a classifier's variables")
         if path not in given:
-            raise ValueError(f"the variables lack {name}; they are not this model's "
+            raise ArgumentError(f"the variables lack {name}; they are not this model's "
                              "(another family or depth?)")
         if path not in expected:
-            raise ValueError(f"the variables hold {name}, which this model does not have "
+            raise ArgumentError(f"the variables hold {name}, which this model does not have "
                              "(another family or depth?)")
         if jnp.shape(given[path]) != jnp.shape(expected[path]):
             hint = ("pass the num_classes the variables were made for" if path[0] == "fc"
                     else "they are not this model's (another family, depth or width?)")
-            raise ValueError(f"{name} has shape {jnp.shape(given[path])}, the model "
+            raise ArgumentError(f"{name} has shape {jnp.shape(given[path])}, the model "
                              f"{jnp.shape(expected[path])}; {hint}")

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from resnet_jax.command_line import ArgumentParser
+from resnet_jax.errors import ArgumentError
 from resnet_jax.models import create_model, list_models
 
 _LAYER_TYPES = (nn.Conv, nn.Dense, nn.BatchNorm)
@@ -77,7 +78,7 @@ def summarize(module: nn.Module, input_shape: tuple[int, ...], **call_kwargs: An
     if len(input_shape) == 3:
         input_shape = (1, *input_shape)
     if len(input_shape) != 4 or not all(isinstance(n, int) and n > 0 for n in input_shape):
-        raise ValueError(f"input_shape must be (height, width, channels) or (batch, height, "
+        raise ArgumentError(f"input_shape must be (height, width, channels) or (batch, height, "
                          f"width, channels) of positive sizes, got {tuple(input_shape)}")
     records = []
 

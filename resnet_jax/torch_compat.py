@@ -25,7 +25,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from resnet_jax.models import MODELS, create_model
+from resnet_jax.errors import ArgumentError
+from resnet_jax.models import MODELS, cast_variables, create_model
 
 # Flax (collection, leaf) -> torch parameter suffix.
 _LEAF_NAMES = {
@@ -84,14 +85,14 @@ def from_torchvision(state_dict: Mapping[str, Any], name: str,
                      **model_overrides: Any) -> dict[str, Any]:
     """Flax variables ``{'params', 'batch_stats'}`` for ``create_model(name)`` from a state_dict.
 
-    Raises TypeError for anything but a mapping of names to tensors, and ValueError
-    naming the missing, unexpected or mis-shaped keys, with a hint where the keys
-    carry DataParallel's ``module.`` prefix or fit another depth.
+    Raises ArgumentError (a TypeError) for anything but a mapping of names to tensors, and
+    ArgumentError (a ValueError) naming the missing, unexpected or mis-shaped keys, with a
+    hint where the keys carry DataParallel's ``module.`` prefix or fit another depth.
     """
     if not isinstance(state_dict, Mapping):
         hint = (" (a module: pass model.state_dict())" if hasattr(state_dict, "state_dict")
                 else "")
-        raise TypeError(f"from_torchvision takes a state_dict, a mapping of parameter names to "
+        raise ArgumentError(f"from_torchvision takes a state_dict, a mapping of parameter names to "
                         f"tensors; got {type(state_dict).__name__}{hint}")
     shapes = _variable_shapes(name, **model_overrides)
     expected = {_torch_key(path): path for path in shapes}
@@ -110,12 +111,12 @@ def from_torchvision(state_dict: Mapping[str, Any], name: str,
             problems.append(f"{key}: shape {_torch_shape(want, path[-1])} expected, "
                             f"got {_torch_shape(array.shape, path[-1])}")
             continue
-        flat[path] = array.astype(shapes[path].dtype)
+        flat[path] = array
     if problems:
-        raise ValueError(f"state_dict does not fit {name}: " + "; ".join(problems[:4])
+        raise ArgumentError(f"state_dict does not fit {name}: " + "; ".join(problems[:4])
                          + (f"; {len(problems) - 4} more" if len(problems) > 4 else "")
                          + f". {_hint(given, name)}")
-    return traverse_util.unflatten_dict(flat)
+    return traverse_util.unflatten_dict(cast_variables(flat, shapes, "the state_dict's tensors"))
 
 
 def _key_problems(expected: set[str], given: set[str]) -> list[str]:
@@ -173,7 +174,7 @@ def to_torchvision(variables: dict[str, Any], name: str,
                    **model_overrides: Any) -> dict[str, np.ndarray]:
     """A torchvision-layout state_dict (numpy arrays) from ``create_model(name)``'s variables.
 
-    Raises ValueError naming every variable that does not fit the named model.
+    Raises ArgumentError (a ValueError) naming every variable that does not fit the named model.
     """
     flat = traverse_util.flatten_dict(dict(variables))
     shapes = _variable_shapes(name, **model_overrides)
@@ -186,7 +187,7 @@ def to_torchvision(variables: dict[str, Any], name: str,
     hint = (" They hold no classifier: pass num_classes=0 (or output='features')."
             if problems and headless else "")
     if problems:
-        raise ValueError(f"variables do not fit {name}: " + "; ".join(problems) + "." + hint)
+        raise ArgumentError(f"variables do not fit {name}: " + "; ".join(problems) + "." + hint)
     state_dict = {}
     for path, value in flat.items():
         key = _torch_key(path)  # a writable copy: torch.from_numpy warns of read-only arrays
