@@ -4,23 +4,28 @@ input pipeline's position, item ``pipeline``, and a copy of the run's dataset.js
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import re
 import shutil
+import sys
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
-from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from orbax.checkpoint import checkpoint_managers as policies
 
-from resnet_jax import workdir
-from resnet_jax.errors import CheckpointError, CheckpointMismatch
+from resnet_jax import arguments, hints, workdir
+from resnet_jax.errors import CheckpointError, CheckpointMismatch, ResNetWarning
 from resnet_jax.models import ResNet, build_model
 from resnet_jax.parallel import replicated
-from resnet_jax.quiet import absl_logs_quiet
+from resnet_jax.quiet import absl_logs_quiet, damage_quiet
 
 STATE, PIPELINE, DATA = "default", "pipeline", "dataset"  # the items of a checkpoint
 
@@ -120,6 +125,27 @@ def _adapt_metric_sums(saved: dict[str, jax.Array], wanted: dict[str, jax.Array]
             for name, zero in wanted.items()}
 
 
+def _newest_readable(steps: list[int], read: Callable[[int], Any]) -> tuple[int | None, Any,
+                                                                      dict[int, str]]:
+    """The newest of ``steps`` that ``read`` can read: (its step, what ``read`` gave, and
+    each newer step that could not be read with why); (None, None, failures) if none can.
+    A CheckpointMismatch is not damage: it is raised."""
+    failures: dict[int, str] = {}
+    for step in sorted(steps, reverse=True):
+        try:
+            with damage_quiet():
+                return step, read(step), failures
+        except CheckpointMismatch:
+            raise
+        except Exception as error:  # Orbax and TensorStore raise many kinds for damaged files
+            failures[step] = _describe(error)
+    return None, None, failures
+
+
+def _listing(failures: dict[int, str]) -> str:
+    return "; ".join(f"step {step}: {why}" for step, why in failures.items())
+
+
 def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, dict | None]:
     """The latest readable saved state, placed like ``state``, and the input pipeline's
     saved state (None if it saved none); ``(state, None)`` if nothing was saved.
@@ -132,44 +158,42 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, dic
     """
     everywhere = replicated(jax.devices())
     wanted = _array_shapes(state)
-    failures = {}
-    for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            with absl_logs_quiet():
-                saved = manager.item_metadata(step)[STATE].tree
-            difference = _structure_difference(_saved_shapes(saved), wanted)
-            if difference:
-                raise CheckpointMismatch(
-                    f"checkpoint {step} under {manager.directory} holds a state of another "
-                    f"structure ({difference}); resume with the config it was saved with, or "
-                    "pass another --workdir (nothing was changed)")
-            items = {STATE: ocp.args.StandardRestore(_restore_target(state, saved, everywhere))}
-            if (Path(manager.directory) / str(step) / PIPELINE).is_dir():
-                items[PIPELINE] = ocp.args.JsonRestore()
-            with absl_logs_quiet():
-                restored = manager.restore(step, args=ocp.args.Composite(**items))
-        except CheckpointMismatch:
-            raise
-        except Exception as error:  # Orbax and TensorStore raise many kinds for damaged files
-            failures[step] = _describe(error)
-            continue
-        if failures:
-            _set_aside(manager, failures, step)
-        train_state = restored[STATE].replace(metric_sums=_adapt_metric_sums(
-            restored[STATE].metric_sums, jax.device_put(state.metric_sums, everywhere)))
-        return _resharded(train_state, state.step.sharding), restored.get(PIPELINE)
+
+    def read(step: int) -> Any:
+        saved = manager.item_metadata(step)[STATE].tree
+        difference = _structure_difference(_saved_shapes(saved), wanted)
+        if difference:
+            raise CheckpointMismatch(
+                f"checkpoint {step} under {manager.directory} holds a state of another "
+                f"structure ({difference}); resume with the config it was saved with, or "
+                "pass another --workdir (nothing was changed)")
+        items = {STATE: ocp.args.StandardRestore(_restore_target(state, saved, everywhere))}
+        if (Path(manager.directory) / str(step) / PIPELINE).is_dir():
+            items[PIPELINE] = ocp.args.JsonRestore()
+        return manager.restore(step, args=ocp.args.Composite(**items))
+
+    step, restored, failures = _newest_readable(manager.all_steps(), read)
+    if step is None and failures:
+        raise CheckpointError(f"no checkpoint under {manager.directory} can be read "
+                              f"({_listing(failures)}); move them away (nothing was changed) "
+                              "to start afresh there, or pass another --workdir")
+    if step is None:
+        return state, None
     if failures:
-        listing = "; ".join(f"step {s}: {e}" for s, e in failures.items())
-        raise CheckpointError(f"no checkpoint under {manager.directory} can be read ({listing}); "
-                              "move them away (nothing was changed) to start afresh there, "
-                              "or pass another --workdir")
-    return state, None
+        _set_aside(manager, failures, step)
+    train_state = restored[STATE].replace(metric_sums=_adapt_metric_sums(
+        restored[STATE].metric_sums, jax.device_put(state.metric_sums, everywhere)))
+    return _resharded(train_state, state.step.sharding), restored.get(PIPELINE)
 
 
 def _describe(error: Exception) -> str:
-    """A short, one-line reason (some TensorStore messages are bound-method reprs)."""
+    """A short, one-line reason (TensorStore's messages carry a whole spec: the array's
+    name is kept)."""
     text = " ".join(str(error).split())
-    if "<bound method" in text:
+    if "TensorStore" in text:
+        name = re.findall(r"'path': '([^'/]+)/'", text)  # the array's, among the spec's paths
+        text = f"array {name[-1]} cannot be read" if name else "an array cannot be read"
+    elif "<bound method" in text:
         text = text.split("<bound method")[0].strip()
     return f"{type(error).__name__}: {text[:240]}" if text else type(error).__name__
 
@@ -181,11 +205,121 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
         for step, error in failures.items():
             destination = _free_name(aside / str(step))
             shutil.move(Path(manager.directory) / str(step), destination)
-            logging.warning("checkpoint %d cannot be read (%s); moved it to %s and resumed from "
-                            "step %d", step, error, destination, restored)
+            print(f"warning: checkpoint {step} cannot be read ({error}); moved it to "
+                  f"{destination} and resumed from step {restored}", file=sys.stderr, flush=True)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("resnet_jax: unreadable checkpoints moved")
     manager.reload()
+
+
+def run_directory(run_dir: Any) -> Path:
+    """``run_dir`` as the work directory of a training run: CheckpointError naming what it
+    is instead (missing, a file, a folder without a run's config.json)."""
+    path = Path(arguments.path("run_dir", run_dir, "runs/r20")).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{path} {'is a file' if path.exists() else 'does not exist'}; "
+                              "pass the --workdir of a training run")
+    if not (path / workdir.CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path} holds no {workdir.CONFIG_FILE}: it is not the --workdir "
+                              "of a training run (or its config.json was lost: put it back)")
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """A checkpoint read by a door that only reads: its step, the items read (the train
+    state as saved, on this process's first device), and each newer checkpoint passed over
+    because it cannot be read, with why."""
+
+    step: int
+    items: dict[str, Any]
+    passed_over: dict[int, str]
+
+
+def read_checkpoint(run_dir: str | Path, step: int | None = None,
+                    items: tuple[str, ...] = (STATE,)) -> Found:
+    """The ``items`` of a run's checkpoint of ``step``, or of its newest readable one: the
+    reader of every door that only reads (restore, predict, evaluate, init_from). Nothing
+    is moved or changed: an unreadable newer checkpoint is passed over with a
+    ResNetWarning naming it and why; a ``step`` that is missing or unreadable is a
+    CheckpointError listing the steps that can be read."""
+    step = arguments.step(step)
+    directory = run_directory(run_dir).absolute() / workdir.CHECKPOINT_DIR
+    with _reader(directory) as manager:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise CheckpointError(f"no checkpoint under {directory}: the run saved none yet "
+                                  "(its first comes at checkpoint_every_steps)")
+
+        def read(at: int) -> dict[str, Any]:
+            return _read_items(manager, at, items)
+
+        if step is not None:
+            return Found(step, _read_asked(manager, steps, step, read), {})
+        found, read_items, failures = _newest_readable(steps, read)
+    if found is None:
+        raise CheckpointError(f"no checkpoint under {directory} can be read "
+                              f"({_listing(failures)}); nothing was changed")
+    if failures:
+        warnings.warn(ResNetWarning(
+            f"the newest checkpoint(s) under {directory} cannot be read ({_listing(failures)}); "
+            f"read step {found}, the newest readable one (nothing was moved)"), stacklevel=2)
+    return Found(found, read_items, failures)
+
+
+def _read_asked(manager: ocp.CheckpointManager, steps: list[int], step: int,
+                read: Callable[[int], Any]) -> dict[str, Any]:
+    """The checkpoint of ``step``, asked for by name; CheckpointError listing the readable
+    steps where it is missing or cannot be read."""
+    try:
+        if step in steps:
+            with damage_quiet():
+                return read(step)
+        problem = f"there is no checkpoint of step {step} under {manager.directory}"
+    except Exception as error:  # as in _newest_readable
+        problem = (f"the checkpoint of step {step} under {manager.directory} cannot be read "
+                   f"({_describe(error)})")
+    readable = []
+    for other in steps:
+        with contextlib.suppress(Exception), damage_quiet():
+            read(other)
+            readable.append(other)
+    choice = (f"pass one of them ({hints.setting('step', readable[-1])}), or leave out "
+              f"{hints.name('step')} for the newest readable one" if readable
+              else "none can be read")
+    raise CheckpointError(f"{problem}; readable steps: {readable or 'none'}; {choice}")
+
+
+def _read_items(manager: ocp.CheckpointManager, step: int, items: tuple[str, ...]) -> dict:
+    """Items of one checkpoint: the train state onto this process's first device (whatever
+    the devices it was trained on), JSON items as they are."""
+    args = {}
+    for item in items:
+        if item == STATE:
+            target = _on_one_device(manager.item_metadata(step)[STATE].tree)
+            args[item] = ocp.args.StandardRestore(target)
+        else:
+            args[item] = ocp.args.JsonRestore()
+    return dict(manager.restore(step, args=ocp.args.Composite(**args)))
+
+
+class _NoCheckpoints:
+    """Stands in for a manager of a checkpoint folder that does not exist."""
+
+    def all_steps(self) -> list[int]:
+        return []
+
+
+@contextlib.contextmanager
+def _reader(directory: Path) -> Iterator[Any]:
+    """A manager that only reads ``directory`` (one without steps where it is missing)."""
+    if not directory.is_dir():
+        yield _NoCheckpoints()
+        return
+    options = ocp.CheckpointManagerOptions(create=False, read_only=True, save_interval_steps=0)
+    with absl_logs_quiet(), ocp.CheckpointManager(directory, options=options,
+                                                  item_handlers=_item_handlers()) as manager:
+        yield manager
 
 
 def restore(run_dir: str | Path, step: int | None = None,
@@ -195,59 +329,47 @@ def restore(run_dir: str | Path, step: int | None = None,
     average of the weights where the run keeps one (``ema_decay``), the trained weights
     themselves where it does not or with ``raw``.
 
-    ``step`` defaults to the latest checkpoint.
+    ``step`` defaults to the newest readable checkpoint (a newer unreadable one is passed
+    over with a ResNetWarning; nothing is moved). Errors are ResNetErrors: a
+    ``run_dir`` that is no run, a ``step`` that is missing or unreadable (the message lists
+    the readable ones), ``raw`` for a run that keeps no average.
     """
-    saved = workdir.read_config(Path(run_dir))
-    if saved is None:
-        raise FileNotFoundError(f"{Path(run_dir) / workdir.CONFIG_FILE} not found; is {run_dir} "
-                                "the --workdir of a training run?")
-    config = ml_collections.ConfigDict(saved)
-    with ocp.CheckpointManager(Path(run_dir).absolute() / workdir.CHECKPOINT_DIR,
-                               item_handlers=_item_handlers()) as manager:
-        saved_steps = sorted(manager.all_steps())
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint under {run_dir}/{workdir.CHECKPOINT_DIR}")
-        if step not in saved_steps:
-            raise FileNotFoundError(f"no checkpoint of step {step} under {run_dir}/"
-                                    f"{workdir.CHECKPOINT_DIR}; saved steps: {saved_steps}")
-        target = _on_one_device(manager.item_metadata(step)[STATE].tree)
-        saved = manager.restore(step, args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardRestore(target)}))[STATE]
+    model, variables, _ = read_weights(run_dir, step, raw)
+    return model, variables
+
+
+def read_weights(run_dir: str | Path, step: int | None = None,
+                 raw: bool = False) -> tuple[ResNet, dict[str, Any], int]:
+    """:func:`restore`, with the step of the checkpoint read."""
+    step, raw = arguments.step(step), arguments.switch("raw", raw)
+    config = ml_collections.ConfigDict(workdir.read_config(run_directory(run_dir)))
+    if raw and not config.get("ema_decay"):
+        raise CheckpointError(f"{hints.setting('raw', True)} picks a run's trained weights over "
+                              f"the moving average it keeps; {run_dir} keeps none (ema_decay=0): "
+                              f"leave out {hints.name('raw')}")
+    found = read_checkpoint(run_dir, step)
+    saved = found.items[STATE]
     model = build_model(config).clone(bn_axis_name=None)
     if saved.get("ema") is not None and not raw:
-        return model, dict(saved["ema"])
-    return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}
-
-
-def saved_steps(run_dir: str | Path) -> list[int]:
-    """The steps of a run's checkpoints, oldest first ([] if it has none)."""
-    directory = Path(run_dir).absolute() / workdir.CHECKPOINT_DIR
-    if not directory.is_dir():
-        return []
-    with ocp.CheckpointManager(directory, item_handlers=_item_handlers()) as manager:
-        return sorted(manager.all_steps())
+        return model, dict(saved["ema"]), found.step
+    return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}, found.step
 
 
 def saved_data_description(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's dataset.json, or the copy its latest checkpoint keeps of it; None if neither
-    is there."""
+    """The run's dataset.json, or the copy its newest readable checkpoint keeps of it; None
+    if neither is there."""
     return (workdir.read_data_description(Path(run_dir))
             or latest_json_item(run_dir, DATA))
 
 
 def latest_json_item(run_dir: str | Path, item: str) -> dict[str, Any] | None:
-    """The JSON ``item`` (PIPELINE or DATA) of a run's latest checkpoint, None if it has no
-    checkpoint or that one holds no such item."""
+    """The JSON ``item`` (PIPELINE or DATA) of a run's newest readable checkpoint that holds
+    one, None if none does. Nothing is moved."""
     directory = Path(run_dir).absolute() / workdir.CHECKPOINT_DIR
-    if not directory.is_dir():
-        return None
-    with ocp.CheckpointManager(directory, item_handlers=_item_handlers()) as manager:
-        step = manager.latest_step()
-        if step is None or not (Path(manager.directory) / str(step) / item).is_dir():
-            return None
-        return manager.restore(step, args=ocp.args.Composite(
-            **{item: ocp.args.JsonRestore()}))[item]
+    with _reader(directory) as manager:
+        steps = [step for step in manager.all_steps() if (directory / str(step) / item).is_dir()]
+        found, items, _ = _newest_readable(steps, lambda at: _read_items(manager, at, (item,)))
+    return None if found is None else items[item]
 
 
 def _on_one_device(saved: Any) -> Any:

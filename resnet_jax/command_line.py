@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import dataclasses
 import os
 import re
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 from absl import flags
 from ml_collections import config_flags
+
+from resnet_jax.errors import ConfigError, ResNetError, ResNetWarning
 
 FLAGS = flags.FLAGS
 
@@ -31,12 +36,7 @@ def _unquote(text: str) -> str:
 
 
 def _config_file(argv: list[str]) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.removeprefix("--config=")
-        if arg == "--config" and index + 1 < len(argv):
-            return argv[index + 1]
-    return None
+    return _flag_argument(argv, "config")
 
 
 def _config_file_error(error: BaseException, path: str | None) -> str | None:
@@ -68,41 +68,122 @@ def _flag_value_message(message: str) -> str:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with config mistakes (unknown key, bad value, a config file that
     does not load) as one line."""
-    return _parse(FLAGS, argv)
+    try:
+        return _parse(FLAGS, argv)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
 
 
 def _parse(values: flags.FlagValues, argv: list[str]) -> list[str]:
+    """Parse ``argv`` into ``values``; ConfigError (one line) for a mistake in a flag, a
+    config key or the config file."""
     try:
         rest = values(argv)
         values.config.keys()  # a config file that failed to load raises here
         return rest
-    except Exception as error:  # noqa: BLE001 (each kind becomes one line below)
-        message = _config_file_error(error, _config_file(argv))
-        if message:
-            sys.exit(f"error: {message}")
-        if isinstance(error, AttributeError | KeyError):  # ml_collections: a key the config lacks
-            from resnet_jax.workdir import SPLIT_KEYS
-
-            key, _, hint = _unquote(str(error)).partition("\n")
-            if key in SPLIT_KEYS:
-                sys.exit(f"error: config key {key} is now {' and '.join(SPLIT_KEYS[key])}, each "
-                         "its own choice; set those instead")
-            hint = f" {hint.strip()}" if hint.strip() else ""
-            sys.exit(f"error: unknown config key {key}.{hint} (the config file lists valid keys)")
-        if isinstance(error, flags.Error | TypeError | ValueError):
-            sys.exit(f"error: {_flag_value_message(str(error))}")
+    except ResNetError:  # raised by the config file itself (a run's recorded config)
         raise
+    except Exception as error:  # noqa: BLE001 (each kind becomes one line below)
+        raise ConfigError(_flag_problem(error, argv)) from None
+
+
+def _flag_problem(error: Exception, argv: list[str]) -> str:
+    message = _config_file_error(error, _config_file(argv))
+    if message:
+        return message
+    if isinstance(error, AttributeError | KeyError):  # ml_collections: a key the config lacks
+        from resnet_jax.workdir import SPLIT_KEYS
+
+        key, _, hint = _unquote(str(error)).partition("\n")
+        if key in SPLIT_KEYS:
+            return (f"config key {key} is now {' and '.join(SPLIT_KEYS[key])}, each its own "
+                    "choice; set those instead")
+        hint = f" {hint.strip()}" if hint.strip() else ""
+        return f"unknown config key {key}.{hint} (the config file lists valid keys)"
+    if isinstance(error, flags.Error | TypeError | ValueError):
+        return _flag_value_message(str(error))
+    raise error
+
+
+def _config_values(argv: list[str]) -> flags.FlagValues:
+    """A FlagValues of its own holding ``--config`` (a config file, and a flag for each
+    ``--config.KEY=VALUE`` of ``argv``)."""
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                    flag_values=values, lock_config=True, sys_argv=argv)
+    return values
 
 
 def load_config(config_file: str, overrides: list[str]) -> tuple[Any, set[str]]:
     """A config file with ``--config.KEY=VALUE`` overrides, read as train.py reads them
     (mistakes as one line), and the keys the overrides chose."""
     argv = ["load_config", f"--config={config_file}", *overrides]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
-                                    sys_argv=argv)  # the overrides it defines flags for
-    _parse(values, argv)
+    values = _config_values(argv)
+    try:
+        _parse(values, argv)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
     return values.config, set(config_flags.get_override_values(values["config"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainCommand:
+    """train.py's command line, read: the config and the keys its overrides chose, the work
+    directory, and the three flags of jax.distributed (all None, or all given)."""
+
+    config: Any
+    chosen: set[str]
+    workdir: str
+    distributed: tuple[Any, Any, Any]
+
+
+def parse_train_command(argv: list[str], recorded_config: Path) -> TrainCommand:
+    """train.py's ``argv`` (without the program's name) into flags of its own, so that it can
+    be read more than once in a process (the tests do). Without ``--config``, ``--workdir
+    RUN`` continues the run from its recorded config.json, read by the config file
+    ``recorded_config`` (``--config.KEY=VALUE`` overrides work as ever). ConfigError, one
+    line, for every mistake."""
+    workdir = _flag_argument(argv, "workdir")
+    if _config_file(argv) is None and workdir:
+        if not (Path(workdir).expanduser() / "config.json").is_file():
+            raise ConfigError(f"--config is needed: --workdir {workdir} holds no run to continue "
+                              "(no config.json there); pass --config configs/NAME.py to start "
+                              "one")
+        argv = [f"--config={recorded_config}:{workdir}", *argv]
+    argv = ["train.py", *argv]
+    values = _config_values(argv)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots (shared "
+                        "by all processes).", flag_values=values)
+    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for several "
+                        "processes (jax.distributed).", flag_values=values)
+    flags.DEFINE_integer("num_processes", None, "How many processes train together.",
+                         flag_values=values)
+    flags.DEFINE_integer("process_id", None, "This process's number, 0 to num_processes - 1.",
+                         flag_values=values)
+    rest = _parse(values, argv)
+    if len(rest) > 1:
+        raise ConfigError(f"unexpected arguments {' '.join(rest[1:])!r}; flags are written "
+                          "--name=value (see python train.py --help)")
+    if values.config is None or not values.workdir:
+        raise ConfigError("--config and --workdir are needed: python train.py --config "
+                          "configs/NAME.py --workdir DIR (or --workdir RUN alone, to continue "
+                          "a run)")
+    distributed = (values.coordinator_address, values.num_processes, values.process_id)
+    if any(value is not None for value in distributed) and None in distributed:
+        raise ConfigError("--coordinator_address, --num_processes and --process_id go together; "
+                          "pass all three, or none")
+    return TrainCommand(values.config, set(config_flags.get_override_values(values["config"])),
+                        values.workdir, distributed)
+
+
+def _flag_argument(argv: list[str], name: str) -> str | None:
+    """The value of ``--name=VALUE`` or ``--name VALUE`` in ``argv``, None if absent."""
+    for index, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
 
 
 def chosen_config_keys() -> set[str]:
@@ -141,6 +222,23 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
                         help="average each image's logits with its mirror image's (default: a "
                         "run's own eval_flip, else off)")
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside, each ResNetWarning (a checkpoint passed over, variables cast...) is printed
+    as one line, ``warning: ...``, on stderr, as the commands print their own."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if issubclass(category, ResNetWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ResNetWarning)
+        shown, warnings.showwarning = warnings.showwarning, show
+        yield
 
 
 def exit_on_stop_signals() -> None:

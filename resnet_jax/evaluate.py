@@ -33,17 +33,18 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from resnet_jax import data, evaluation, workdir  # noqa: E402
+from resnet_jax import data, evaluation, folders, hints, workdir  # noqa: E402
 from resnet_jax.command_line import (  # noqa: E402
     ArgumentParser,
     add_checkpoint_options,
     at_least,
     ignore_stop_signals,
+    one_line_warnings,
 )
 from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.parallel import placement, replicated  # noqa: E402
 from resnet_jax.predict import read_batches  # noqa: E402
-from resnet_jax.weights import Weights, WeightsError, load_weights, run_data  # noqa: E402
+from resnet_jax.weights import Weights, load_weights, run_data  # noqa: E402
 
 SYNSET = re.compile(r"n\d{8}")  # an ImageNet (WordNet) class folder: n01440764
 
@@ -99,13 +100,18 @@ def folder_labels(root: Path, weights: Weights) -> tuple[list[Path], np.ndarray]
     if not root.is_dir():
         raise data.DataError(f"{root} {'is a file' if root.exists() else 'does not exist'}; "
                              "pass folder:PATH where PATH/<class>/ hold the images")
-    folders = data.class_folders(root)
-    if not folders:
+    classes = folders.class_folders(root)
+    if not classes:
         raise data.DataError(f"{root} holds no class folders; pass folder:PATH where PATH/<class>/ "
                              "hold the images")
-    indices = class_indices(folders, weights)
-    files, labels = data.image_files(root, folders)
-    return files, np.asarray([indices[folders[label]] for label in labels], np.int64)
+    splits = [split for split in folders.EVAL_SPLITS if split in classes]
+    if "train" in classes and splits:
+        raise data.DataError(f"{root} holds the splits of a dataset (train/, {splits[0]}/), not "
+                             f"class folders; pass the split to evaluate: "
+                             f"{hints.setting('dataset', f'folder:{root / splits[0]}')}")
+    indices = class_indices(classes, weights)
+    files, labels = folders.image_files(root, classes)
+    return files, np.asarray([indices[classes[label]] for label in labels], np.int64)
 
 
 def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
@@ -139,7 +145,7 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
     with tqdm(total=len(files), unit="img", desc="evaluating", file=sys.stderr) as bar:
         sums = evaluation.totals(p_eval, variables, None, batches())
     seconds = time.perf_counter() - started
-    unread = sorted(set(data.class_folders(root)) - read)
+    unread = sorted(set(folders.class_folders(root)) - read)
     if unread and read:
         print(f"class folder(s) {data.listed(unread)} hold no readable image: top-1 and top-5 "
               "count the other classes' images", file=sys.stderr)
@@ -163,12 +169,10 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
     flips): the latest checkpoint's top-1 is the run's final test accuracy (its
     ``ema_final_test_accuracy`` where it keeps a moving average of the weights, which is
     then what is evaluated; ``raw``: the trained weights)."""
+    from resnet_jax.checkpoints import run_directory
     from resnet_jax.pipelines import evaluation_pipeline
 
-    saved = workdir.read_config(run_dir)
-    if saved is None:
-        raise WeightsError(f"{run_dir} holds no config.json; is it a training run's --workdir?")
-    config = ml_collections.ConfigDict(saved)
+    config = ml_collections.ConfigDict(workdir.read_config(run_directory(run_dir)))
     weights = load_weights(None, str(run_dir), step=step, raw=raw)
     flip = weights.flips(flip)
     pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
@@ -264,6 +268,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    with hints.door(hints.EVALUATE), one_line_warnings():
+        return _evaluate_command(args)
+
+
+def _evaluate_command(args: argparse.Namespace) -> int:
     try:
         if args.workdir:
             result = evaluate_run(args.workdir, args.batch_size, args.step, args.flip, args.raw)
@@ -276,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                                    args.raw)
             result = evaluate_folder(weights, root, args.batch_size or 64,
                                      weights.flips(args.flip))
-    except (ResNetError, FileNotFoundError) as error:
+    except ResNetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result) if args.json else format_result(result))

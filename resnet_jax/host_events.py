@@ -12,7 +12,6 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 
 from resnet_jax import checkpoints, evaluation, utilisation
 from resnet_jax.errors import TrainingDiverged
@@ -176,7 +175,8 @@ def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
 
     metrics = test_metrics({"params": state.params, "batch_stats": state.batch_stats})
     if not metrics["eval_examples"]:
-        logging.warning("no evaluation image could be read: no test metrics at this step")
+        print("warning: no evaluation image could be read: no test metrics at this step",
+              file=sys.stderr, flush=True)
     elif isinstance(state, AveragedTrainState):
         metrics.update({f"ema_{name}": value for name, value in test_metrics(state.ema).items()
                         if name.startswith("test_")})

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from absl import logging
 
 from resnet_jax import workdir
 
@@ -105,8 +104,8 @@ class MetricWriter:
         self.path = Path(run_dir) / workdir.METRICS_FILE
         found = workdir.read_metrics_file(Path(run_dir))
         if found.cut_last_line:
-            logging.warning("the last line of %s was cut short (an interrupted write); dropped "
-                            "it: its step is logged again", self.path)
+            print(f"warning: the last line of {self.path} was cut short (an interrupted write); "
+                  "dropped it: its step is logged again", file=sys.stderr, flush=True)
         kept = [r for r in found.rows if r["step"] <= resume_step]
         workdir.write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.tensorboard = SummaryWriter(str(Path(run_dir) / workdir.TENSORBOARD_DIR))

@@ -1,9 +1,10 @@
 """The top classes of images, with their probabilities.
 
-    python -m resnet_jax.predict IMAGE... --model resnet50 --weights IMAGENET1K_V2 [--json]
+    python -m resnet_jax.predict IMAGE_OR_FOLDER... --model resnet50 --weights IMAGENET1K_V2
 
 ``--weights``: a torchvision weights name, a torchvision ``.pth`` state dict, or a
-training run's work directory (its model is read from the run). The images go
+training run's work directory (its model is read from the run). A folder stands for the
+images under it, at any depth (the walker of :mod:`resnet_jax.folders`). The images go
 through the weights' own evaluation transform, in batches. ``--json`` prints only a
 JSON list on stdout: ``{"image": path, "top5": [[index, name, probability], ...]}``
 per image (``{"image": path, "error": why}`` for a file that cannot be read).
@@ -28,13 +29,15 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from resnet_jax import folders, hints  # noqa: E402
 from resnet_jax.command_line import (  # noqa: E402
     ArgumentParser,
     add_checkpoint_options,
     at_least,
     ignore_stop_signals,
+    one_line_warnings,
 )
-from resnet_jax.errors import ResNetError  # noqa: E402
+from resnet_jax.errors import DataError, ResNetError  # noqa: E402
 from resnet_jax.pipelines.images import UnreadableImage  # noqa: E402
 from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights  # noqa: E402
 
@@ -111,7 +114,8 @@ def format_results(results: list[dict[str, Any]], top: int = 5) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m resnet_jax.predict",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", type=Path, help="image files")
+    parser.add_argument("images", nargs="+", type=Path,
+                        help="image files, or folders of them (at any depth)")
     parser.add_argument("--weights", required=True,
                         help="IMAGENET1K_V1/V2, a .pth file, or a training run's directory")
     parser.add_argument("--model", help="resnet18 ... resnet152 (read from a run)")
@@ -126,9 +130,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def image_paths(given: list[Path]) -> list[Path]:
+    """The files named, and the images under each folder named (each real file once); a
+    DataError for a folder without images."""
+    paths = []
+    for path in given:
+        if path.is_dir():
+            found = folders.images_under(path)
+            if not found:
+                raise DataError(f"{path} is a folder without images ("
+                                f"{'/'.join(sorted(folders.IMAGE_SUFFIXES))} files, at any "
+                                "depth); pass image files, or a folder holding some")
+            paths += found
+        else:
+            paths.append(path)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    with hints.door(hints.PREDICT), one_line_warnings():
+        return _predict_command(args)
+
+
+def _predict_command(args: argparse.Namespace) -> int:
     try:
+        paths = image_paths(args.images)
         weights = load_weights(args.model, args.weights, args.resize, args.crop, args.step,
                                args.raw)
         classes = len(weights.class_names)
@@ -146,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(source, file=sys.stderr if args.json else sys.stdout, flush=True)
     if weights.preprocessing.assumed:
         print(f"images: {weights.preprocessing.describe()}", file=sys.stderr)
-    results = predict(weights, args.images, args.batch_size, top, flip)
+    results = predict(weights, paths, args.batch_size, top, flip)
     if args.json:
         print(json.dumps(results))
     else:

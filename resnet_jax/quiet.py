@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import sys
 from collections.abc import Iterator
 
 from absl import logging
@@ -18,3 +20,18 @@ def absl_logs_quiet() -> Iterator[None]:
         yield
     finally:
         logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
+def damage_quiet() -> Iterator[None]:
+    """Reading a damaged checkpoint: absl logs quiet, and the exceptions Orbax's abandoned
+    reads leave to the garbage collector ("Exception ignored in: <coroutine ...>", dozens
+    of lines per missing array) dropped; the read's own error is reported in one line."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        with absl_logs_quiet():
+            yield
+    finally:
+        gc.collect()  # the abandoned reads end here, not later
+        sys.unraisablehook = hook

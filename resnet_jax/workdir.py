@@ -13,11 +13,11 @@ import fcntl
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 import ml_collections
-from absl import logging
 
 from resnet_jax.errors import WorkdirError
 
@@ -139,8 +139,8 @@ def read_segments(workdir: str | Path) -> list[dict[str, Any]]:
             return segments
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         pass
-    logging.warning("%s is unreadable; the wall time of the run's earlier segments is lost",
-                    path)
+    print(f"warning: {path} is unreadable; the wall time of the run's earlier segments is lost",
+          file=sys.stderr, flush=True)
     return []
 
 
@@ -192,7 +192,8 @@ def latest_checkpoint_step(workdir: Path) -> int | None:
     directory = workdir / CHECKPOINT_DIR
     if not directory.is_dir():
         return None
-    return max((int(p.name) for p in directory.iterdir() if p.name.isdigit()), default=None)
+    return max((int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()),
+               default=None)
 
 
 def check_ownership(workdir: Path) -> None:
