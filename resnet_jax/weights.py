@@ -10,6 +10,7 @@ as NumPy arrays plus JSON: later loads need neither network nor torch.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import io
 import json
@@ -19,6 +20,8 @@ import re
 import sys
 import urllib.error
 import urllib.request
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,9 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
-from resnet_jax import data, workdir
+from resnet_jax import arguments, data, hints, workdir
 from resnet_jax.errors import WeightsError
-from resnet_jax.models import ResNet, create_model, list_models
+from resnet_jax.models import ResNet, cast_variables, create_model, list_models
 from resnet_jax.pipelines import images
 from resnet_jax.torch_compat import from_torchvision, looks_like
 
@@ -80,6 +83,7 @@ class Weights:
     step: int | None = None  # a training run's checkpoint
     names_known: bool = True
     averaged: bool = False  # a run's moving average of the weights
+    raw: bool = False  # a run's trained weights, chosen over the moving average it keeps
     eval_flip: bool = False  # a run evaluated with test-time flips
 
     def flips(self, chosen: bool | None) -> bool:
@@ -90,8 +94,9 @@ class Weights:
         """Where the weights come from, for the first line of a report."""
         if self.step is None:
             return self.source
-        average = (", the moving average of its weights (--raw: the trained ones)"
-                   if self.averaged else "")
+        average = (f", the moving average of its weights ({hints.setting('raw', True)}: the "
+                   "trained ones)" if self.averaged else
+                   ", its trained weights, not the moving average it keeps" if self.raw else "")
         return f"{self.source}, checkpoint of step {self.step}{average}"
 
 
@@ -111,28 +116,29 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
     or ``.safetensors`` state dict of ``model`` in torchvision's layout (a folder holding
     ``model.safetensors`` and timm's ``config.json``: its preprocessing too), or a training
     run's work directory (its model is read from the run; its checkpoint of ``step``, else
-    the latest; the moving average of its weights where it keeps one, unless ``raw``).
-    ``resize``/``crop`` replace the preprocessing's sizes. A state dict without ``fc``
-    gives a headless model (``num_classes=0``), refused where a ``classifier`` is needed."""
+    the newest readable one; the moving average of its weights where it keeps one, unless
+    ``raw``). ``resize``/``crop`` replace the preprocessing's sizes. A state dict without
+    ``fc`` gives a headless model (``num_classes=0``), refused where a ``classifier`` is
+    needed. The one reader of weights for every door (predict, evaluate, init_from,
+    :func:`pretrained`): every argument is checked before anything is read, and every
+    problem is a ResNetError naming the fix in the caller's own terms."""
+    _check_arguments(model, weights, resize, crop, raw)
+    step = arguments.step(step)
     path = Path(weights).expanduser()
-    if not WEIGHTS_NAME.fullmatch(weights) and not path.exists():
-        raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
-                           "IMAGENET1K_V1, a .pth file, or a training run's work directory")
-    if step is not None and not path.is_dir():
-        raise WeightsError(f"a step (--step {step}) picks a checkpoint of a training run; "
-                           f"{weights} is not a run's work directory")
-    if raw and not path.is_dir():
-        raise WeightsError(f"--raw picks a training run's trained weights over their moving "
-                           f"average; {weights} is not a run's work directory")
-    if path.is_dir() and (path / SAFETENSORS_FILE).is_file():
-        model = _hub_architecture(path / SAFETENSORS_FILE, model) or model
-        loaded = _from_safetensors(_need_model(model, weights), path / SAFETENSORS_FILE)
-    elif path.is_dir():
+    kind = _source_kind(weights, path)
+    if kind != "run":
+        for key, value in (("step", step), ("raw", raw)):
+            if value not in (None, False):
+                raise WeightsError(f"{hints.setting(key, value)} picks among a training run's "
+                                   f"checkpoints; {weights} is not a run's work directory: "
+                                   f"leave out {hints.name(key)}")
+    if kind == "run":
         loaded = _from_run(path, model, step, raw)
-    elif path.suffix == ".safetensors":
-        model = _hub_architecture(path, model) or model
-        loaded = _from_safetensors(_need_model(model, weights), path)
-    elif path.suffix in (".pth", ".pt") or path.is_file():
+    elif kind == "hub":
+        safetensors = path / SAFETENSORS_FILE if path.is_dir() else path
+        model = _hub_architecture(safetensors, model) or model
+        loaded = _from_safetensors(_need_model(model, weights), safetensors)
+    elif kind == "pth":
         loaded = _from_pth(_need_model(model, weights), path)
     else:
         loaded = _from_name(_need_model(model, weights), weights)
@@ -149,17 +155,68 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
     return dataclasses.replace(loaded, preprocessing=preprocessing)
 
 
+def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any) -> None:
+    """ArgumentError for a value of the wrong kind, before anything is looked up."""
+    arguments.path("weights", weights, "IMAGENET1K_V1")
+    if model is not None and model not in list_models():
+        close = difflib.get_close_matches(str(model), list_models(), n=1)
+        arguments.refuse("model", model, "a model of this project (list_models())",
+                         close[0] if close else "resnet50")
+    arguments.pixels("resize", resize)
+    arguments.pixels("crop", crop)
+    arguments.switch("raw", raw)
+
+
+def _source_kind(weights: str, path: Path) -> str:
+    """What ``weights`` names: 'name' (torchvision's), 'pth' or 'hub' (a file, or a hub
+    snapshot's folder), or 'run' (a training run's work directory); WeightsError where it
+    names nothing of these, saying what it found."""
+    if not path.exists():
+        if WEIGHTS_NAME.fullmatch(str(weights)):
+            return "name"
+        raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
+                           "IMAGENET1K_V1, a .pth or .safetensors file, a hub snapshot's folder, "
+                           "or a training run's work directory")
+    if path.is_file():
+        return "hub" if path.suffix == ".safetensors" else "pth"
+    if (path / SAFETENSORS_FILE).is_file():
+        return "hub"
+    if _timm_config_file(path / "config.json"):
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:6])
+        raise WeightsError(f"{path} holds timm's config.json but no {SAFETENSORS_FILE} (found "
+                           f"{found}); download the snapshot's {SAFETENSORS_FILE} into it (its "
+                           "weights; pytorch_model.bin is not read)")
+    if (path / workdir.CONFIG_FILE).is_file() or (path / workdir.CHECKPOINT_DIR).is_dir():
+        return "run"
+    shown = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+    raise WeightsError(f"{path} is neither a training run's work directory (config.json, "
+                       f"checkpoints/) nor a hub snapshot ({SAFETENSORS_FILE}, config.json); "
+                       f"found {shown}")
+
+
+def _timm_config_file(path: Path) -> bool:
+    """Whether ``path`` is timm's config.json (not a training run's): it names an
+    ``architecture`` or holds a ``pretrained_cfg``."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and ("architecture" in found or "pretrained_cfg" in found)
+
+
 def _check_sizes(preprocessing: Preprocessing, model: ResNet, given: dict[str, int]) -> None:
     """Refuse a crop the network cannot take, or one larger than the resized image."""
-    flag = "--crop" if "crop" in given else "the weights' crop"
+    crop = (hints.setting("crop", preprocessing.crop) if "crop" in given
+            else f"the weights' crop {preprocessing.crop}")
     if preprocessing.crop < model.total_stride:
-        raise WeightsError(f"{flag} {preprocessing.crop} is below the network's total stride of "
+        raise WeightsError(f"{crop} is below the network's total stride of "
                            f"{model.total_stride}: its last stage would see less than one pixel; "
-                           f"pass --crop {model.total_stride} or more")
+                           f"pass {hints.setting('crop', model.total_stride)} or more")
     if preprocessing.resize < preprocessing.crop:
         raise WeightsError(f"resize {preprocessing.resize} is below crop {preprocessing.crop}: "
-                           "the centre crop would reach past the resized image; pass --resize "
-                           f"{preprocessing.crop} or more (or a smaller --crop)")
+                           "the centre crop would reach past the resized image; pass "
+                           f"{hints.setting('resize', preprocessing.crop)} or more (or a smaller "
+                           f"{hints.name('crop')})")
 
 
 def resolved_source(weights: str) -> str:
@@ -177,7 +234,8 @@ def pretrained(model: str, weights: str) -> tuple[ResNet, dict[str, Any]]:
 
 def _need_model(model: str | None, weights: str) -> str:
     if not model:
-        raise WeightsError(f"--weights {weights} needs --model (e.g. --model resnet50)")
+        raise WeightsError(f"{weights} does not say which model it is for: pass "
+                           f"{hints.setting('model', 'resnet50')} (or the model it was made for)")
     return model
 
 
@@ -192,23 +250,31 @@ def _from_name(model: str, weights: str) -> Weights:
     arrays, info = _cached(model, weights)
     if not (arrays.is_file() and info.is_file()):
         _fetch(model, weights, arrays, info)
-    meta = json.loads(info.read_text())
-    with np.load(arrays) as saved:
-        variables = traverse_util.unflatten_dict({tuple(k.split("/")): saved[k] for k in saved})
-    return Weights(create_model(model), variables, meta["class_names"],
-                   Preprocessing(meta["resize"], meta["crop"]), meta["metrics"], meta["source"])
+    try:
+        meta = json.loads(info.read_text())
+        with np.load(arrays) as saved:
+            variables = traverse_util.unflatten_dict(
+                {tuple(k.split("/")): saved[k] for k in saved})
+        class_names, resize, crop = meta["class_names"], meta["resize"], meta["crop"]
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise WeightsError(f"the cached copy of {model} {weights} ({arrays.name}, {info.name} "
+                           f"under {arrays.parent}) is damaged ({type(error).__name__}); delete "
+                           "both files: the next use fetches them again") from None
+    return Weights(create_model(model), variables, class_names, Preprocessing(resize, crop),
+                   meta.get("metrics", {}), meta.get("source", weights))
 
 
 def _table_entry(model: str, weights: str) -> Any:
     if model not in TORCHVISION_MODELS:
         raise WeightsError(f"torchvision publishes weights for {', '.join(TORCHVISION_MODELS)}, "
-                           f"not {model}; give a .pth file or a training run's work directory "
-                           "instead (--weights, or --config.init_from)")
+                           f"not {model}; pass a .pth file or a training run's work directory as "
+                           f"{hints.name('weights')} instead")
     try:
         from torchvision.models import get_model_weights
     except ImportError:
         raise WeightsError(f"named weights are looked up in torchvision's weights table the first "
-                           f"time: {NEEDS_TORCH}; or pass --weights PATH.pth") from None
+                           f"time: {NEEDS_TORCH}; or pass "
+                           f"{hints.setting('weights', 'PATH.pth')}") from None
     table = get_model_weights(model)
     if weights not in table.__members__:
         raise WeightsError(f"torchvision has no {weights} weights for {model}; it has "
@@ -252,10 +318,10 @@ def _download(url: str, resize: int = 256) -> bytes:
             return b"".join(chunks)
     except (OSError, urllib.error.URLError) as error:
         reason = getattr(error, "reason", error)
-        sizes = "" if resize == 256 else f" with resize {resize} (--resize {resize})"
+        sizes = "" if resize == 256 else f" with {hints.setting('resize', resize)}"
         raise WeightsError(f"cannot download {url} ({reason}); fetch that file where there is "
-                           f"network and give its path as the weights (--weights PATH.pth"
-                           f"{sizes}, or --config.init_from=PATH.pth)") from None
+                           f"network and pass its path: {hints.setting('weights', 'PATH.pth')}"
+                           f"{sizes}") from None
 
 
 # A torchvision state dict in a .pth file.
@@ -265,20 +331,35 @@ def _torch_load(source: Any) -> dict[str, Any]:
         import torch
     except ImportError:
         raise WeightsError(f"reading a .pth file needs torch: {NEEDS_TORCH}") from None
+    name = str(source) if isinstance(source, Path) else "the download"
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for files that are not its own
-        raise WeightsError(f"cannot read {getattr(source, 'name', 'the download')} as a state "
-                           f"dict ({type(error).__name__}): a torch.save of a whole model is "
-                           "refused too; save model.state_dict() with torch.save and pass "
-                           "that") from None
+        raise WeightsError(f"{name} {_why_unreadable(error)}") from None
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts around a state dict
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]
-    if not isinstance(loaded, dict):
-        raise WeightsError(f"the file holds a {type(loaded).__name__}, not a state_dict")
+    if not isinstance(loaded, dict) or not all(hasattr(v, "shape") for v in loaded.values()):
+        what = type(loaded).__name__ if not isinstance(loaded, dict) else "dict of other values"
+        raise WeightsError(f"{name} holds a {what}, not a state_dict (names to tensors); save "
+                           "model.state_dict() with torch.save and pass that")
     return {key: value.float() if getattr(value, "is_floating_point", lambda: False)() else value
             for key, value in loaded.items()}  # bfloat16 and float16 files too
+
+
+def _why_unreadable(error: Exception) -> str:
+    """Why torch.load refused a file, in one clause: objects other than tensors, a file cut
+    short or damaged, or not a torch.save file at all."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        return ("holds pickled Python objects besides tensors (a torch.save of a whole model?), "
+                "which are never run here; save model.state_dict() with torch.save and pass that")
+    if isinstance(error, EOFError) or any(sign in text for sign in (
+            "unexpected EOF", "central directory", "corrupted", "truncated")):
+        return ("is truncated or damaged (cannot be read to its end); download or copy it "
+                "again")
+    return (f"is not a file torch.save wrote ({type(error).__name__}); pass a .pth state dict, "
+            "a .safetensors file, or a training run's work directory")
 
 
 def _imagenet_class_names() -> list[str] | None:
@@ -309,19 +390,17 @@ def _from_safetensors(model: str, path: Path) -> Weights:
 
         state = load_file(str(path))
     except Exception as error:  # safetensors raises its own kinds for a damaged header
-        raise WeightsError(f"cannot read {path} as a safetensors file ({type(error).__name__}); "
-                           "pass the file as it was published") from None
+        raise WeightsError(f"{path} cannot be read as a safetensors file: it is truncated or "
+                           f"damaged ({type(error).__name__}: {' '.join(str(error).split())[:120]}"
+                           "); download it again") from None
     return _from_state_dict(model, state, path, _timm_preprocessing(path))
 
 
 def _hub_architecture(path: Path, model: str | None) -> str | None:
     """The model timm's config.json beside ``path`` names (``architecture``, its tag left
     out), checked against ``model`` where one is given; None where it names none."""
-    try:
-        named = json.loads(path.with_name("config.json").read_text()).get("architecture")
-    except (OSError, ValueError, AttributeError):
-        return None  # read again, and judged, with the preprocessing
-    if not isinstance(named, str):
+    named = (_timm_config(path) or {}).get("architecture")
+    if named is None:
         return None
     named = named.split(".")[0]
     if named not in list_models():
@@ -329,36 +408,109 @@ def _hub_architecture(path: Path, model: str | None) -> str | None:
                            "project's torchvision-layout ResNets (resnet_jax.list_models())")
     if model and model != named:
         raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; leave out "
-                           f"--model, or pass --model {named}")
+                           f"{hints.name('model')}, or pass {hints.setting('model', named)}")
     return named
+
+
+def _timm_config(path: Path) -> dict[str, Any] | None:
+    """timm's config.json beside ``path``, with every field used here checked (types,
+    ranges, sizes: a number given as a JSON string is refused, not converted); None where
+    there is none. WeightsError naming the first field that is missing or broken."""
+    config = path.with_name("config.json")
+    if not config.exists():
+        return None
+    try:
+        found = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise WeightsError(f"{config} cannot be read as JSON ({type(error).__name__}); restore "
+                           "it as the hub snapshot has it") from None
+    if not isinstance(found, dict):
+        raise WeightsError(f"{config} holds a JSON {type(found).__name__}, not timm's config "
+                           "(an object with pretrained_cfg)")
+    cfg = found.get("pretrained_cfg", found)
+    where = "pretrained_cfg." if "pretrained_cfg" in found else ""
+    if not isinstance(cfg, dict):
+        raise WeightsError(f"{config}: pretrained_cfg is a JSON {type(cfg).__name__}, not an "
+                           "object")
+    for key, problem in ((key, check(cfg[key])) for key, check in TIMM_FIELDS.items()
+                         if key in cfg):
+        if problem:
+            raise WeightsError(f"{config}: {where}{key}={json.dumps(cfg[key])} {problem}")
+    if "input_size" not in cfg:
+        raise WeightsError(f"{config} lacks {where}input_size (channels, height, width); it is "
+                           "what the weights were made for")
+    architecture = found.get("architecture")
+    if architecture is not None and not isinstance(architecture, str):
+        raise WeightsError(f"{config}: architecture={json.dumps(architecture)} is not a model "
+                           "name (a string such as \"resnet50.a1_in1k\")")
+    return {**cfg, "architecture": architecture}
+
+
+def _json_number(value: Any) -> bool:
+    """A JSON number (not a bool, not a string), finite."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+AS_TIMM = "; write it as timm's config.json has it (a JSON number, not a string)"
+
+
+def _three(positive: bool) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if (not isinstance(value, list) or len(value) != 3
+                or not all(_json_number(v) for v in value)):
+            return "must be a list of three finite numbers, one per channel (RGB)" + AS_TIMM
+        if positive and not all(v > 0 for v in value):
+            return "must be above 0 in every channel: the images are divided by it"
+        return None
+    return check
+
+
+def _input_size(value: Any) -> str | None:
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(arguments.is_int(v) and v >= 1 for v in value)):
+        return "must be [channels, height, width], three whole numbers >= 1" + AS_TIMM
+    if value[0] != 3 or value[1] != value[2]:
+        return "is not [3, size, size]: predict and evaluate take square RGB crops only"
+    return None
+
+
+def _crop_pct(value: Any) -> str | None:
+    if _json_number(value) and 0 < value <= 1:
+        return None
+    return "must be a number in (0, 1], the crop's share of the resized side" + AS_TIMM
+
+
+def _supported(what: str, *choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        return f"is not supported: predict and evaluate {what} {' or '.join(choices)} only"
+    return check
+
+
+# The fields of timm's pretrained_cfg read here, each with its check.
+TIMM_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "input_size": _input_size, "crop_pct": _crop_pct, "mean": _three(positive=False),
+    "std": _three(positive=True),
+    "interpolation": _supported("resize with", *images.RESAMPLING),
+    "crop_mode": _supported("take the crop mode", "center"),
+}
 
 
 def _timm_preprocessing(path: Path) -> Preprocessing:
     """The evaluation transform timm's config.json beside ``path`` gives (its
     ``pretrained_cfg``: input size, crop fraction, interpolation, mean, std); without one,
-    torchvision V1's, said on stderr."""
-    config = path.with_name("config.json")
-    try:
-        cfg = json.loads(config.read_text())
-        cfg = cfg.get("pretrained_cfg", cfg)
-        size = int(cfg["input_size"][-1])
-        preprocessing = Preprocessing(
-            int(math.floor(size / float(cfg.get("crop_pct", 0.875)))), size,
-            tuple(cfg.get("mean", data.IMAGENET_STATS[0])),
-            tuple(cfg.get("std", data.IMAGENET_STATS[1])), cfg.get("interpolation", "bilinear"))
-    except FileNotFoundError:
+    torchvision V1's, said where it is used."""
+    cfg = _timm_config(path)
+    if cfg is None:
         return Preprocessing(256, 224, assumed="torchvision V1's: no config.json beside "
                              f"{path.name}")
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
-        raise WeightsError(f"{config} is not timm's config.json ({type(error).__name__}: "
-                           f"{error}); it needs pretrained_cfg.input_size") from None
-    if cfg.get("crop_mode", "center") != "center":
-        raise WeightsError(f"{config} asks for crop_mode {cfg['crop_mode']!r}; predict and "
-                           "evaluate take the centre crop only (crop_mode 'center')")
-    if preprocessing.interpolation not in images.RESAMPLING:
-        raise WeightsError(f"{config} asks for {preprocessing.interpolation} interpolation; "
-                           f"predict and evaluate do {' and '.join(images.RESAMPLING)}")
-    return preprocessing
+    size = cfg["input_size"][-1]
+    return Preprocessing(int(math.floor(size / cfg.get("crop_pct", 0.875))), size,
+                         tuple(cfg.get("mean", data.IMAGENET_STATS[0])),
+                         tuple(cfg.get("std", data.IMAGENET_STATS[1])),
+                         cfg.get("interpolation", "bilinear"))
 
 
 def _from_state_dict(model: str, state: dict[str, Any], path: Path,
@@ -373,8 +525,8 @@ def _from_state_dict(model: str, state: dict[str, Any], path: Path,
     except (TypeError, ValueError) as error:
         guess = looks_like(state)
         hint = (str(error) if guess == model else
-                f"it looks like a {guess} state dict: use model {guess}" if guess
-                else "no ResNet of this project has its layers")
+                f"it looks like a {guess} state dict: pass {hints.setting('model', guess)}"
+                if guess else "no ResNet of this project has its layers")
         raise WeightsError(f"{path} does not fit {model}; {hint}") from None
     names = _imagenet_class_names() if classes == 1000 else [] if not classes else None
     return Weights(create_model(model, num_classes=classes), variables,
@@ -386,32 +538,27 @@ def _from_state_dict(model: str, state: dict[str, Any], path: Path,
 
 def _from_run(run_dir: Path, model_name: str | None, step: int | None,
               raw: bool = False) -> Weights:
-    from resnet_jax.checkpoints import restore, saved_steps
+    from resnet_jax.checkpoints import read_weights
 
-    config = workdir.read_config(run_dir) or {}
-    if raw and not config.get("ema_decay"):
-        raise WeightsError(f"--raw picks a run's trained weights over the moving average it "
-                           f"keeps; {run_dir} keeps none (ema_decay=0): leave out --raw")
-    trained = config.get("model")
-    if model_name and trained and model_name != trained:
+    config = workdir.read_config(run_dir)
+    if config is None:
+        raise WeightsError(f"{run_dir} holds checkpoints but no {workdir.CONFIG_FILE}, which "
+                           "names the run's model; put it back from a copy of the run")
+    trained = config["model"]
+    if model_name and model_name != trained:
         raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; its weights fit "
-                           f"a {trained} only (leave out --model, or set "
-                           f"--config.model={trained})")
-    steps = saved_steps(run_dir)
-    if step is None and steps:
-        step = steps[-1]
-        _warn_if_training(run_dir, step)
-    try:
-        model, variables = restore(run_dir, step, raw)
-    except FileNotFoundError as error:
-        raise WeightsError(str(error)) from None
+                           f"a {trained} only: leave out {hints.name('model')}, or pass "
+                           f"{hints.setting('model', trained)}")
+    model, variables, read = read_weights(run_dir, step, raw)
+    if step is None:
+        _warn_if_training(run_dir, read)
     saved = run_data(run_dir)
     return Weights(model, variables, saved["class_names"],
                    Preprocessing(saved["eval_resize"],
                                  saved.get("eval_image_size", saved["image_size"]),
                                  tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir),
-                   step, saved["class_names"] != placeholder_names(len(saved["class_names"])),
-                   averaged=bool(config.get("ema_decay")) and not raw,
+                   read, saved["class_names"] != placeholder_names(len(saved["class_names"])),
+                   averaged=bool(config.get("ema_decay")) and not raw, raw=raw,
                    eval_flip=bool(config.get("eval_flip")))
 
 
@@ -420,17 +567,20 @@ def _warn_if_training(run_dir: Path, step: int) -> None:
     if trainer:
         last = (workdir.read_config(run_dir) or {}).get("num_train_steps", "?")
         print(f"warning: {run_dir} is still training ({trainer}): its latest checkpoint, step "
-              f"{step} of {last}, is used, not the finished run (--step N picks another)",
-              file=sys.stderr)
+              f"{step} of {last}, is used, not the finished run ({hints.setting('step', 'N')} "
+              "picks another)", file=sys.stderr)
 
 
 def initial_variables(config: Any) -> dict[str, Any] | None:
     """The variables ``config.init_from`` names (weights name, .pth or run directory) for
-    ``config.model``, or None when it names none."""
+    ``config.model``, or None when it names none: a run's moving average of the weights
+    where it keeps one, its trained weights with ``config.init_from_raw``."""
     if not config.init_from:
         return None
-    loaded = load_weights(config.model, config.init_from, classifier=False)
-    print(f"starting from {loaded.describe()}", file=sys.stderr)
+    with hints.door(hints.CONFIG):
+        loaded = load_weights(config.model, config.init_from, raw=config.init_from_raw,
+                              classifier=False)
+        print(f"starting from {loaded.describe()}", file=sys.stderr)
     return loaded.variables
 
 
@@ -451,14 +601,15 @@ def fit_variables(initialised: dict[str, Any], loaded: dict[str, Any]) -> dict[s
         print(f"warning: init_from has {head}, this model "
               f"{np.shape(fresh[('params', 'fc', 'kernel')])[-1]}: the head (fc) is "
               "re-initialised, everything else starts from the weights", file=sys.stderr)
-    merged = {p: (fresh[p] if p in differing else np.asarray(given[p], np.asarray(fresh[p]).dtype))
-              for p in fresh}
-    return traverse_util.unflatten_dict(merged)
+    same = {p: given[p] for p in fresh if p not in differing}
+    cast = cast_variables(same, {p: fresh[p] for p in same}, "init_from's weights")
+    return traverse_util.unflatten_dict({p: cast.get(p, fresh[p]) for p in fresh})
 
 
 def run_data(run_dir: Path) -> dict[str, Any]:
     """What a run saved about its data (class names, statistics, image sizes): its
-    dataset.json, else the copy in its latest checkpoint."""
+    dataset.json, else the copy in its newest readable checkpoint; every field inference
+    reads checked (WeightsError naming the first that is missing or broken)."""
     from resnet_jax.checkpoints import saved_data_description
 
     saved = saved_data_description(run_dir)
@@ -466,4 +617,8 @@ def run_data(run_dir: Path) -> dict[str, Any]:
         raise WeightsError(f"{run_dir / workdir.DATA_FILE} is missing or unreadable, and the "
                            "run's checkpoints keep no copy of it (they predate it); put it back "
                            "from a copy of the run")
+    problem = data.description_problem(saved)
+    if problem:
+        raise WeightsError(f"{run_dir / workdir.DATA_FILE}: {problem}; put the file back from a "
+                           "copy of the run (or delete it: it is read from the checkpoints' copy)")
     return saved
