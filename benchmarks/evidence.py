@@ -5,6 +5,9 @@ and this code, as many as fit in the minutes given, each left as a result file.
     python -m benchmarks.evidence --plan --minutes 9       # what would run, nothing runs
     python -m benchmarks.evidence --report [--write]       # the README's measured section
 
+``--report --write`` puts the accelerators' full-size results of benchmarks/results/ into
+the README (never a CPU or smoke result; another --out only with --write-elsewhere).
+
 Parts, highest priority first: throughput, paper_schedule, streaming, time_to_accuracy,
 degradation, throughput_full (see benchmarks/evidence_parts.py). A part already recorded
 for this device kind and this code is skipped (``--again`` measures it anew), except
@@ -40,13 +43,15 @@ if not __package__:  # run as a file (python benchmarks/evidence.py): import fro
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.evidence_parts import PARTS, TORCH_IN_PROCESS, Context
+from benchmarks.evidence_report import RESULTS
+from resnet_jax import hints
 from resnet_jax.command_line import ArgumentParser
-from resnet_jax.data import dataset_name_problem, folder_splits, resolved_dataset
+from resnet_jax.data import dataset_name_problem, resolved_dataset
 from resnet_jax.errors import DataError
+from resnet_jax.pipelines import describe_source
 from resnet_jax.workdir import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 MAX_MINUTES = 10_080
 SMOKE_SECONDS = 60.0  # a part's estimate at smoke size, before it has been timed
 STOP_GRACE = 90.0  # seconds a part has after the deadline to save a checkpoint and stop
@@ -266,7 +271,7 @@ def check_inputs(parser: ArgumentParser, args: Any) -> list[str]:
             parser.error(f"--report makes the section from the result files alone: leave out "
                          f"{given[0]}")
         return parts
-    if args.write:
+    if args.write or args.write_elsewhere:
         parser.error("--write goes with --report (it writes the report into README.md)")
     if args.minutes is None:
         parser.error("--minutes N is needed: the time the measurements may take")
@@ -286,17 +291,31 @@ def check_inputs(parser: ArgumentParser, args: Any) -> list[str]:
             parser.error(f"--data {args.data}: pass the CIFAR-10 images as folder:PATH (a "
                          "class-per-folder tree) or cifar:PATH, an existing directory")
         args.data = resolved_dataset(args.data)
-        if args.data.startswith("folder:"):
-            try:
-                folder_splits(Path(args.data.removeprefix("folder:")))
-            except DataError as error:
-                parser.error(f"--data: {error}")
+        problem = cifar10_problem(args.data)
+        if problem:
+            parser.error(f"--data: {problem}")
     for folder, what in ((args.out, "--out"), (args.work, "--work")):
         if folder.exists() and not folder.is_dir():
             parser.error(f"{what} {folder} is a file, not a folder; pass a folder")
         if not writable(folder):
             parser.error(f"{what} {folder} cannot be written to; pass a folder you can write")
     return parts
+
+
+def cifar10_problem(dataset: str) -> str | None:
+    """Why the parts could not train on ``dataset`` as CIFAR-10 (10 classes of 32x32 images,
+    laid out as their loaders read it), or None."""
+    with hints.door(hints.EVIDENCE):
+        try:
+            facts = describe_source(dataset)
+        except DataError as error:
+            return str(error)
+    classes, (height, width) = len(facts.class_names), facts.image_size
+    if classes != 10 or (height, width) != (32, 32):
+        return (f"{dataset} holds {classes} class(es) of {height}x{width} images; the parts "
+                "train ResNet-20 on CIFAR-10's 10 classes of 32x32 images: pass its JPEG copy "
+                "(folder:PATH) or its python batches (cifar:PATH)")
+    return None
 
 
 def writable(folder: Path) -> bool:
@@ -385,7 +404,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plan", action="store_true", help="say what would run; run nothing")
     parser.add_argument("--report", action="store_true",
                         help="print the README's measured section from the result files")
-    parser.add_argument("--write", action="store_true", help="with --report: into README.md")
+    parser.add_argument("--write", action="store_true", help="with --report: into README.md "
+                        "(the accelerators' full-size results of benchmarks/results/ only)")
+    parser.add_argument("--write-elsewhere", action="store_true",
+                        help="with --write: from an --out other than benchmarks/results/")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on a CPU (tests)")
     parser.add_argument("--run-part", choices=list(PARTS), help=argparse.SUPPRESS)  # a child's
     parser.add_argument("--previous", type=Path, help=argparse.SUPPRESS)
@@ -399,7 +421,10 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks.evidence_report import ReportError, report, write_readme
 
         try:
-            print(write_readme(args.out) if args.write else report(args.out))
+            if args.write_elsewhere and not args.write:
+                parser.error("--write-elsewhere goes with --report --write")
+            print(write_readme(args.out, elsewhere=args.write_elsewhere) if args.write
+                  else report(args.out))
         except ReportError as error:
             parser.error(str(error))
         return

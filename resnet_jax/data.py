@@ -1,6 +1,6 @@
-"""What a dataset is called and how it is laid out, for every pipeline: the names
-``config.dataset`` takes, a class-per-folder tree's rules, published statistics and class
-names, and how a run's data description tells the same data again.
+"""What a dataset is called, for every pipeline: the names ``config.dataset`` takes,
+published statistics and class names, and how a run's data description tells the same
+data again (a class-per-folder tree's rules are :mod:`resnet_jax.folders`').
 
 Names (``config.dataset``):
   - a TFDS name (``cifar10``, ``cifar100``, ``imagenet2012``, ...), read from ``config.data_dir``
@@ -14,8 +14,8 @@ The loaders are :mod:`resnet_jax.pipelines.datasets` (in memory) and
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TFDS_STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PATH_PREFIXES = ("folder:", "cifar:")  # config.dataset values that name a path
 
 
@@ -63,6 +62,28 @@ def description_change(saved: dict[str, Any], now: dict[str, Any]) -> str | None
         if both(key) and not np.allclose(saved[key], now[key], rtol=1e-6):
             return (f"the training images' per-channel {key} was {_rounded(saved[key])}, now "
                     f"{_rounded(now[key])}")
+    return None
+
+
+def description_problem(saved: Any) -> str | None:
+    """What makes a run's data description (dataset.json) unusable for inference (a field
+    missing, or of the wrong kind), or None."""
+    if not isinstance(saved, dict):
+        return f"holds a JSON {type(saved).__name__}, not the run's data description"
+    names = saved.get("class_names")
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
+        return "class_names must be a list of the class names (two or more)"
+    for key in ("mean", "std"):
+        values = saved.get(key)
+        if not (isinstance(values, list) and len(values) == 3
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                        and (key == "mean" or v > 0) for v in values)):
+            above = ", each above 0" if key == "std" else ""
+            return f"{key} must be three finite numbers, one per channel{above}"
+    for key in ("image_size", "eval_resize", "eval_image_size"):
+        value = saved.get(key, 1 if key == "eval_image_size" else None)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return f"{key} must be a whole number of pixels >= 1"
     return None
 
 
@@ -116,86 +137,6 @@ def dataset_name_problem(name: str) -> str | None:
         guess = "cifar" if (Path(name).expanduser() / "data_batch_1").exists() else "folder"
         return f"looks like a path, not a TFDS name; write --config.dataset={guess}:{name}"
     return None
-
-
-def class_folders(split_dir: Path) -> list[str]:
-    """The class folders of a split, sorted by name: its subfolders but hidden ones (a name
-    starting with '.', such as .ipynb_checkpoints); [] if ``split_dir`` is not a directory."""
-    if not split_dir.is_dir():
-        return []
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not _hidden(p.name))
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def _is_image_name(name: str) -> bool:
-    return not _hidden(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
-
-
-def images_under(directory: Path) -> list[Path]:
-    """The image files under ``directory`` at any depth, as torchvision's ImageFolder walks a
-    class folder (links followed, sorted by folder then name), hidden ones left out. A
-    broken link is listed too: reading it fails, and says so."""
-    walked = []
-    for root, folders, names in os.walk(directory, followlinks=True):
-        folders[:] = [name for name in folders if not _hidden(name)]
-        walked.append((root, sorted(name for name in names if _is_image_name(name))))
-    return [Path(root) / name for root, names in sorted(walked) for name in names]
-
-
-EVAL_SPLITS = ("test", "val")  # the evaluation split of a class-per-folder tree
-
-
-def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
-    """The image files under ``split_dir/<class>/`` for each of ``classes``, with labels;
-    DataError naming the class folders that hold no image. Images directly in
-    ``split_dir``, in no class folder, are named in a warning and left out."""
-    files, labels, empty = [], [], []
-    for label, name in enumerate(classes):
-        found = images_under(split_dir / name)
-        if not found:
-            empty.append(name)
-        files += found
-        labels += [label] * len(found)
-    if empty:
-        shown = f"{empty[:10]}{' ...' if len(empty) > 10 else ''}"
-        raise DataError(f"class folder(s) {shown} under {split_dir} hold no images "
-                        f"({len(empty)} of {len(classes)}; images are "
-                        f"{'/'.join(sorted(IMAGE_SUFFIXES))} files); every class needs images "
-                        "in every split: add some, or remove the folder from every split")
-    loose = sorted(p.name for p in split_dir.iterdir() if p.is_file() and _is_image_name(p.name))
-    if loose:
-        print(f"warning: {len(loose)} image(s) directly under {split_dir} are in no class folder "
-              f"and are left out: {listed(loose)}", file=sys.stderr)
-    return files, labels
-
-
-def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
-    """(train dir, evaluation dir, class names) of a class-per-folder tree:
-    ``root/train/<class>/`` and ``root/test/<class>/`` (or ``root/val/<class>/``)."""
-    if not root.is_dir():
-        what = "is a file, not a directory" if root.exists() else "does not exist"
-        raise DataError(f"folder: path {root} {what}; point it at a directory "
-                        "holding train/<class>/ and test/<class>/ (or val/<class>/) image folders")
-    eval_dir = next((root / s for s in EVAL_SPLITS if (root / s).is_dir()), root / "test")
-    train_classes = class_folders(root / "train")
-    eval_classes = class_folders(eval_dir)
-    if not train_classes or not eval_classes:
-        parent = (f"; did you mean folder:{root.parent}?"
-                  if root.name in ("train", *EVAL_SPLITS) and (root.parent / "train").is_dir()
-                  else "")
-        raise DataError(f"{root} needs train/<class>/ and test/<class>/ (or val/<class>/) image "
-                        f"folders; found train: {len(train_classes)} classes, "
-                        f"{eval_dir.name}: {len(eval_classes)}{parent}")
-    if train_classes != eval_classes:
-        only_train = sorted(set(train_classes) - set(eval_classes))
-        only_eval = sorted(set(eval_classes) - set(train_classes))
-        raise DataError(f"train and {eval_dir.name} class folders under {root} differ (only in "
-                        f"train: {only_train}, only in {eval_dir.name}: {only_eval}); both "
-                        "splits need the same class folders")
-    return root / "train", eval_dir, train_classes
 
 
 def tfds_builder(name: str, data_dir: str | None) -> tuple[Any, bool]:

@@ -3,17 +3,20 @@ and checks the one a config asks for."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import ml_collections
 import numpy as np
 
-from resnet_jax import data
+from resnet_jax import data, folders
 from resnet_jax.models import create_model
 from resnet_jax.pipelines import datasets
 from resnet_jax.pipelines.base import Pipeline, normalize, step_key
 from resnet_jax.pipelines.in_memory import InMemory
 
-__all__ = ["Pipeline", "build_pipeline", "check_dataset", "evaluation_pipeline", "normalize",
-           "step_key"]
+__all__ = ["Pipeline", "build_pipeline", "check_dataset", "describe_source",
+           "evaluation_pipeline", "normalize", "step_key"]
 
 
 def _in_memory(config: ml_collections.ConfigDict) -> Pipeline:
@@ -67,11 +70,45 @@ def evaluation_pipeline(config: ml_collections.ConfigDict, mean: tuple[float, ..
                     dtype=config.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceFacts:
+    """What a ``folder:`` or ``cifar:`` dataset holds, read without decoding it: its class
+    names and the size (height, width) of its first training image."""
+
+    class_names: list[str]
+    image_size: tuple[int, int]
+
+
+def describe_source(dataset: str) -> SourceFacts:
+    """The facts of a ``folder:`` or ``cifar:`` dataset, through the checks its loaders
+    make of the layout (every file listed, every class folder holding images, the first
+    image readable): for commands that check the data long before they train on it (the
+    evidence command's --data). DataError for what the loaders would refuse."""
+    root = Path(dataset.partition(":")[2]).expanduser()
+    if dataset.startswith("cifar:"):
+        layout = datasets.cifar_layout(root)
+        return SourceFacts(layout.class_names, (32, 32))
+    if not dataset.startswith("folder:"):
+        raise data.DataError(f"dataset={dataset}: only folder:PATH and cifar:PATH are described "
+                             "ahead")
+    train_dir, eval_dir, classes = folders.folder_splits(root)
+    files, _ = folders.image_files(train_dir, classes)
+    folders.image_files(eval_dir, classes)
+    first = datasets.decode(files[0])
+    if isinstance(first, str):
+        raise data.DataError(f"{first}: the first training image cannot be read")
+    return SourceFacts(classes, first.shape[:2])
+
+
 def check_dataset(dataset: datasets.Dataset, config: ml_collections.ConfigDict) -> None:
     """Refuse in-memory data that does not fit the config, naming the setting that fixes it."""
     labels = np.concatenate([dataset.train.labels, dataset.test.labels])
     _check_fit(dataset.num_classes, labels, len(dataset.train), config)
-    height, width = dataset.train.images.shape[1:3]
+    _check_image_size(*dataset.train.images.shape[1:3], config)
+
+
+def _check_image_size(height: int, width: int, config: ml_collections.ConfigDict) -> None:
+    """In memory, the model trains at the images' own size."""
     stride = create_model(config.model).total_stride
     if min(height, width) < stride:
         raise data.DataError(f"the images are {height}x{width}, smaller than {config.model}'s "

@@ -18,17 +18,17 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from resnet_jax import hints
 from resnet_jax.data import (
     CIFAR10_CLASSES,
     CIFAR10_STATS,
     CIFAR100_STATS,
     TFDS_STATS,
-    folder_splits,
-    image_files,
     import_tfds,
     tfds_builder,
 )
 from resnet_jax.errors import DataError, UnreadableImage
+from resnet_jax.folders import folder_splits, image_files
 from resnet_jax.pipelines.images import open_rgb
 
 
@@ -139,7 +139,7 @@ def synthetic_dataset(train_examples: int, test_examples: int, num_classes: int,
     return make_dataset(split(train_examples), split(test_examples), num_classes)
 
 
-def _decode(path: Path) -> np.ndarray | str:
+def decode(path: Path) -> np.ndarray | str:
     """The image as RGB uint8 (streaming's decoder), or why it cannot be read."""
     try:
         return np.asarray(open_rgb(path.read_bytes()))
@@ -170,7 +170,7 @@ def decode_all(files: list[Path], what: str) -> list[np.ndarray | str]:
     cancels what has not started."""
     pool = ThreadPoolExecutor()
     try:
-        images, decoded = [], pool.map(_decode, files)  # submitted before the clock starts
+        images, decoded = [], pool.map(decode, files)  # submitted before the clock starts
         with progress_bar(len(files), what) as bar:
             for image in decoded:
                 images.append(image)
@@ -213,24 +213,42 @@ def _cifar_split(batches: list[dict], label_key: bytes) -> Split:
     return Split(np.ascontiguousarray(images, dtype=np.uint8), labels)
 
 
-def load_cifar_python(root: Path, split: str) -> LoadedSplit:
-    """One split of the pickled "python version" of CIFAR-10 or CIFAR-100, as torchvision
-    downloads it."""
+@dataclasses.dataclass(frozen=True)
+class CifarLayout:
+    """The files of each split of a CIFAR python directory, the key of their labels, the
+    class names and the published statistics."""
+
+    files: dict[str, list[Path]]
+    label_key: bytes
+    class_names: list[str]
+    stats: Stats
+
+
+def cifar_layout(root: Path) -> CifarLayout:
+    """What a ``cifar:`` directory holds (CIFAR-10's or CIFAR-100's python batches, as
+    torchvision downloads them), read without its images; DataError saying what it holds
+    instead."""
     cifar10 = {"train": [root / f"data_batch_{i}" for i in range(1, 6)],
                "test": [root / "test_batch"]}
     cifar100 = {"train": [root / "train"], "test": [root / "test"]}
     if all(p.is_file() for paths in cifar10.values() for p in paths):
-        return LoadedSplit(_cifar_split([_unpickle(p) for p in cifar10[split]], b"labels"),
-                           list(CIFAR10_CLASSES), CIFAR10_STATS)
+        return CifarLayout(cifar10, b"labels", list(CIFAR10_CLASSES), CIFAR10_STATS)
     if all(p.is_file() for paths in cifar100.values() for p in paths):
         meta = root / "meta"
         names = ([n.decode() for n in _unpickle(meta)[b"fine_label_names"]]
                  if meta.is_file() else [str(i) for i in range(100)])
-        return LoadedSplit(_cifar_split([_unpickle(p) for p in cifar100[split]], b"fine_labels"),
-                           names, CIFAR100_STATS)
+        return CifarLayout(cifar100, b"fine_labels", names, CIFAR100_STATS)
     raise DataError(f"cifar: path {root} is not a cifar-10-batches-py directory (data_batch_1..5, "
                     f"test_batch) nor a cifar-100-python one (train, test files); found "
                     f"{_listing(root)}{_folder_hint(root)}")
+
+
+def load_cifar_python(root: Path, split: str) -> LoadedSplit:
+    """One split of the pickled "python version" of CIFAR-10 or CIFAR-100, as torchvision
+    downloads it."""
+    layout = cifar_layout(root)
+    return LoadedSplit(_cifar_split([_unpickle(p) for p in layout.files[split]],
+                                    layout.label_key), layout.class_names, layout.stats)
 
 
 def _listing(root: Path) -> str:
@@ -242,7 +260,8 @@ def _listing(root: Path) -> str:
 
 def _folder_hint(root: Path) -> str:
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return f"; a class-per-folder tree is read with --config.dataset=folder:{root}"
+        folder = hints.setting("dataset", f"folder:{root}")
+        return f"; a class-per-folder tree is read with {folder}"
     return ""
 
 

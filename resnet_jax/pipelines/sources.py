@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from resnet_jax import data
+from resnet_jax import data, folders
 from resnet_jax.data import DataError
 
 Record = tuple[bytes, int, str]  # encoded image, label, a name to report it by
@@ -31,7 +31,7 @@ class FolderSplit:
     """The image files of ``split_dir/<class>/``, listed once, read on demand."""
 
     def __init__(self, split_dir: Path, classes: list[str]):
-        files, labels = data.image_files(split_dir, classes)
+        files, labels = folders.image_files(split_dir, classes)
         self.root = split_dir
         # Paths relative to the split, in one array: cheap to send to worker processes.
         self.names = np.array([str(f.relative_to(split_dir)) for f in files])
@@ -75,7 +75,7 @@ class TfdsSplit:
 def open_folder(root: Path) -> Sources:
     """``root/train/<class>/`` and ``root/val/<class>/`` (or ``test/``), images of any size;
     normalised with ImageNet's statistics."""
-    train_dir, eval_dir, classes = data.folder_splits(root)
+    train_dir, eval_dir, classes = folders.folder_splits(root)
     return Sources(FolderSplit(train_dir, classes), FolderSplit(eval_dir, classes), classes,
                    *data.IMAGENET_STATS)
 
