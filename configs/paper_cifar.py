@@ -12,6 +12,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.zero_init_residual = False
     config.drop_path_rate = 0.0  # stochastic depth (timm's), rising linearly to the last block
     config.init_from = ""  # fine-tune: IMAGENET1K_V1 (a torchvision name), PATH.pth or a run
+    config.init_from_raw = False  # init_from a run keeping a moving average: its trained weights
     config.dtype = "float32"  # or "bfloat16" (compute; parameters stay float32)
 
     config.dataset = "cifar10"  # TFDS name, "folder:PATH", "cifar:PATH" or "synthetic"

@@ -25,9 +25,9 @@ from typing import Any
 
 import ml_collections
 
-from resnet_jax import data, parallel, pipelines, training, weights
+from resnet_jax import data, hints, parallel, pipelines, training, weights
 from resnet_jax.errors import ConfigError
-from resnet_jax.models import create_model, list_models
+from resnet_jax.models import create_model, list_models, relation_problems
 from resnet_jax.pipelines import autoaugment
 from resnet_jax.workdir import SPLIT_KEYS
 
@@ -153,6 +153,8 @@ KEYS: dict[str, Key] = {
     "num_classes": Key(FIXED, integer(2), always),
     "residual": Key(FIXED, boolean, always),
     "init_from": Key(FIXED, text, always),  # "" or weights to start from: a name, a .pth, a run
+    "init_from_raw": Key(FIXED, boolean, unused_when(  # a run's trained weights, not its average
+        lambda c: not c["init_from"], "without init_from, which names no weights to start from")),
     "drop_path_rate": Key(FIXED, number(0, 1, below_high=True), always),  # stochastic depth
     "zero_init_residual": Key(FIXED, boolean, unused_when(
         lambda c: c["init_from"],
@@ -276,7 +278,11 @@ def _ramp_problems(config: Mapping[str, Any]) -> list[str]:
         return []
     problems = []
     start, end = config["ramp_steps"]
-    if start >= end:
+    if (start, end) == (0, 0):
+        problems.append(f"min_image_size={config['min_image_size']} starts a resolution ramp, "
+                        "which needs ramp_steps, the steps where it starts and ends; set "
+                        "--config.ramp_steps=(FIRST,LAST)")
+    elif start >= end:
         problems.append(f"ramp_steps=({start}, {end}) must start before it ends; give "
                         "(first step, last step) of the ramp, the first below the last")
     if config["min_image_size"] > config["image_size"]:
@@ -305,13 +311,7 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
         problems.append(f"warmup_steps={config['warmup_steps']} leaves no steps of "
                         f"num_train_steps={config['num_train_steps']} for the "
                         f"{config['schedule']} decay; shorten the warm-up")
-    if config["drop_path_rate"] and not config["residual"]:
-        problems.append(f"drop_path_rate={config['drop_path_rate']} with residual=False: the "
-                        "plain net has no residual branch to drop; set --config.drop_path_rate=0")
-    if config["zero_init_residual"] and not config["residual"]:
-        problems.append("zero_init_residual=True with residual=False zeroes every block's "
-                        "output (the plain net has no shortcut around the zeroed scale); set "
-                        "--config.zero_init_residual=False")
+    problems += relation_problems(config)  # the model's own rules, as create_model's
     crop_key = "eval_image_size" if config["eval_image_size"] else "image_size"
     if config["pipeline"] == "streaming" and config["eval_resize"] < config[crop_key]:
         problems.append(f"eval_resize={config['eval_resize']} is below {crop_key}="
@@ -350,7 +350,20 @@ def _unused_problems(config: Mapping[str, Any], chosen: Collection[str]) -> list
     short = unreached_ramp(config)
     if short and {"ramp_steps", "min_image_size", "image_size"} & set(chosen):
         problems.append(f"{short}; end the ramp by then or raise --config.num_train_steps")
+    rare = unreached_average(config)
+    if rare and {"ema_decay", "ema_every_steps"} & set(chosen):
+        problems.append(f"{rare}; set --config.ema_every_steps below it")
     return problems
+
+
+def unreached_average(config: Mapping[str, Any]) -> str | None:
+    """How a moving average of the weights updated less often than the run is long would
+    average nothing, or None."""
+    if not config["ema_decay"] or config["ema_every_steps"] < config["num_train_steps"]:
+        return None
+    return (f"ema_every_steps={config['ema_every_steps']} is not below num_train_steps="
+            f"{config['num_train_steps']}: the moving average is updated after step 1 alone (a "
+            "copy), so its ema_ figures would be the weights after one step")
 
 
 def unreached_ramp(config: Mapping[str, Any]) -> str | None:
@@ -396,7 +409,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     if not problems:
         problems = _value_problems(values)
     if not problems:
-        problems = _relation_problems(values, num_devices) + _unused_problems(values, chosen)
+        with hints.door(hints.CONFIG):
+            problems = _relation_problems(values, num_devices) + _unused_problems(values, chosen)
     if problems:
         raise ConfigError("; ".join(problems))
     warnings = []
@@ -405,9 +419,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
         warnings.append(f"the run ends at num_train_steps={values['num_train_steps']}, before "
                         f"lr_boundaries {', '.join(map(str, unreached))} of the config file: the "
                         "learning rate is not scaled there (a shortened recipe)")
-    short = unreached_ramp(values)
-    if short:
-        warnings.append(f"{short} (a shortened recipe)")
+    for short in (unreached_ramp(values), unreached_average(values)):
+        if short:
+            warnings.append(f"{short} (a shortened recipe)")
     return warnings
 
 

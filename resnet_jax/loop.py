@@ -22,7 +22,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from resnet_jax import checkpoints, config_schema, weights
+from resnet_jax import checkpoints, config_schema, hints, weights
 from resnet_jax.host_events import HostEvents, run_meter
 from resnet_jax.interrupts import all_or_none, stop_requests
 from resnet_jax.metrics import MetricWriter, RunClock, timing_summary
@@ -63,7 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     """
     started = time.time()
     workdir = Path(workdir)
-    with stop_requests() as stop, contextlib.ExitStack() as cleanup:
+    with hints.door(hints.CONFIG), stop_requests() as stop, contextlib.ExitStack() as cleanup:
         settled = settle(config, workdir, chosen, cleanup)
         if settled.summary is not None:
             return settled.summary

@@ -1,0 +1,25 @@
+"""The config a run recorded (its config.json), as a config file: what
+``python train.py --workdir RUN`` reads when no --config is given, to continue the run
+(``--config.KEY=VALUE`` overrides work as with any config file). Keys the run predates
+take the base recipe's values, which are off for every key added since."""
+
+from pathlib import Path
+
+import ml_collections
+
+from configs import paper_cifar
+from resnet_jax.workdir import read_config
+
+
+def get_config(workdir: str) -> ml_collections.ConfigDict:
+    saved = read_config(Path(workdir).expanduser())
+    if saved is None:
+        raise FileNotFoundError(f"{workdir}/config.json")
+    config = paper_cifar.get_config()
+    for key, value in saved.items():
+        if key in config:
+            config[key] = tuple(value) if isinstance(value, list) else value
+        else:  # unknown to this code: the schema names it
+            with config.unlocked():
+                config[key] = value
+    return config
