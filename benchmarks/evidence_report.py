@@ -13,6 +13,7 @@ from resnet_jax.workdir import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+RESULTS = REPO / "benchmarks" / "results"
 BEGIN = ("<!-- evidence: begin; made by `python -m benchmarks.evidence --report --write` from "
          "benchmarks/results/, not edited by hand -->")
 END = "<!-- evidence: end -->"
@@ -184,8 +185,19 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 
 
 def report(out: Path) -> str:
-    """The measured section, from every result file under ``out``."""
+    """The measured section, from every result file under ``out`` (smoke runs shown too)."""
     return make_section(results(out))
+
+
+def on_accelerator(entry: dict[str, Any]) -> bool:
+    """Whether an entry holds full-size figures of an accelerator (not a CPU smoke run)."""
+    return not entry.get("smoke") and entry["device"].get("platform", "gpu") != "cpu"
+
+
+def readme_entries(found: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """What the README shows of the result entries: accelerators' full-size figures only."""
+    return {part: kept for part, entries in found.items()
+            if (kept := [e for e in entries if on_accelerator(e)])}
 
 
 def make_section(found: dict[str, list[dict[str, Any]]]) -> str:
@@ -205,16 +217,27 @@ def readme_section(text: str) -> str | None:
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
 
 
-def write_readme(out: Path, readme: Path = README) -> str:
-    """Put the report between the README's markers; what was written."""
+def write_readme(out: Path, readme: Path = README, results_folder: Path = RESULTS,
+                 elsewhere: bool = False) -> str:
+    """Put the report of the accelerators' full-size results under ``out`` between the
+    README's markers (a CPU or smoke result never replaces them); what was written. ``out``
+    must be ``results_folder`` (the project's own results) unless ``elsewhere``."""
     text = readme.read_text()
     if readme_section(text) is None:
         raise SystemExit(f"error: {readme} has no markers {BEGIN} ... {END} to write between")
+    if not elsewhere and out.resolve() != results_folder.resolve():
+        raise ReportError(f"--write makes the README's measured section from {results_folder}, "
+                          f"and --out {out} is another folder: the section is left as it is "
+                          "(add --write-elsewhere to write from that folder all the same)")
     found = results(out)
     if not found:
         raise ReportError(f"{out} holds no result file: the README's measured section is left "
                           "as it is; pass the --out the evidence command wrote")
-    made = make_section(found)
+    shown = readme_entries(found)
+    if not shown:
+        raise ReportError(f"{out} holds only CPU or smoke results, which never replace the "
+                          "README's measured figures: the section is left as it is")
+    made = make_section(shown)
     before, rest = text.split(BEGIN, 1)
     write_atomically(readme, f"{before}{BEGIN}\n{made}\n{END}{rest.split(END, 1)[1]}")
     return made

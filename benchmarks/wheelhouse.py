@@ -2,11 +2,15 @@
 pinned to the versions installed here (where the tests pass).
 
     python -m benchmarks.wheelhouse --have FREEZE --dest DIR [--python 3.12]
-        [--platform manylinux_2_28_x86_64 ...] [--skip tensorflow-cpu,...] [--dry-run]
+        [--platform manylinux_2_28_x86_64 ...] [--skip NAME,...] [--no-default-skip] [--dry-run]
 
-FREEZE is the other machine's `pip freeze` (or `pip list`, or one name a line). The
-needs are this project's requirements and everything they require in turn, read from
-the packages installed here, so nothing is fetched to work them out. There:
+FREEZE is the other machine's `pip freeze` (or `pip list`, or one name a line); a line
+that is none of these is refused, quoted. The needs are this project's requirements and
+everything they require in turn, read from the packages installed here, so nothing is
+fetched to work them out. TensorFlow, TFDS and TensorBoard are left out (the evidence
+command uses none of them; ``--no-default-skip`` keeps them), and ``--skip`` leaves out
+more. A JAX plugin the machine has (jax-cuda12-plugin...) is fetched again at the jaxlib
+version fetched, where it differs: JAX sees only the CPU when they disagree. There:
 
     pip install --no-index --no-deps --target /tmp/site DIR/*.whl && export PYTHONPATH=/tmp/site
 """
@@ -23,6 +27,7 @@ if not __package__:  # run as a file (python benchmarks/wheelhouse.py): import f
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from packaging.requirements import Requirement
+from packaging.version import InvalidVersion, Version
 
 from resnet_jax.command_line import ArgumentParser
 
@@ -47,18 +52,44 @@ def read_requirements(path: Path) -> list[Requirement]:
     return found
 
 
+NAME = r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
+# The lines of a pip freeze (name==version, name @ URL), a pip list (name version
+# [location]) or a list of names; what else may stand in them (comments, options, pip
+# list's header and rule).
+LINES = (re.compile(rf"{NAME}\s*==\s*(\S+?)(?:\s*;.*)?"), re.compile(rf"{NAME}\s+@\s+\S+()"),
+         re.compile(rf"{NAME}\s+(\S+)(?:\s+\S.*)?"), re.compile(rf"{NAME}()"))
+SKIPPED = re.compile(r"(#.*|-.*|Package\s+Version.*|-+\s+-+.*)?")
+# JAX's accelerator plugins, whose version must equal jaxlib's.
+JAX_PLUGIN = re.compile(r"jax-(cuda|rocm)\d+-(plugin|pjrt)")
+
+
+class FreezeError(ValueError):
+    """A line of --have that is not a pip freeze or pip list line, nor a package name."""
+
+
 def installed_versions(freeze: str) -> dict[str, str | None]:
     """The packages of a `pip freeze` or `pip list` text, or of one name a line, with their
-    versions where the text gives them."""
+    versions where the text gives them; FreezeError quoting the first line that is none
+    of these (or names a version that is not one)."""
     found: dict[str, str | None] = {}
-    for line in freeze.splitlines():
-        if line.lstrip().startswith(("#", "-", "Package")):
+    for number, line in enumerate(freeze.splitlines(), start=1):
+        text = line.strip()
+        if SKIPPED.fullmatch(text):
             continue
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s*==\s*|\s+)?([0-9][^\s;]*)?",
-                         line)
-        if match:
-            found[canonical(match[1])] = match[2]
+        match = next((m for pattern in LINES if (m := pattern.fullmatch(text))), None)
+        if match is None or not _is_version(match[2]):
+            raise FreezeError(f"line {number}, {text!r}, is not pip freeze's name==version, pip "
+                              "list's name and version, nor a package name; fix or remove it")
+        found[canonical(match[1])] = match[2] or None
     return found
+
+
+def _is_version(text: str) -> bool:
+    """Whether ``text`` is empty (no version given) or a version pip can compare."""
+    try:
+        return not text or bool(Version(text))
+    except InvalidVersion:
+        return False
 
 
 def fits_there(have: dict[str, str | None], requirement: Requirement) -> bool:
@@ -105,6 +136,17 @@ def to_download(requirements: list[Requirement], have: dict[str, str | None],
             if name not in skip}
 
 
+def matching_plugins(packages: dict[str, str], have: dict[str, str | None]) -> dict[str, str]:
+    """JAX's accelerator plugins the other machine has (jax-cuda12-plugin, ...) at another
+    version than the jaxlib it will have once ``packages`` are installed: name -> the
+    version to fetch, which matches jaxlib. Nothing when jax and jaxlib are not fetched."""
+    if not {"jax", "jaxlib"} & set(packages):
+        return {}
+    jaxlib = packages.get("jaxlib") or have.get("jaxlib")
+    return {name: jaxlib for name, version in sorted(have.items())
+            if JAX_PLUGIN.fullmatch(name) and jaxlib and version != jaxlib}
+
+
 def download(packages: dict[str, str], dest: Path, python: str, platforms: list[str]) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     tags = [flag for platform in platforms for flag in ("--platform", platform)]
@@ -122,22 +164,38 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--dest", type=Path, help="where the wheels go")
     parser.add_argument("--python", default="3.12", help="the other machine's Python")
     parser.add_argument("--platform", action="append", help=f"default: {', '.join(PLATFORMS)}")
-    parser.add_argument("--skip", default=",".join(DEFAULT_SKIP),
-                        help="packages not to fetch, with their own needs (default: TensorFlow, "
-                        "TFDS and TensorBoard, which the evidence command does not use)")
+    parser.add_argument("--skip", default="",
+                        help="more packages not to fetch, with their own needs, beside "
+                        "TensorFlow, TFDS and TensorBoard (the evidence command uses none)")
+    parser.add_argument("--no-default-skip", action="store_true",
+                        help="fetch TensorFlow, TFDS and TensorBoard too, where they are missing")
     parser.add_argument("--requirements", type=Path, default=REPO / "requirements.txt")
     parser.add_argument("--dry-run", action="store_true", help="list them; fetch nothing")
     args = parser.parse_args(argv)
     check(parser, args)
     requirements = read_requirements(args.requirements)
-    have = installed_versions(args.have.read_text())
-    skip = {canonical(name) for name in args.skip.split(",") if name}
-    unknown = sorted(skip - set(needs(requirements)))
+    try:
+        have = installed_versions(args.have.read_text())
+    except FreezeError as error:
+        parser.error(f"--have {args.have}: {error}")
+    given = {canonical(name.strip()) for name in args.skip.split(",") if name.strip()}
+    unknown = sorted(given - set(needs(requirements)))
     if unknown:
         parser.error(f"--skip {', '.join(unknown)}: not among the project's needs; name "
                      "packages of requirements.txt or what they require")
+    skip = given | (set() if args.no_default_skip else set(DEFAULT_SKIP))
     packages = to_download(requirements, have, skip)
     outdated = [f"{name} {have[name]}" for name in packages if have.get(name)]
+    plugins = matching_plugins(packages, have)
+    packages.update(plugins)
+    left_out = sorted(skip & set(needs(requirements)))
+    print(f"left out (with what only they need): {', '.join(left_out)}"
+          + ("" if args.no_default_skip else "; --no-default-skip fetches TensorFlow, TFDS and "
+             "TensorBoard too") if left_out else "left out: nothing")
+    for name, version in plugins.items():
+        there = f"{name} {have[name]}" if have[name] else f"{name} (of unknown version)"
+        print(f"{there} there: fetched at {version} to match jaxlib {version} (JAX sees only "
+              "the CPU when they differ)")
     print(f"to fetch for Python {args.python} ({len(packages)}, pinned to the versions tested "
           "here" + (f"; replacing {', '.join(outdated)} there, outside the project's ranges"
                     if outdated else "") + "):" if packages else "nothing to fetch: the other "
