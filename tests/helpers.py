@@ -1,5 +1,7 @@
 """Small configs and runs shared by the training tests."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -65,3 +67,15 @@ def run_train_py(workdir, config, *, devices=8, wait=True, extra=()):
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+
+
+def run_train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """train.py's main on ``argv``, in this process (its devices: eight fake CPUs), with
+    what it prints; as fast as a check can be, for the starts that are refused."""
+    import train
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = train.main(list(argv))
+    return subprocess.CompletedProcess(["train.py", *argv], status, out.getvalue(),
+                                       err.getvalue())

@@ -1,8 +1,9 @@
 """Bad input costs nothing: one clear line, exit 1, and every byte on disk as it was.
 
-Each case runs the real train.py. A refused start is checked three ways: the
-exit status, a single stderr line (no traceback) holding the expected message,
-and a byte-for-byte snapshot of the case's directory before and after.
+Each case runs the real train.py's main, in this process (what a process of its own adds,
+signals and a kill, is tested with one below). A refused start is checked three ways: the
+exit status, a single stderr line (no traceback) holding the expected message, and a
+byte-for-byte snapshot of the case's directory before and after.
 """
 
 import dataclasses
@@ -13,12 +14,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, metric_rows, overrides_as_flags, run_train_py, tiny_config
+from helpers import (
+    REPO,
+    metric_rows,
+    overrides_as_flags,
+    run_train_in_process,
+    run_train_py,
+    tiny_config,
+)
 from PIL import Image
 
 from resnet_jax.loop import train_and_evaluate
@@ -288,8 +295,7 @@ def run_case(case: Case, case_dir: Path, finished_run: Path) -> tuple:
         "--config=configs/smoke.py", *overrides_as_flags(RUN_CONFIG)]
     if any(f.startswith("--config.dataset=") for f in flags):  # synthetic sizes would be refused
         config = [f for f in config if not f.startswith("--config.synthetic_examples=")]
-    command = [sys.executable, "train.py", *config, *flags]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_train_in_process([*config, *flags])
     return result, before, snapshot(case_dir)
 
 
@@ -302,13 +308,10 @@ def finished_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory, finished_run):
-    """Every case's (result, before, after), two at a time (they are mostly start-up)."""
+    """Every case's (result, before, after)."""
     root = tmp_path_factory.mktemp("cases")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run_case, case, root / f"case{i}", finished_run)
-                   for i, (name, case) in enumerate(CASES.items())}
-        return {name: (future.result(), root / f"case{i}")
-                for i, (name, future) in enumerate(futures.items())}
+    return {name: (run_case(case, root / f"case{i}", finished_run), root / f"case{i}")
+            for i, (name, case) in enumerate(CASES.items())}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -329,8 +332,10 @@ def test_free_keys_take_effect_on_resume(tmp_path, finished_run):
     """log_grad_norms turned on and num_train_steps raised: the run goes on, logs the norms
     from then on, and config.json says so."""
     workdir = shutil.copytree(finished_run, tmp_path / "run")
-    result = run_train_py(workdir, tiny_config(**{**RUN_CONFIG, "num_train_steps": 12,
-                                                  "log_grad_norms": True}))
+    result = run_train_in_process(["--config=configs/smoke.py", f"--workdir={workdir}",
+                                   *overrides_as_flags(tiny_config(**{
+                                       **RUN_CONFIG, "num_train_steps": 12,
+                                       "log_grad_norms": True}))])
     assert result.returncode == 0, result.stderr[-2000:]
     rows = metric_rows(workdir)
     assert [r["step"] for r in rows] == [4, 8, 12]
@@ -343,7 +348,7 @@ def test_a_metrics_line_cut_by_a_kill_is_dropped_and_logged_again(tmp_path, fini
     workdir = shutil.copytree(finished_run, tmp_path / "run")
     with (workdir / "metrics.jsonl").open("a") as f:
         f.write('{"step": 12, "train_lo')  # an append cut short: no newline
-    result = run_train_py(workdir, tiny_config(**{**RUN_CONFIG, "num_train_steps": 12}))
+    result = run_train_in_process([f"--workdir={workdir}", "--config.num_train_steps=12"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "the last line of" in result.stderr and "was cut short" in result.stderr
     assert [r["step"] for r in metric_rows(workdir)] == [4, 8, 12]
@@ -353,7 +358,7 @@ def test_a_finished_run_without_its_summary_gets_it_back_from_the_metrics(tmp_pa
                                                                          finished_run):
     workdir = shutil.copytree(finished_run, tmp_path / "run")
     (workdir / "summary.json").unlink()
-    result = run_train_py(workdir, RUN_CONFIG)
+    result = run_train_in_process([f"--workdir={workdir}"])  # its recorded config
     assert result.returncode == 0, result.stderr[-2000:]
     assert "summary.json is missing or unreadable; rebuilt it from metrics.jsonl" in result.stderr
     summary = json.loads((workdir / "summary.json").read_text())
@@ -457,12 +462,11 @@ def test_a_stop_signal_before_training_leaves_nothing_behind(tmp_path, moment):
 def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tmp_path):
     """The smoke config's boundary (step 30) lies beyond a run cut to 8 steps: it goes on
     with one warning line; a warm-up given under its piecewise schedule ramps the rate."""
-    command = [sys.executable, "train.py", "--config=configs/smoke.py",
-               f"--workdir={tmp_path / 'run'}", "--config.num_train_steps=8",
-               "--config.warmup_steps=4", "--config.log_every_steps=1",
-               "--config.eval_every_steps=8", "--config.checkpoint_every_steps=8",
-               "--config.image_size=8", "--config.synthetic_examples=(128,64)"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_train_in_process([
+        "--config=configs/smoke.py", f"--workdir={tmp_path / 'run'}",
+        "--config.num_train_steps=8", "--config.warmup_steps=4", "--config.log_every_steps=1",
+        "--config.eval_every_steps=8", "--config.checkpoint_every_steps=8",
+        "--config.image_size=8", "--config.synthetic_examples=(128,64)"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("mfu: no peak TFLOP/s known for cpu (float32); --config.peak_tflops=N (per device) "
             "gives one") in result.stdout  # said once: rows carry tflops, and no mfu

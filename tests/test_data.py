@@ -55,8 +55,8 @@ def test_16_bit_images_give_the_same_pixels_in_memory_as_streaming(tmp_path):
 
 def test_a_slow_load_shows_files_decoded_of_all(tmp_path, monkeypatch, capsys):
     root = write_image_folder(tmp_path / "images")
-    decode, slow = datasets._decode, root / "train" / "cat" / "0000.png"
-    monkeypatch.setattr(datasets, "_decode", lambda path: time.sleep(1.5 * (path == slow)) or
+    decode, slow = datasets.decode, root / "train" / "cat" / "0000.png"
+    monkeypatch.setattr(datasets, "decode", lambda path: time.sleep(1.5 * (path == slow)) or
                         decode(path))  # the bar shows once loading has taken a second
     datasets.load_dataset(config_for(f"folder:{root}"))
     bar = capsys.readouterr().err

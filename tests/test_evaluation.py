@@ -218,7 +218,7 @@ def test_predict_names_the_checkpoint_and_refuses_what_cannot_be_answered(run, c
                                             "--top 3 or less"),
                            (["--crop", "3"], "--crop 3 is below the network's total stride of "
                                              "4: its last stage would see less than one pixel"),
-                           (["--step", "5"], "no checkpoint of step 5 under")):
+                           (["--step", "5"], "there is no checkpoint of step 5 under")):
         assert predict.main([image, "--weights", str(run), *flags]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err

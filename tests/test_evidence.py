@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from helpers import REPO
+from PIL import Image
 
 from benchmarks import evidence, evidence_parts, evidence_report
 
@@ -128,8 +129,19 @@ def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_run
                                      "alone: leave out --minutes"),
     (["--report", "--out", "{case}/nothing"], "error: --out {case}/nothing is not a folder of "
                                               "result files"),
-    (["--report", "--write", "--out", "{case}"], "error: {case} holds no result file: the "
-                                                 "README's measured section is left as it is"),
+    (["--report", "--write", "--out", "{case}"], "error: --write makes the README's measured "
+                                                 "section from "),
+    (["--report", "--write", "--write-elsewhere", "--out", "{case}"],
+     "error: {case} holds no result file: the README's measured section is left as it is"),
+    (["--report", "--write-elsewhere"], "error: --write-elsewhere goes with --report --write"),
+    (["--plan", "--minutes", "3", "--data", "cifar:{case}/jpegs"],
+     "error: --data: cifar: path {case}/jpegs is not a cifar-10-batches-py directory "
+     "(data_batch_1..5, test_batch) nor a cifar-100-python one (train, test files); found test/, "
+     "train/; a class-per-folder tree is read with --data folder:{case}/jpegs"),
+    (["--plan", "--minutes", "3", "--data", "folder:{case}/jpegs"],
+     "error: --data: folder:{case}/jpegs holds 1 class(es) of 32x32 images; the parts train "
+     "ResNet-20 on CIFAR-10's 10 classes of 32x32 images: pass its JPEG copy (folder:PATH) or "
+     "its python batches (cifar:PATH)"),
     (["--minutes", "0.5", "--cpu-smoke"], "error: --minutes 0.5 is under the shortest part"),
     (["--minutes", "3", "--data", "folder:{case}/nothing"],
      "error: --data folder:{case}/nothing: pass the CIFAR-10 images as folder:PATH"),
@@ -139,15 +151,21 @@ def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_run
     (["--minutes", "3", "--commit", "xyz"], "error: --commit xyz is not a commit hash"),
     (["--minutes", "3"], "error: this machine has no accelerator (JAX sees only the CPU)"),
 ])
-def test_bad_input_is_one_line_before_anything_runs(tmp_path, flags, message):
+def test_bad_input_is_one_line_before_anything_runs(tmp_path, flags, message, capsys):
     (tmp_path / "a_file").write_text("mine")
+    for split in ("train", "test"):  # a JPEG tree of one class
+        (tmp_path / "jpegs" / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "jpegs" / split / "cat" / "0.jpg")
     out = tmp_path / "results"
     before = snapshot(tmp_path)
-    result = run_evidence(*[f.format(case=tmp_path) for f in flags],
-                          *([] if "--out" in flags else ["--out", out]), "--work", tmp_path / "w")
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().startswith(message.format(case=tmp_path))
-    assert len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as ended:
+        evidence.main([*[f.format(case=tmp_path) for f in flags],
+                       *([] if "--out" in flags else ["--out", str(out)]),
+                       "--work", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2, err[-2000:]
+    assert err.strip().startswith(message.format(case=tmp_path))
+    assert len(err.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before and not out.exists()
 
 
@@ -203,3 +221,63 @@ def test_the_wheelhouse_lists_what_a_machine_without_network_lacks(tmp_path):
             wheelhouse.main(["--have", str(freeze), *flags])
     with pytest.raises(SystemExit):
         wheelhouse.main(["--have", str(tmp_path / "missing.txt"), "--dry-run"])
+
+
+def test_the_wheelhouse_adds_skips_matches_jax_plugins_and_quotes_a_bad_line(tmp_path, capsys):
+    from benchmarks import wheelhouse
+
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("absl-py==2.1.0\nnumpy==2.1.0\njax==0.4.30\njaxlib==0.4.30\n"
+                      "jax-cuda12-plugin==0.4.30\njax-cuda12-pjrt==0.4.30\n")
+    default = wheelhouse.main(["--have", str(freeze), "--dry-run"])
+    skipping = wheelhouse.main(["--have", str(freeze), "--dry-run", "--skip", "grain"])
+    everything = wheelhouse.main(["--have", str(freeze), "--dry-run", "--no-default-skip"])
+    assert "tensorflow-cpu" not in default and "tensorflow-cpu" not in skipping  # added to
+    assert "grain" in default and "grain" not in skipping
+    assert {"tensorflow-cpu", "tensorflow-datasets", "tensorboard"} <= set(everything)
+    jaxlib = default["jaxlib"]
+    assert default["jax-cuda12-plugin"] == default["jax-cuda12-pjrt"] == jaxlib
+    out = capsys.readouterr().out
+    assert (f"jax-cuda12-plugin 0.4.30 there: fetched at {jaxlib} to match jaxlib {jaxlib} (JAX "
+            "sees only the CPU when they differ)") in out
+    assert ("left out (with what only they need): tensorboard, tensorflow-cpu, "
+            "tensorflow-datasets; --no-default-skip fetches") in out
+    freeze.write_text("jax==0.11.2\njaxlib==0.11.2\njax-cuda12-plugin==0.11.2\n")
+    assert "jax-cuda12-plugin" not in wheelhouse.main(["--have", str(freeze), "--dry-run"])
+    for line in ("numpy>=2", "hello world!!!", "numpy==two"):
+        freeze.write_text(f"# pip freeze\nabsl-py==2.1.0\n{line}\n")
+        with pytest.raises(SystemExit, match="2"):
+            wheelhouse.main(["--have", str(freeze), "--dry-run"])
+        assert capsys.readouterr().err.strip() == (
+            f"error: --have {freeze}: line 3, {line!r}, is not pip freeze's name==version, pip "
+            "list's name and version, nor a package name; fix or remove it (see python -m "
+            "benchmarks.wheelhouse --help)")
+    freeze.write_text("Package    Version   Editable project location\n---------- --------- ----\n"
+                      "numpy      2.1.0\nresnet-jax 0.1.0     /work\nfoo @ file:///x.whl\nbar\n")
+    assert wheelhouse.installed_versions(freeze.read_text()) == {
+        "numpy": "2.1.0", "resnet-jax": "0.1.0", "foo": None, "bar": None}
+
+
+def test_report_write_never_puts_cpu_or_smoke_figures_in_the_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{evidence_report.BEGIN}\nmeasured before\n{evidence_report.END}\n")
+    results = tmp_path / "results"
+    smoke = {"part": "paper_schedule", "device": {"kind": "cpu", "count": 1, "platform": "cpu"},
+             "commit": "abc", "smoke": True, "figures": {"steps": 4, "final_test_accuracy": 0.1,
+                                                         "wall_seconds": 60}}
+    (results / "cpu").mkdir(parents=True)
+    (results / "cpu" / "paper_schedule.json").write_text(json.dumps(smoke))
+    with pytest.raises(evidence_report.ReportError, match=f"--write makes the README's measured "
+                       f"section from {results}, and --out {tmp_path} is another folder"):
+        evidence_report.write_readme(tmp_path, readme, results_folder=results)
+    with pytest.raises(evidence_report.ReportError, match="holds only CPU or smoke results, which "
+                       "never replace the README's measured figures"):
+        evidence_report.write_readme(results, readme, results_folder=results)
+    assert "measured before" in readme.read_text()
+    full = {**smoke, "device": {"kind": "NVIDIA H200", "count": 1, "platform": "gpu"},
+            "smoke": False}
+    (results / "nvidia-h200").mkdir()
+    (results / "nvidia-h200" / "paper_schedule.json").write_text(json.dumps(full))
+    written = evidence_report.write_readme(results, readme, results_folder=results)
+    assert "NVIDIA H200" in written and "smoke" not in written and "x cpu" not in written
+    assert evidence_report.readme_section(readme.read_text()) == written

@@ -227,7 +227,8 @@ def test_a_hub_snapshot_brings_timms_preprocessing_identical_to_torchvisions_bic
 
 
 @pytest.mark.parametrize("content,message", [
-    (b"not safetensors", "cannot read {file} as a safetensors file"),
+    (b"not safetensors", "{file} cannot be read as a safetensors file: it is truncated or "
+                         "damaged"),
     ("resnet50", "{file} does not fit resnet18; it looks like a resnet50 state dict"),
     ("other", "{file} does not fit resnet18; no ResNet of this project has its layers"),
 ])
@@ -252,12 +253,12 @@ def test_a_hub_snapshot_names_its_model_and_crop_mode(tmp_path):
                                                       "pretrained_cfg": cfg}))
     assert load_weights(None, str(snapshot)).model.stage_sizes == (2, 2, 2, 2)  # named there
     with pytest.raises(WeightsError, match="holds timm's resnet18, not a resnet50; leave out "
-                                           "--model, or pass --model resnet18"):
+                                           "model, or pass model='resnet18'"):
         load_weights("resnet50", str(snapshot))
     (snapshot / "config.json").write_text(json.dumps({"pretrained_cfg": {
         **cfg, "crop_mode": "squash"}}))
-    with pytest.raises(WeightsError, match="asks for crop_mode 'squash'; predict and evaluate "
-                                           "take the centre crop only"):
+    with pytest.raises(WeightsError, match='crop_mode="squash" is not supported: predict and '
+                                           "evaluate take the crop mode center only"):
         load_weights("resnet18", str(snapshot))
 
 
@@ -282,7 +283,7 @@ def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypa
 
     monkeypatch.setattr(weights_module.urllib.request, "urlopen", offline)
     with pytest.raises(WeightsError, match=r"cannot download https://\S+resnet50-\w+\.pth .*"
-                                           r"--weights PATH.pth with resize 232 \(--resize 232\)"):
+                                           r"pass its path: weights='PATH.pth' with resize=232"):
         load_weights("resnet50", "IMAGENET1K_V2")
     with pytest.raises(WeightsError, match="does not exist"):
         load_weights("resnet50", str(tmp_path / "no" / "run"))

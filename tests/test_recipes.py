@@ -32,7 +32,7 @@ from resnet_jax.utilisation import Meter, peak_tflops
 from resnet_jax.workdir import read_config
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
-                 if p.stem != "__init__")
+                 if p.stem not in ("__init__", "recorded"))
 
 
 def load(name):
@@ -296,6 +296,7 @@ def test_label_smoothing_matches_its_definition():
 # key fails the walk below until it is given one (and a rule in config_schema.KEYS).
 PROBES = {
     "model": "resnet32", "num_classes": 5, "residual": False, "init_from": "IMAGENET1K_V1",
+    "init_from_raw": True,
     "zero_init_residual": True, "dtype": "bfloat16", "dataset": "cifar10",
     "data_dir": "/data/tfds", "synthetic_examples": (64, 32), "pipeline": "streaming",
     "image_size": 48, "eval_resize": 72, "eval_image_size": 64, "data_workers": 3,

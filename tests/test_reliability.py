@@ -1,7 +1,6 @@
 """No run is lost: kill -9 at any moment, damaged checkpoints, long runs, several processes."""
 
 import json
-import logging
 import random
 import signal
 import socket
@@ -77,7 +76,7 @@ def damage(step_dir: Path) -> None:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(tmp_path, caplog):
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(tmp_path, capsys):
     config = tiny_config(num_train_steps=12, eval_every_steps=12, checkpoint_every_steps=4)
     train_and_evaluate(config, tmp_path / "straight")
     workdir = tmp_path / "damaged"
@@ -86,10 +85,11 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(tmp_path,
     damage(workdir / "checkpoints" / "8")
     files = sorted(p.relative_to(workdir / "checkpoints") for p in
                    (workdir / "checkpoints" / "8").rglob("*"))
-    with caplog.at_level(logging.WARNING):
-        train_and_evaluate(config, workdir)
-    assert "checkpoint 8 cannot be read" in caplog.text
-    assert "resumed from step 4" in caplog.text
+    capsys.readouterr()
+    train_and_evaluate(config, workdir)
+    err = capsys.readouterr().err
+    assert "warning: checkpoint 8 cannot be read (" in err
+    assert f"moved it to {workdir / 'unreadable_checkpoints' / '8'} and resumed from step 4" in err
     aside = workdir / "unreadable_checkpoints"
     assert sorted(p.relative_to(aside) for p in (aside / "8").rglob("*")) == files
     assert_same_run(workdir, tmp_path / "straight")

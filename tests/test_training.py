@@ -11,7 +11,7 @@ import pytest
 from helpers import metric_rows, run_train_py, tiny_config
 
 from resnet_jax import restore, train_calls
-from resnet_jax.errors import ConfigError, TrainingDiverged
+from resnet_jax.errors import CheckpointError, ConfigError, TrainingDiverged
 from resnet_jax.evaluate import evaluate_run
 from resnet_jax.loop import train_and_evaluate
 from resnet_jax.models import build_model
@@ -194,7 +194,8 @@ def test_restore_gives_the_model_and_variables_for_inference(tmp_path):
     logits = model.apply(variables, images, train=False)
     accuracy = float(jnp.mean(jnp.argmax(logits, -1) == test.labels))
     assert accuracy == pytest.approx(summary["final_test_accuracy"], abs=1e-6)
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 7 .*steps: \[6, 8\]"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint of step 7 .*readable steps: "
+                       r"\[6, 8\]; pass one of them \(step=8\)"):
         restore(tmp_path, step=7)
 
 
