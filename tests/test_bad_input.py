@@ -7,6 +7,8 @@ byte-for-byte snapshot of the case's directory before and after.
 """
 
 import dataclasses
+import importlib
+import inspect
 import json
 import shutil
 import signal
@@ -520,14 +522,25 @@ def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tm
      "error: --seeds 0 0 repeats a seed; give each once (see time_to_accuracy.py --help)"),
 ])
 def test_the_helper_scripts_refuse_in_one_line_and_leave_nothing(tmp_path, script, flags,
-                                                                  message):
+                                                                  message, monkeypatch, capsys):
+    """Each script's main in this process, as `python -m benchmarks.SCRIPT` would run it (the
+    PyTorch twin, whose absl flags are global, in a process of its own)."""
     (tmp_path / "a_file").write_text("mine")
     before = snapshot(tmp_path)
-    result = subprocess.run([sys.executable, "-m", f"benchmarks.{script}",
-                             *[f.format(case=tmp_path) for f in flags]],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode in (1, 2)
-    assert result.stderr.strip() == message.format(case=tmp_path)
+    argv = [f.format(case=tmp_path) for f in flags]
+    if script == "torch_train":
+        result = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *argv],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        status, said = result.returncode, result.stderr
+    else:
+        main = importlib.import_module(f"benchmarks.{script}").main
+        monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+        with pytest.raises(SystemExit) as ended:
+            main(argv) if inspect.signature(main).parameters else main()
+        code, said = ended.value.code, capsys.readouterr().err
+        status, said = (1, code) if isinstance(code, str) else (code, said)
+    assert status in (1, 2)
+    assert said.strip() == message.format(case=tmp_path)
     assert snapshot(tmp_path) == before
 
 

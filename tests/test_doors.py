@@ -73,10 +73,16 @@ def one_line(err: str) -> str:
 
 # Checkpoints: one reader for restore, evaluate, predict and init_from.
 
+@pytest.fixture
+def damaged(run, tmp_path) -> Path:
+    """A copy of the run whose newest checkpoint (8) is cut short."""
+    copy = shutil.copytree(run, tmp_path / "damaged")
+    damage(copy / "checkpoints" / "8")
+    return copy
+
+
 def test_a_damaged_newest_checkpoint_is_passed_over_at_every_door_and_nothing_moves(
-        run, tmp_path, image, capsys):
-    damaged = shutil.copytree(run, tmp_path / "damaged")
-    damage(damaged / "checkpoints" / "8")
+        run, damaged, image, capsys):
     before = snapshot(damaged)
     said = (f"warning: the newest checkpoint(s) under {damaged / 'checkpoints'} cannot be read "
             "(step 8: ")
@@ -103,9 +109,7 @@ def test_a_damaged_newest_checkpoint_is_passed_over_at_every_door_and_nothing_mo
 
 
 def test_a_step_asked_for_that_is_damaged_or_missing_is_refused_listing_the_readable_ones(
-        run, tmp_path, image, capsys):
-    damaged = shutil.copytree(run, tmp_path / "damaged")
-    damage(damaged / "checkpoints" / "8")
+        damaged, image, capsys):
     before = snapshot(damaged)
     unreadable = (f"the checkpoint of step 8 under {damaged / 'checkpoints'} cannot be read "
                   "(JSONDecodeError: ")
@@ -542,14 +546,13 @@ def test_a_recorded_config_that_predates_a_key_reads_it_as_off(run, tmp_path):
 
 # Warnings: said once, in one line, by the commands.
 
-def test_library_warnings_are_one_line_in_the_commands(run, tmp_path, image, capsys):
-    damaged = shutil.copytree(run, tmp_path / "damaged")
-    damage(damaged / "checkpoints" / "8")
+def test_library_warnings_are_one_line_in_the_commands(damaged, image, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing but the one line escapes as a warning
         assert predict.main([str(image), "--weights", str(damaged), "--json"]) == 0
-    err = capsys.readouterr().err
-    assert [line for line in err.splitlines() if "cannot be read" in line] == [
-        line for line in err.splitlines() if line.startswith("warning: the newest checkpoint")]
-    assert "Traceback" not in err and "UserWarning" not in err
+    out, err = capsys.readouterr()
+    said = [line for line in err.splitlines() if "cannot be read" in line]
+    assert len(said) == 1 and said[0].startswith("warning: the newest checkpoint(s) under ")
+    assert json.loads(out)[0]["image"].endswith("image.png")  # stdout: the JSON alone
+    assert "Traceback" not in err and "Warning" not in err
 
