@@ -8,6 +8,7 @@ from pathlib import Path
 import ml_collections
 
 from configs import paper_cifar
+from resnet_jax.errors import WorkdirError
 from resnet_jax.workdir import read_config
 
 
@@ -17,9 +18,15 @@ def get_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{workdir}/config.json")
     config = paper_cifar.get_config()
     for key, value in saved.items():
-        if key in config:
-            config[key] = tuple(value) if isinstance(value, list) else value
-        else:  # unknown to this code: the schema names it
-            with config.unlocked():
+        value = tuple(value) if isinstance(value, list) else value
+        try:
+            if key in config:
                 config[key] = value
+            else:  # unknown to this code: the schema names it
+                with config.unlocked():
+                    config[key] = value
+        except TypeError:
+            raise WorkdirError(f"{Path(workdir) / 'config.json'}: {key}={value!r} is not of the "
+                               f"kind the key takes ({type(config[key]).__name__}); repair it, "
+                               "or pass the run's --config file") from None
     return config

@@ -5,7 +5,6 @@ input pipeline's position, item ``pipeline``, and a copy of the run's dataset.js
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 import shutil
 import sys
@@ -225,24 +224,12 @@ def run_directory(run_dir: Any) -> Path:
     return path
 
 
-@dataclasses.dataclass(frozen=True)
-class Found:
-    """A checkpoint read by a door that only reads: its step, the items read (the train
-    state as saved, on this process's first device), and each newer checkpoint passed over
-    because it cannot be read, with why."""
-
-    step: int
-    items: dict[str, Any]
-    passed_over: dict[int, str]
-
-
-def read_checkpoint(run_dir: str | Path, step: int | None = None,
-                    items: tuple[str, ...] = (STATE,)) -> Found:
-    """The ``items`` of a run's checkpoint of ``step``, or of its newest readable one: the
-    reader of every door that only reads (restore, predict, evaluate, init_from). Nothing
-    is moved or changed: an unreadable newer checkpoint is passed over with a
-    ResNetWarning naming it and why; a ``step`` that is missing or unreadable is a
-    CheckpointError listing the steps that can be read."""
+def read_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[int, Any]:
+    """(step, train state as saved, on this process's first device) of a run's checkpoint
+    of ``step``, or of its newest readable one: the reader of every door that only reads
+    (restore, predict, evaluate, init_from). Nothing is moved or changed: an unreadable
+    newer checkpoint is passed over with a ResNetWarning naming it and why; a ``step``
+    that is missing or unreadable is a CheckpointError listing the steps that can be read."""
     step = arguments.step(step)
     directory = run_directory(run_dir).absolute() / workdir.CHECKPOINT_DIR
     with _reader(directory) as manager:
@@ -251,12 +238,12 @@ def read_checkpoint(run_dir: str | Path, step: int | None = None,
             raise CheckpointError(f"no checkpoint under {directory}: the run saved none yet "
                                   "(its first comes at checkpoint_every_steps)")
 
-        def read(at: int) -> dict[str, Any]:
-            return _read_items(manager, at, items)
+        def read(at: int) -> Any:
+            return _read_items(manager, at, (STATE,))[STATE]
 
         if step is not None:
-            return Found(step, _read_asked(manager, steps, step, read), {})
-        found, read_items, failures = _newest_readable(steps, read)
+            return step, _read_asked(manager, steps, step, read)
+        found, state, failures = _newest_readable(steps, read)
     if found is None:
         raise CheckpointError(f"no checkpoint under {directory} can be read "
                               f"({_listing(failures)}); nothing was changed")
@@ -264,11 +251,11 @@ def read_checkpoint(run_dir: str | Path, step: int | None = None,
         warnings.warn(ResNetWarning(
             f"the newest checkpoint(s) under {directory} cannot be read ({_listing(failures)}); "
             f"read step {found}, the newest readable one (nothing was moved)"), stacklevel=2)
-    return Found(found, read_items, failures)
+    return found, state
 
 
 def _read_asked(manager: ocp.CheckpointManager, steps: list[int], step: int,
-                read: Callable[[int], Any]) -> dict[str, Any]:
+                read: Callable[[int], Any]) -> Any:
     """The checkpoint of ``step``, asked for by name; CheckpointError listing the readable
     steps where it is missing or cannot be read."""
     try:
@@ -347,12 +334,11 @@ def read_weights(run_dir: str | Path, step: int | None = None,
         raise CheckpointError(f"{hints.setting('raw', True)} picks a run's trained weights over "
                               f"the moving average it keeps; {run_dir} keeps none (ema_decay=0): "
                               f"leave out {hints.name('raw')}")
-    found = read_checkpoint(run_dir, step)
-    saved = found.items[STATE]
+    step, saved = read_checkpoint(run_dir, step)
     model = build_model(config).clone(bn_axis_name=None)
     if saved.get("ema") is not None and not raw:
-        return model, dict(saved["ema"]), found.step
-    return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}, found.step
+        return model, dict(saved["ema"]), step
+    return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}, step
 
 
 def saved_data_description(run_dir: str | Path) -> dict[str, Any] | None:

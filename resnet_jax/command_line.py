@@ -81,10 +81,22 @@ def _parse(values: flags.FlagValues, argv: list[str]) -> list[str]:
         rest = values(argv)
         values.config.keys()  # a config file that failed to load raises here
         return rest
-    except ResNetError:  # raised by the config file itself (a run's recorded config)
-        raise
     except Exception as error:  # noqa: BLE001 (each kind becomes one line below)
+        raised = _first_resnet_error(error)
+        if raised is not None:  # by the config file itself (a run's recorded config)
+            raise raised from None
         raise ConfigError(_flag_problem(error, argv)) from None
+
+
+def _first_resnet_error(error: BaseException) -> ResNetError | None:
+    """The ResNetError at the root of ``error`` (ml_collections wraps what a config file
+    raises, twice, the inner copy holding the traceback as its message), or None."""
+    found = None
+    while error is not None:
+        if isinstance(error, ResNetError):
+            found = error
+        error = error.__context__
+    return found
 
 
 def _flag_problem(error: Exception, argv: list[str]) -> str:

@@ -542,6 +542,13 @@ def test_a_recorded_config_that_predates_a_key_reads_it_as_off(run, tmp_path):
     assert config.init_from_raw is False and config.ema_every_steps == 1
     assert isinstance(config.ramp_steps, tuple)
     assert isinstance(config, ConfigDict)
+    (workdir / "config.json").write_text(json.dumps({**saved, "batch_size": 6.5}))
+    before = snapshot(workdir)
+    result = run_train_in_process([f"--workdir={workdir}"])
+    assert result.returncode == 1 and one_line(result.stderr) == (
+        f"{workdir / 'config.json'}: batch_size=6.5 is not of the kind the key takes (int); "
+        "repair it, or pass the run's --config file")
+    assert snapshot(workdir) == before
 
 
 # Warnings: said once, in one line, by the commands.
