@@ -126,12 +126,13 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
     step = arguments.step(step)
     path = Path(weights).expanduser()
     kind = _source_kind(weights, path)
-    if kind != "run":
-        for key, value in (("step", step), ("raw", raw)):
-            if value not in (None, False):
-                raise WeightsError(f"{hints.setting(key, value)} picks among a training run's "
-                                   f"checkpoints; {weights} is not a run's work directory: "
-                                   f"leave out {hints.name(key)}")
+    given = {key: value for key, value in (("step", step), ("raw", raw))
+             if value is not None and value is not False}  # step 0 is a step
+    if kind != "run" and given:
+        key, value = next(iter(given.items()))
+        raise WeightsError(f"{hints.setting(key, value)} picks among a training run's "
+                           f"checkpoints; {weights} is not a run's work directory: leave out "
+                           f"{hints.name(key)}")
     if kind == "run":
         loaded = _from_run(path, model, step, raw)
     elif kind == "hub":

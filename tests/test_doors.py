@@ -154,6 +154,8 @@ def run_files(files: dict[str, bytes | None], root: Path) -> set[str]:
     (lambda run: load_weights("resnet20", str(run), crop="8"), "crop '8' is not a whole number "
                                                                "of pixels >= 1"),
     (lambda run: load_weights("resnet50", None), "weights None is not a path"),
+    (lambda run: load_weights("resnet18", "IMAGENET1K_V1", step=0), "step=0 picks among a "
+     "training run's checkpoints; IMAGENET1K_V1 is not a run's work directory: leave out step"),
     (lambda run: load_weights("resnt50", "IMAGENET1K_V1"), "model 'resnt50' is not a model "
                                                             "of this project (list_models()); "
                                                             "pass e.g. model='resnet50'"),
