@@ -311,11 +311,20 @@ def cifar10_problem(dataset: str) -> str | None:
         except DataError as error:
             return str(error)
     classes, (height, width) = len(facts.class_names), facts.image_size
-    if classes != 10 or (height, width) != (32, 32):
-        return (f"{dataset} holds {classes} class(es) of {height}x{width} images; the parts "
-                "train ResNet-20 on CIFAR-10's 10 classes of 32x32 images: pass its JPEG copy "
-                "(folder:PATH) or its python batches (cifar:PATH)")
+    batch = part_batch_size()
+    if classes != 10 or (height, width) != (32, 32) or facts.train_examples < batch:
+        return (f"{dataset} holds {facts.train_examples} training image(s) of {classes} "
+                f"class(es), {height}x{width} pixels; the parts train ResNet-20 on CIFAR-10's 10 "
+                f"classes of 32x32 images, {batch} a batch: pass its JPEG copy (folder:PATH) or "
+                "its python batches (cifar:PATH)")
     return None
+
+
+def part_batch_size() -> int:
+    """The batch of the recipe the parts train on --data with (the paper's ResNet-20)."""
+    from configs import cifar10_resnet20
+
+    return cifar10_resnet20.get_config().batch_size
 
 
 def writable(folder: Path) -> bool:

@@ -5,6 +5,7 @@ target it is held against."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,53 @@ def results(out: Path) -> dict[str, list[dict[str, Any]]]:
     for path in sorted(out.glob("*/*.json")):
         try:
             entry = json.loads(path.read_text())
-            found.setdefault(entry["part"], []).append(entry)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ReportError(f"{path} is not a result file ({type(error).__name__}: {error}); "
-                              "restore it from git, or remove it") from None
+            problem = entry_problem(entry)
+        except (OSError, ValueError) as error:
+            problem = f"{type(error).__name__}: {error}"
+        if problem:
+            raise ReportError(f"{path} is not a result file ({problem}); restore it from git, "
+                              "or remove it")
+        found.setdefault(entry["part"], []).append(entry)
     return found
+
+
+def entry_problem(entry: Any) -> str | None:
+    """What makes a result entry unfit to report (a missing or mistyped field, a figure out
+    of its range), or None."""
+    if not isinstance(entry, dict) or entry.get("part") not in SECTIONS:
+        return f"not an entry of one of the parts {', '.join(SECTIONS)}"
+    device = entry.get("device")
+    if not (isinstance(device, dict) and isinstance(device.get("kind"), str)
+            and isinstance(device.get("count"), int)):
+        return "its device (kind, count) is missing"
+    if not isinstance(entry.get("figures"), dict):
+        return "its figures are missing"
+    problem = figure_problem(entry["figures"])
+    if problem:
+        return problem
+    try:
+        SECTIONS[entry["part"]][1](entry)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return f"its figures cannot be shown: {type(error).__name__}: {error}"
+    return None
+
+
+def figure_problem(figures: Any, key: str = "") -> str | None:
+    """A figure out of what it can be (not finite; an accuracy or fraction of the peak
+    outside [0, 1]; a time or rate below 0), or None; nested figures too."""
+    if isinstance(figures, dict):
+        return next((p for k, v in figures.items() if (p := figure_problem(v, str(k)))), None)
+    if isinstance(figures, list):
+        return next((p for v in figures if (p := figure_problem(v, key))), None)
+    if isinstance(figures, bool) or not isinstance(figures, int | float):
+        return None
+    if not math.isfinite(figures):
+        return f"{key}={figures} is not finite"
+    if key.endswith(("accuracy", "mfu")) and not 0 <= figures <= 1:
+        return f"{key}={figures} is outside [0, 1]"
+    if key.endswith(("seconds", "per_sec", "tflops")) and figures < 0:
+        return f"{key}={figures} is below 0"
+    return None
 
 
 def held(entry: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ if not __package__:  # run as a file (python benchmarks/wheelhouse.py): import f
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from resnet_jax.command_line import ArgumentParser
@@ -72,6 +73,7 @@ def installed_versions(freeze: str) -> dict[str, str | None]:
     versions where the text gives them; FreezeError quoting the first line that is none
     of these (or names a version that is not one)."""
     found: dict[str, str | None] = {}
+    lines: dict[str, int] = {}
     for number, line in enumerate(freeze.splitlines(), start=1):
         text = line.strip()
         if SKIPPED.fullmatch(text):
@@ -80,7 +82,11 @@ def installed_versions(freeze: str) -> dict[str, str | None]:
         if match is None or not _is_version(match[2]):
             raise FreezeError(f"line {number}, {text!r}, is not pip freeze's name==version, pip "
                               "list's name and version, nor a package name; fix or remove it")
-        found[canonical(match[1])] = match[2] or None
+        name, version = canonical(match[1]), match[2] or None
+        if name in found and found[name] != version:
+            raise FreezeError(f"line {number}, {text!r}, names {name} again, at another version "
+                              f"than line {lines[name]}; keep the one the machine has")
+        found[name], lines[name] = version, number
     return found
 
 
@@ -136,15 +142,18 @@ def to_download(requirements: list[Requirement], have: dict[str, str | None],
             if name not in skip}
 
 
-def matching_plugins(packages: dict[str, str], have: dict[str, str | None]) -> dict[str, str]:
-    """JAX's accelerator plugins the other machine has (jax-cuda12-plugin, ...) at another
-    version than the jaxlib it will have once ``packages`` are installed: name -> the
-    version to fetch, which matches jaxlib. Nothing when jax and jaxlib are not fetched."""
-    if not {"jax", "jaxlib"} & set(packages):
-        return {}
-    jaxlib = packages.get("jaxlib") or have.get("jaxlib")
-    return {name: jaxlib for name, version in sorted(have.items())
-            if JAX_PLUGIN.fullmatch(name) and jaxlib and version != jaxlib}
+def jax_together(packages: dict[str, str], have: dict[str, str | None]) -> dict[str, str]:
+    """What else to fetch so that the JAX the other machine ends up with agrees with itself:
+    jax and jaxlib fetched together (each pins the other's version), and each JAX plugin it
+    has (jax-cuda12-plugin, ...) at the version of the jaxlib it will have (JAX sees only
+    the CPU when they differ): name -> version."""
+    more = {}
+    if {"jax", "jaxlib"} & set(packages):
+        more = {name: metadata.version(name) for name in ("jax", "jaxlib")
+                if name not in packages}
+    jaxlib = {**packages, **more}.get("jaxlib") or have.get("jaxlib")
+    return {**more, **{name: jaxlib for name, version in sorted(have.items())
+                       if JAX_PLUGIN.fullmatch(name) and jaxlib and version != jaxlib}}
 
 
 def download(packages: dict[str, str], dest: Path, python: str, platforms: list[str]) -> None:
@@ -154,6 +163,14 @@ def download(packages: dict[str, str], dest: Path, python: str, platforms: list[
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                         "--python-version", python, "--implementation", "cp", *tags,
                         "-d", str(dest), f"{name}=={version}"], check=True)
+
+
+def _requires_python() -> SpecifierSet | None:
+    """The Python versions the project runs on (its installed metadata), None if unknown."""
+    try:
+        return SpecifierSet(metadata.metadata("resnet-jax")["Requires-Python"] or "")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
@@ -186,16 +203,19 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     skip = given | (set() if args.no_default_skip else set(DEFAULT_SKIP))
     packages = to_download(requirements, have, skip)
     outdated = [f"{name} {have[name]}" for name in packages if have.get(name)]
-    plugins = matching_plugins(packages, have)
-    packages.update(plugins)
+    together = jax_together(packages, have)
+    packages.update(together)
     left_out = sorted(skip & set(needs(requirements)))
     print(f"left out (with what only they need): {', '.join(left_out)}"
           + ("" if args.no_default_skip else "; --no-default-skip fetches TensorFlow, TFDS and "
              "TensorBoard too") if left_out else "left out: nothing")
-    for name, version in plugins.items():
-        there = f"{name} {have[name]}" if have[name] else f"{name} (of unknown version)"
-        print(f"{there} there: fetched at {version} to match jaxlib {version} (JAX sees only "
-              "the CPU when they differ)")
+    for name, version in together.items():
+        there = (f"{name} {have[name]}" if have.get(name) else f"{name} (of unknown version)"
+                 if name in have else f"no {name}")
+        why = ("jax and jaxlib go together" if name in ("jax", "jaxlib") else
+               f"to match jaxlib {packages['jaxlib'] if 'jaxlib' in packages else have['jaxlib']}"
+               "; JAX sees only the CPU when they differ")
+        print(f"{there} there: fetched at {version} ({why})")
     print(f"to fetch for Python {args.python} ({len(packages)}, pinned to the versions tested "
           "here" + (f"; replacing {', '.join(outdated)} there, outside the project's ranges"
                     if outdated else "") + "):" if packages else "nothing to fetch: the other "
@@ -224,6 +244,10 @@ def check(parser: ArgumentParser, args) -> None:
         parser.error(f"--dest {args.dest} is a file; pass a folder for the wheels")
     if not re.fullmatch(r"3\.(8|9|1[0-9])", args.python):
         parser.error(f"--python {args.python}: give the other machine's Python as 3.8 to 3.19")
+    needed = _requires_python()
+    if needed and not needed.contains(args.python):
+        parser.error(f"--python {args.python}: the project needs Python {needed}; that machine "
+                     "cannot run it")
     for platform in args.platform or []:
         if not re.fullmatch(r"(manylinux\w+|musllinux\w+|macosx_\w+|win_amd64|win32|any)",
                             platform):

@@ -47,8 +47,13 @@ def switch(key: str, value: Any) -> bool:
     refuse(key, value, "True or False")
 
 
+# The longest image side any door takes: one such image is 48 MiB as float32, a batch of
+# them more than a machine holds.
+MAX_IMAGE_SIDE = 4096
+
+
 def pixels(key: str, value: Any) -> int | None:
-    """An image side: None (the weights' own) or a whole number >= 1."""
-    if value is None or (is_int(value) and value >= 1):
+    """An image side: None (the weights' own) or a whole number from 1 to MAX_IMAGE_SIDE."""
+    if value is None or (is_int(value) and 1 <= value <= MAX_IMAGE_SIDE):
         return value
-    refuse(key, value, "a whole number of pixels >= 1 (None: the weights' own)")
+    refuse(key, value, f"an image side of 1 to {MAX_IMAGE_SIDE} pixels (None: the weights' own)")

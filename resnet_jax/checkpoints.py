@@ -21,8 +21,8 @@ from jax.sharding import NamedSharding
 from orbax.checkpoint import checkpoint_managers as policies
 
 from resnet_jax import arguments, hints, workdir
-from resnet_jax.errors import CheckpointError, CheckpointMismatch, ResNetWarning
-from resnet_jax.models import ResNet, build_model
+from resnet_jax.errors import CheckpointError, CheckpointMismatch, ResNetWarning, WorkdirError
+from resnet_jax.models import ResNet, build_model, variables_problem
 from resnet_jax.parallel import replicated
 from resnet_jax.quiet import absl_logs_quiet, damage_quiet
 
@@ -213,14 +213,22 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
 
 def run_directory(run_dir: Any) -> Path:
     """``run_dir`` as the work directory of a training run: CheckpointError naming what it
-    is instead (missing, a file, a folder without a run's config.json)."""
+    is instead (missing, a file, a hub snapshot, a folder without a run's config.json)."""
     path = Path(arguments.path("run_dir", run_dir, "runs/r20")).expanduser()
+    run = "a training run's work directory (the folder train.py's --workdir names)"
     if not path.is_dir():
-        raise CheckpointError(f"{path} {'is a file' if path.exists() else 'does not exist'}; "
-                              "pass the --workdir of a training run")
-    if not (path / workdir.CONFIG_FILE).is_file():
-        raise CheckpointError(f"{path} holds no {workdir.CONFIG_FILE}: it is not the --workdir "
-                              "of a training run (or its config.json was lost: put it back)")
+        raise CheckpointError(f"{path} {'is a file' if path.exists() else 'does not exist'}: "
+                              f"pass {run}")
+    if (path / "model.safetensors").exists():
+        raise CheckpointError(f"{path} is a hub snapshot of weights, not {run}: pass it as the "
+                              f"weights ({hints.setting('weights', str(path))})")
+    try:
+        config = workdir.read_config(path)
+    except WorkdirError:
+        config = None
+    if config is None:
+        raise CheckpointError(f"{path} holds no config.json of resnet_jax's: it is not {run} "
+                              "(or its config.json was lost: put it back)")
     return path
 
 
@@ -322,7 +330,16 @@ def restore(run_dir: str | Path, step: int | None = None,
     the readable ones), ``raw`` for a run that keeps no average.
     """
     model, variables, _ = read_weights(run_dir, step, raw)
+    _say_averaged(run_dir, raw)
     return model, variables
+
+
+def _say_averaged(run_dir: str | Path, raw: bool) -> None:
+    """A ResNetWarning where the weights handed out are a run's moving average."""
+    if not raw and (workdir.read_config(Path(run_dir)) or {}).get("ema_decay"):
+        warnings.warn(ResNetWarning(f"{run_dir} keeps a moving average of its weights: these "
+                                    "are the average (raw=True: the trained weights)"),
+                      stacklevel=3)
 
 
 def read_weights(run_dir: str | Path, step: int | None = None,
@@ -336,16 +353,34 @@ def read_weights(run_dir: str | Path, step: int | None = None,
                               f"leave out {hints.name('raw')}")
     step, saved = read_checkpoint(run_dir, step)
     model = build_model(config).clone(bn_axis_name=None)
-    if saved.get("ema") is not None and not raw:
-        return model, dict(saved["ema"]), step
-    return model, {"params": saved["params"], "batch_stats": saved["batch_stats"]}, step
+    variables = ({"params": saved["params"], "batch_stats": saved["batch_stats"]}
+                 if saved.get("ema") is None or raw else dict(saved["ema"]))
+    problem = variables_problem(model, variables)
+    if problem:
+        raise CheckpointError(f"the checkpoint of step {step} under {run_dir} does not fit the "
+                              f"{config.model} its config.json names ({problem}): config.json "
+                              "was edited or replaced; put back the run's own")
+    return model, variables, step
 
 
 def saved_data_description(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's dataset.json, or the copy its newest readable checkpoint keeps of it; None
-    if neither is there."""
-    return (workdir.read_data_description(Path(run_dir))
-            or latest_json_item(run_dir, DATA))
+    """The run's dataset.json, or the copy its newest readable checkpoint keeps of it (with
+    a ResNetWarning where the file is there but unreadable); None if neither is there.
+    WorkdirError where the file and the copy disagree: the file was edited or replaced."""
+    path = Path(run_dir) / workdir.DATA_FILE
+    saved, copy = workdir.read_data_description(Path(run_dir)), latest_json_item(run_dir, DATA)
+    if saved is None:
+        if path.exists() and copy is not None:
+            warnings.warn(ResNetWarning(f"{path} cannot be read as JSON; read the copy the "
+                                        "run's checkpoints keep"), stacklevel=2)
+        return copy
+    differing = sorted(key for key in saved.keys() & (copy or {}).keys()
+                       if saved[key] != copy[key])
+    if differing:
+        raise WorkdirError(f"{path} differs from the copy the run's checkpoints keep (in "
+                           f"{', '.join(differing)}): it was edited or replaced; put back the "
+                           "run's own (or delete it: the copy is read)")
+    return saved
 
 
 def latest_json_item(run_dir: str | Path, item: str) -> dict[str, Any] | None:

@@ -157,7 +157,11 @@ def parse_train_command(argv: list[str], recorded_config: Path) -> TrainCommand:
     line, for every mistake."""
     workdir = _flag_argument(argv, "workdir")
     if _config_file(argv) is None and workdir:
-        if not (Path(workdir).expanduser() / "config.json").is_file():
+        folder = Path(workdir).expanduser()
+        if (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file():
+            raise ConfigError(f"--workdir {workdir} holds checkpoints but no config.json, which a "
+                              "run continues from; put it back from a copy of the run")
+        if not (folder / "config.json").is_file():
             raise ConfigError(f"--config is needed: --workdir {workdir} holds no run to continue "
                               "(no config.json there); pass --config configs/NAME.py to start "
                               "one")

@@ -26,6 +26,7 @@ from typing import Any
 import ml_collections
 
 from resnet_jax import data, hints, parallel, pipelines, training, weights
+from resnet_jax.arguments import MAX_IMAGE_SIDE
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model, list_models, relation_problems
 from resnet_jax.pipelines import autoaugment
@@ -132,6 +133,7 @@ FIXED, FREE = True, False
 INT32_MAX = 2**31 - 1  # the step counter is int32
 STEPS = integer(1, INT32_MAX)
 POSITIVE = integer(1)
+SIDE, SIDE_OR_OFF = integer(1, MAX_IMAGE_SIDE), integer(0, MAX_IMAGE_SIDE)  # image sides
 IN_MEMORY = "under pipeline={pipeline}, which "
 NOT_SGD = unused_when(lambda c: c["optimizer"] != "sgd", "with optimizer={optimizer}, which has "
                       "no momentum (Adam's moment decay is fixed)")
@@ -169,14 +171,14 @@ KEYS: dict[str, Key] = {
         lambda c: c["dataset"] != "synthetic",
         "with dataset={dataset}; only dataset=synthetic generates examples")),
     "pipeline": Key(FIXED, one_of(lambda: pipelines.PIPELINES), always),
-    "image_size": Key(FIXED, POSITIVE, always),  # the side of the square images the model sees
-    "eval_resize": Key(FIXED, POSITIVE, unused_when(  # streaming: shorter side before the crop
+    "image_size": Key(FIXED, SIDE, always),  # the side of the square images the model sees
+    "eval_resize": Key(FIXED, SIDE, unused_when(  # streaming: shorter side before the crop
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "evaluates the images at their own size, image_size={image_size}")),
-    "eval_image_size": Key(FIXED, integer(0), unused_when(  # streaming: the crop; 0: image_size
+    "eval_image_size": Key(FIXED, SIDE_OR_OFF, unused_when(  # streaming: the crop; 0: image_size
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "evaluates the images at their own size, image_size={image_size}")),
-    "min_image_size": Key(FIXED, integer(0), unused_when(  # progressive resizing; 0: none
+    "min_image_size": Key(FIXED, SIDE_OR_OFF, unused_when(  # progressive resizing; 0: none
         lambda c: c["pipeline"] != "streaming",
         IN_MEMORY + "trains at the images' own size, image_size={image_size}")),
     "ramp_steps": Key(FIXED, sequence(integer(0, INT32_MAX), 2), unused_when(

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from resnet_jax.arguments import MAX_IMAGE_SIDE
 from resnet_jax.errors import DataError
 from resnet_jax.quiet import absl_logs_quiet
 
@@ -77,13 +78,14 @@ def description_problem(saved: Any) -> str | None:
         values = saved.get(key)
         if not (isinstance(values, list) and len(values) == 3
                 and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                        and (key == "mean" or v > 0) for v in values)):
-            above = ", each above 0" if key == "std" else ""
-            return f"{key} must be three finite numbers, one per channel{above}"
+                        and v <= 1 and (v >= 0 if key == "mean" else v > 0) for v in values)):
+            interval = "[0, 1]" if key == "mean" else "(0, 1]"
+            return f"{key} must be three numbers in {interval}, one per channel"
     for key in ("image_size", "eval_resize", "eval_image_size"):
         value = saved.get(key, 1 if key == "eval_image_size" else None)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            return f"{key} must be a whole number of pixels >= 1"
+        if not (isinstance(value, int) and not isinstance(value, bool)
+                and 1 <= value <= MAX_IMAGE_SIDE):
+            return f"{key} must be a whole number of pixels from 1 to {MAX_IMAGE_SIDE}"
     return None
 
 

@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from resnet_jax import hints
 from resnet_jax.data import listed
 from resnet_jax.errors import DataError
 
@@ -198,9 +199,13 @@ def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
                         "holding train/<class>/ and test/<class>/ (or val/<class>/) image folders")
     with_classes = [split for split in EVAL_SPLITS if class_folders(root / split)]
     if len(with_classes) > 1:
+        other = (f"evaluate one split by its class folders: --weights RUN "
+                 f"{hints.setting('dataset', f'folder:{root / with_classes[0]}')}"
+                 if hints.current() == hints.EVALUATE else
+                 f"point {hints.setting('dataset', 'folder:PATH')} at a tree holding train/ and "
+                 "the one you mean")
         raise DataError(f"{root} holds class folders in both test/ and val/: which one evaluates "
-                        "the run would be a guess; move one of them out of the tree (or point "
-                        "folder: at a tree holding train/ and the one you mean)")
+                        f"the run would be a guess; move one of them out of the tree (or {other})")
     eval_dir = root / (with_classes[0] if with_classes else next(
         (s for s in EVAL_SPLITS if (root / s).is_dir()), "test"))
     train_classes = class_folders(root / "train")

@@ -15,9 +15,11 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from resnet_jax import arguments, hints
 from resnet_jax.errors import ArgumentError, ResNetWarning
@@ -272,6 +274,15 @@ class ResNet(nn.Module):
     def check_options(self) -> None:
         """ArgumentError naming the first field outside its valid values, or the options
         that clash (:data:`RELATIONS`)."""
+        for field in ("dtype", "param_dtype"):
+            value = getattr(self, field)
+            try:
+                floating = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+            except TypeError:
+                floating = False
+            if not floating:
+                raise ArgumentError(f"{field}={value!r} is not a floating-point dtype; pass "
+                                    f"e.g. {field}=jnp.float32 or jnp.bfloat16.")
         counts = {"num_classes": (self.num_classes, 0), "groups": (self.groups, 1),
                   "width_per_group": (self.width_per_group, 1),
                   "input_channels": (self.input_channels, 1)}
@@ -345,6 +356,9 @@ class ResNet(nn.Module):
             raise ArgumentError("train=True updates BatchNorm's running statistics: pass "
                                 "mutable=['batch_stats'] to apply and keep the statistics it "
                                 "returns (or train=False for inference)")
+        if train and self.drop_path_rate and self.residual and not self.has_rng("dropout"):
+            raise ArgumentError(f"drop_path_rate={self.drop_path_rate} drops residual branches "
+                                "at random in training: pass rngs={'dropout': key} to apply")
         if mutable and not train:
             raise ArgumentError("batch_stats is mutable but train=False: BatchNorm would use "
                                 "its running statistics and return them unchanged, so nothing "
@@ -356,6 +370,27 @@ class ResNet(nn.Module):
         self.check_options()
         self.check_mode(train)
         self.check_images(x)
+        try:
+            out, built = self._layers(x, train)
+        except flax.errors.ScopeCollectionNotFound:
+            raise ArgumentError("the variables hold no batch_stats (BatchNorm's running mean "
+                                "and variance): pass {'params': ..., 'batch_stats': ...} whole, "
+                                "as model.init gives them") from None
+        except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError) as error:
+            found = str(error).split(" (https://")[0].split("\n")[0]
+            raise ArgumentError(f"the variables do not fit this model ({found}): they are "
+                                "another model's (another name, depth, width or num_classes); "
+                                "pass the variables made for this one") from None
+        extra = sorted(set(self.variables.get("params", {})) - built - {"fc"})
+        if extra and not self.is_initializing():
+            raise ArgumentError(f"the variables hold {', '.join(extra[:3])}, which this model "
+                                "does not have: they are another model's (a deeper one?); "
+                                "pass the variables made for this one")
+        return out
+
+    def _layers(self, x: jnp.ndarray, train: bool) -> tuple[Any, set[str]]:
+        """The forward pass, and the names of the layers it built (inside __call__'s
+        compact scope)."""
         conv = torch_like_conv(self.dtype, self.param_dtype)
         norm = torch_like_batch_norm(train, self.bn_axis_name, self.dtype, self.param_dtype)
         x = jnp.asarray(x, self.dtype)
@@ -366,30 +401,30 @@ class ResNet(nn.Module):
         else:
             x = conv(self.stage_widths[0], (3, 3), padding=pad(3), name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
-        features = {"stem": x}
-
+        features, built = {"stem": x}, {"conv1", "bn1"}
         stages = zip(self.stage_sizes, self.stage_widths, strict=True)
         rates = iter(self.drop_path_rates)
         for stage, (num_blocks, width) in enumerate(stages):
             for index in range(num_blocks):
+                name = f"layer{stage + 1}_{index}"
                 strides = 2 if stage > 0 and index == 0 else 1
                 x = self.block_cls(width, strides, conv=conv, norm=norm,
                                    drop_path=next(rates), deterministic=not train,
                                    residual=self.residual, shortcut=self.shortcut,
                                    zero_init_last_bn=self.zero_init_residual,
                                    groups=self.groups, width_per_group=self.width_per_group,
-                                   name=f"layer{stage + 1}_{index}")(x)
+                                   name=name)(x)
+                built.add(name)
             features[f"layer{stage + 1}"] = x
-
         if self.output == "features":
-            return {name: features[name] for name in self.feature_stages or self.stage_names}
+            return {name: features[name] for name in self.feature_stages or self.stage_names}, built
         x = jnp.mean(x, axis=(1, 2))
         if not self.num_classes:  # headless: the classifier's input
-            return jnp.asarray(x, jnp.float32)
+            return jnp.asarray(x, jnp.float32), built
         x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                      kernel_init=dense_kernel_init,
                      bias_init=torch_linear_bias_init(x.shape[-1]), name="fc")(x)
-        return jnp.asarray(x, jnp.float32)
+        return jnp.asarray(x, jnp.float32), built
 
 
 def _layout_hint(x: jnp.ndarray, channels: int) -> str:
@@ -471,6 +506,32 @@ def create_model(name: str, **overrides: Any) -> ResNet:
     model = ResNet(**{**MODELS[name], **overrides})
     model.check_options()
     return model
+
+
+def variable_shapes(model: ResNet) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    """Flat {(collection, *modules, leaf): shape and dtype} of ``model``'s variables, without
+    computing them."""
+    size = 64 if model.stem == "imagenet" else 32
+    x = jax.ShapeDtypeStruct((1, size, size, model.input_channels), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    return flax.traverse_util.flatten_dict(dict(shapes))
+
+
+def variables_problem(model: ResNet, variables: Mapping[str, Any]) -> str | None:
+    """How ``variables`` ({'params', 'batch_stats'}) differ from ``model``'s (the first
+    array missing, extra or of another shape, and how many differ), or None."""
+    expected = {path: tuple(leaf.shape) for path, leaf in variable_shapes(model).items()}
+    given = {path: tuple(np.shape(leaf)) for path, leaf in
+             flax.traverse_util.flatten_dict({k: dict(v) for k, v in variables.items()
+                                              if k in ("params", "batch_stats")}).items()}
+    differing = sorted(p for p in expected.keys() | given.keys()
+                       if expected.get(p) != given.get(p))
+    if not differing:
+        return None
+    path = differing[0]
+    return (f"{len(differing)} arrays differ, e.g. {'/'.join(path)}: "
+            f"{given.get(path, 'absent')} in the variables, {expected.get(path, 'absent')} in "
+            "the model")
 
 
 def build_model(config: Any) -> ResNet:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx, traverse_util
 
 from resnet_jax import models
-from resnet_jax.errors import ArgumentError
+from resnet_jax.errors import ArgumentError, ResNetWarning
 
 
 class _Layers:
@@ -270,6 +270,10 @@ def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
     the model's ``param_dtype`` (a ResNetWarning says so once); ArgumentError naming the
     first array whose name or shape differs. A classifier's ``fc`` is left out, with a
     warning, when the model has none (headless, features)."""
+    if not isinstance(model, ResNet):
+        raise ArgumentError(f"load_variables takes a resnet_jax.nnx model; got a "
+                            f"{type(model).__module__}.{type(model).__name__} (a linen model "
+                            "takes its variables in model.apply)")
     if isinstance(variables, Mapping) and any("." in str(key) for key in variables):
         raise ArgumentError("the variables are a PyTorch state_dict (keys such as "
                          f"{next(iter(variables))!r}); convert them first with "
@@ -281,8 +285,9 @@ def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
     params = dict(variables["params"])
     if model.fc is None and "fc" in params:
         del params["fc"]
-        warnings.warn("the model has no classifier (num_classes=0 or output='features'): "
-                      "the variables' fc is left out", stacklevel=2)
+        warnings.warn(ResNetWarning("the model has no classifier (num_classes=0 or "
+                                    "output='features'): the variables' fc is left out"),
+                      stacklevel=2)
     if not variables.get("batch_stats"):
         raise ArgumentError("the variables hold no batch_stats (BatchNorm's running mean and "
                             "variance): pass {'params': ..., 'batch_stats': ...} whole, as "

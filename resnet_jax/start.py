@@ -13,10 +13,11 @@ import jax
 import ml_collections
 
 from resnet_jax import checkpoints, config_schema, data
-from resnet_jax.errors import ConfigError, DataError
+from resnet_jax.errors import ConfigError, DataError, WorkdirError
 from resnet_jax.pipelines import Pipeline
 from resnet_jax.train_calls import CPU_LOOPS, compiled_loops
 from resnet_jax.workdir import (
+    CHECKPOINT_DIR,
     DATA_FILE,
     Lock,
     check_ownership,
@@ -66,6 +67,11 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
     saved = read_config(workdir)
     read_metrics_file(workdir)
     latest = latest_checkpoint_step(workdir)
+    if saved is not None and not (workdir / CHECKPOINT_DIR).is_dir():
+        raise WorkdirError(f"{workdir} holds a run (its config.json) but no {CHECKPOINT_DIR}/ "
+                           "folder, which every start of a run makes: it was removed, and the "
+                           f"run cannot resume; put {CHECKPOINT_DIR}/ back, or pass a new "
+                           "--workdir")
     if latest is None:
         return None
     if saved is None:

@@ -21,12 +21,17 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 from flax import traverse_util
 
-from resnet_jax.errors import ArgumentError
-from resnet_jax.models import MODELS, cast_variables, create_model
+from resnet_jax.errors import ArgumentError, ResNetWarning
+from resnet_jax.models import (
+    MODELS,
+    cast_variables,
+    create_model,
+    variable_shapes,
+    variables_problem,
+)
 
 # Flax (collection, leaf) -> torch parameter suffix.
 _LEAF_NAMES = {
@@ -74,11 +79,7 @@ def _as_numpy(value: Any) -> np.ndarray:
 
 def _variable_shapes(name: str, **model_overrides: Any) -> dict[tuple[str, ...], Any]:
     """Flat {(collection, *modules, leaf): ShapeDtypeStruct} of a model, without computing it."""
-    model = create_model(name, **model_overrides)
-    size = 64 if model.stem == "imagenet" else 32
-    x = jax.ShapeDtypeStruct((1, size, size, model.input_channels), np.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    return traverse_util.flatten_dict(dict(shapes))
+    return variable_shapes(create_model(name, **model_overrides))
 
 
 def from_torchvision(state_dict: Mapping[str, Any], name: str,
@@ -92,31 +93,53 @@ def from_torchvision(state_dict: Mapping[str, Any], name: str,
     if not isinstance(state_dict, Mapping):
         hint = (" (a module: pass model.state_dict())" if hasattr(state_dict, "state_dict")
                 else "")
-        raise ArgumentError(f"from_torchvision takes a state_dict, a mapping of parameter names to "
-                        f"tensors; got {type(state_dict).__name__}{hint}")
+        raise ArgumentError(f"from_torchvision takes a state_dict, a mapping of parameter names "
+                            f"to tensors; got {type(state_dict).__name__}{hint}")
     shapes = _variable_shapes(name, **model_overrides)
-    expected = {_torch_key(path): path for path in shapes}
+    given = _mapped(state_dict, shapes, name, warn=True)
+    problems = _problems(shapes, given)
+    if problems:
+        raise ArgumentError(f"state_dict does not fit {name}: {problems}. {_hint(given, name)}")
+    flat = {path: _from_torch_layout(_as_numpy(given[_torch_key(path)]), path[-1])
+            for path in shapes}
+    return traverse_util.unflatten_dict(cast_variables(flat, shapes, "the state_dict's tensors"))
+
+
+def state_dict_problems(state_dict: Mapping[str, Any], name: str,
+                        **model_overrides: Any) -> str | None:
+    """The missing, unexpected or mis-shaped keys of a state_dict for ``create_model(name)``
+    (the first four, and how many more), or None where it fits."""
+    shapes = _variable_shapes(name, **model_overrides)
+    return _problems(shapes, _mapped(state_dict, shapes, name, warn=False))
+
+
+def _mapped(state_dict: Mapping[str, Any], shapes: dict[tuple[str, ...], Any], name: str,
+            warn: bool) -> dict[str, Any]:
+    """The keys of a state_dict that map to variables: PyTorch's ``num_batches_tracked``
+    left out, and ``fc`` where the model has no classifier (said, with ``warn``)."""
     given = {k: v for k, v in state_dict.items() if not k.endswith(_UNMAPPED_SUFFIX)}
-    if "fc.weight" not in expected and "fc.weight" in given:  # headless, or features
+    if ("params", "fc", "kernel") not in shapes and "fc.weight" in given:  # headless
         given = {k: v for k, v in given.items() if not k.startswith("fc.")}
-        warnings.warn(f"{name} without its classifier (num_classes=0 or output='features'): "
-                      "the state_dict's fc.weight and fc.bias are left out", stacklevel=2)
+        if warn:
+            warnings.warn(ResNetWarning(
+                f"{name} without its classifier (num_classes=0 or output='features'): the "
+                "state_dict's fc.weight and fc.bias are left out"), stacklevel=3)
+    return given
+
+
+def _problems(shapes: dict[tuple[str, ...], Any], given: Mapping[str, Any]) -> str | None:
+    expected = {_torch_key(path): path for path in shapes}
     problems = _key_problems(set(expected), set(given))
-    flat = {}
     for key in sorted(set(expected) & set(given)):
         path = expected[key]
-        array = _from_torch_layout(_as_numpy(given[key]), path[-1])
+        have = _from_torch_layout(np.empty(np.shape(given[key]), np.bool_), path[-1]).shape
         want = tuple(shapes[path].shape)
-        if array.shape != want:
+        if have != want:
             problems.append(f"{key}: shape {_torch_shape(want, path[-1])} expected, "
-                            f"got {_torch_shape(array.shape, path[-1])}")
-            continue
-        flat[path] = array
-    if problems:
-        raise ArgumentError(f"state_dict does not fit {name}: " + "; ".join(problems[:4])
-                         + (f"; {len(problems) - 4} more" if len(problems) > 4 else "")
-                         + f". {_hint(given, name)}")
-    return traverse_util.unflatten_dict(cast_variables(flat, shapes, "the state_dict's tensors"))
+                            f"got {_torch_shape(have, path[-1])}")
+    if not problems:
+        return None
+    return "; ".join(problems[:4]) + (f"; {len(problems) - 4} more" if len(problems) > 4 else "")
 
 
 def _key_problems(expected: set[str], given: set[str]) -> list[str]:
@@ -174,20 +197,22 @@ def to_torchvision(variables: dict[str, Any], name: str,
                    **model_overrides: Any) -> dict[str, np.ndarray]:
     """A torchvision-layout state_dict (numpy arrays) from ``create_model(name)``'s variables.
 
-    Raises ArgumentError (a ValueError) naming every variable that does not fit the named model.
+    Raises ArgumentError (a ValueError) naming how the variables differ from the named
+    model's, with the model they fit where one does.
     """
     flat = traverse_util.flatten_dict(dict(variables))
-    shapes = _variable_shapes(name, **model_overrides)
-    problems = [f"missing {'/'.join(p)}" for p in shapes if p not in flat]
-    problems += [f"unexpected {'/'.join(p)}" for p in flat if p not in shapes]
-    problems += [f"{'/'.join(p)}: shape {tuple(shapes[p].shape)} expected, got {np.shape(v)}"
-                 for p, v in flat.items() if p in shapes and np.shape(v) != shapes[p].shape]
-    headless = all(p[1] == "fc" for p in shapes if p not in flat) and not any(
-        p[1] == "fc" for p in flat)
-    hint = (" They hold no classifier: pass num_classes=0 (or output='features')."
-            if problems and headless else "")
-    if problems:
-        raise ArgumentError(f"variables do not fit {name}: " + "; ".join(problems) + "." + hint)
+    model = create_model(name, **model_overrides)
+    problem = variables_problem(model, variables)
+    if problem:
+        shapes = variable_shapes(model)
+        headless = all(p[1] == "fc" for p in shapes if p not in flat) and not any(
+            p[1] == "fc" for p in flat)
+        guess = looks_like({_torch_key(p): np.empty(_torch_shape(np.shape(v), p[-1]), np.bool_)
+                            for p, v in flat.items() if (p[0], p[-1]) in _LEAF_NAMES})
+        hint = (" They hold no classifier: pass num_classes=0 (or output='features')."
+                if headless else f" They look like a {guess}'s: pass name={guess!r}."
+                if guess and guess != name else "")
+        raise ArgumentError(f"variables do not fit {name}: {problem}.{hint}")
     state_dict = {}
     for path, value in flat.items():
         key = _torch_key(path)  # a writable copy: torch.from_numpy warns of read-only arrays

@@ -9,6 +9,7 @@ as NumPy arrays plus JSON: later loads need neither network nor torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -20,6 +21,7 @@ import re
 import sys
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +32,10 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from resnet_jax import arguments, data, hints, workdir
-from resnet_jax.errors import WeightsError
+from resnet_jax.errors import ArgumentError, ResNetWarning, WeightsError
 from resnet_jax.models import ResNet, cast_variables, create_model, list_models
 from resnet_jax.pipelines import images
-from resnet_jax.torch_compat import from_torchvision, looks_like
+from resnet_jax.torch_compat import from_torchvision, looks_like, state_dict_problems
 
 WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's names: IMAGENET1K_V1...
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -135,14 +137,14 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
                            f"{hints.name(key)}")
     if kind == "run":
         loaded = _from_run(path, model, step, raw)
-    elif kind == "hub":
-        safetensors = path / SAFETENSORS_FILE if path.is_dir() else path
-        model = _hub_architecture(safetensors, model) or model
-        loaded = _from_safetensors(_need_model(model, weights), safetensors)
-    elif kind == "pth":
-        loaded = _from_pth(_need_model(model, weights), path)
+    elif kind == "file":
+        loaded = _from_file(model, path / SAFETENSORS_FILE if path.is_dir() else path)
+    elif not model:
+        raise WeightsError(f"{weights} names torchvision weights of several models: pass "
+                           f"{hints.setting('model', 'resnet50')}, the one you mean")
     else:
-        loaded = _from_name(_need_model(model, weights), weights)
+        loaded = _from_name(model, weights)
+    _check_finite(loaded.variables, weights)
     if classifier and not loaded.model.num_classes:
         raise WeightsError(f"{weights} holds no classifier (no fc.weight): it gives features, "
                            "not classes; predict and evaluate need a classifier's weights "
@@ -169,7 +171,7 @@ def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any)
 
 
 def _source_kind(weights: str, path: Path) -> str:
-    """What ``weights`` names: 'name' (torchvision's), 'pth' or 'hub' (a file, or a hub
+    """What ``weights`` names: 'name' (torchvision's), 'file' (a state dict, or a hub
     snapshot's folder), or 'run' (a training run's work directory); WeightsError where it
     names nothing of these, saying what it found."""
     if not path.exists():
@@ -179,9 +181,20 @@ def _source_kind(weights: str, path: Path) -> str:
                            "IMAGENET1K_V1, a .pth or .safetensors file, a hub snapshot's folder, "
                            "or a training run's work directory")
     if path.is_file():
-        return "hub" if path.suffix == ".safetensors" else "pth"
-    if (path / SAFETENSORS_FILE).is_file():
-        return "hub"
+        return "file"
+    inside = path / SAFETENSORS_FILE
+    if inside.is_file():
+        return "file"
+    if inside.is_symlink() or inside.exists():
+        what = (f"a link to {os.readlink(inside)}, which does not exist (a hub cache whose "
+                "file was removed?)" if inside.is_symlink() and not inside.exists()
+                else "a folder, not a file")
+        raise WeightsError(f"{inside} is {what}; download the snapshot again")
+    run = _checkpoint_of_a_run(path)
+    if run is not None:
+        raise WeightsError(f"{path} is a checkpoint of the run in {run}: pass "
+                           f"{hints.setting('weights', str(run))} with "
+                           f"{hints.setting('step', int(path.name))}")
     if _timm_config_file(path / "config.json"):
         found = ", ".join(sorted(p.name for p in path.iterdir())[:6])
         raise WeightsError(f"{path} holds timm's config.json but no {SAFETENSORS_FILE} (found "
@@ -193,6 +206,15 @@ def _source_kind(weights: str, path: Path) -> str:
     raise WeightsError(f"{path} is neither a training run's work directory (config.json, "
                        f"checkpoints/) nor a hub snapshot ({SAFETENSORS_FILE}, config.json); "
                        f"found {shown}")
+
+
+def _checkpoint_of_a_run(path: Path) -> Path | None:
+    """The run whose checkpoint folder ``path`` is (RUN/checkpoints/STEP), or None."""
+    run = path.parent.parent
+    if path.name.isdigit() and path.parent.name == workdir.CHECKPOINT_DIR and (
+            run / workdir.CONFIG_FILE).is_file():
+        return run
+    return None
 
 
 def _timm_config_file(path: Path) -> bool:
@@ -213,6 +235,11 @@ def _check_sizes(preprocessing: Preprocessing, model: ResNet, given: dict[str, i
         raise WeightsError(f"{crop} is below the network's total stride of "
                            f"{model.total_stride}: its last stage would see less than one pixel; "
                            f"pass {hints.setting('crop', model.total_stride)} or more")
+    if preprocessing.resize > arguments.MAX_IMAGE_SIDE:
+        raise WeightsError(f"resize {preprocessing.resize} is above {arguments.MAX_IMAGE_SIDE} "
+                           f"pixels a side, which no door takes; pass "
+                           f"{hints.setting('resize', preprocessing.crop)} or more, up to "
+                           f"{arguments.MAX_IMAGE_SIDE}")
     if preprocessing.resize < preprocessing.crop:
         raise WeightsError(f"resize {preprocessing.resize} is below crop {preprocessing.crop}: "
                            "the centre crop would reach past the resized image; pass "
@@ -226,18 +253,24 @@ def resolved_source(weights: str) -> str:
     return str(path.resolve()) if weights and path.exists() else weights
 
 
-def pretrained(model: str, weights: str) -> tuple[ResNet, dict[str, Any]]:
+def pretrained(model: str | None, weights: str,
+               raw: bool = False) -> tuple[ResNet, dict[str, Any]]:
     """``(model, variables)`` for inference (a headless model, ``num_classes=0``, from a
-    state dict without a classifier); see :func:`load_weights`."""
-    loaded = load_weights(model, weights, classifier=False)
+    state dict without a classifier); a run's moving average of its weights where it keeps
+    one (said in a ResNetWarning), its trained weights with ``raw``; see
+    :func:`load_weights`."""
+    loaded = load_weights(model, weights, raw=raw, classifier=False)
+    if loaded.averaged:
+        warnings.warn(ResNetWarning(loaded.describe()), stacklevel=2)
     return loaded.model, loaded.variables
 
 
-def _need_model(model: str | None, weights: str) -> str:
-    if not model:
-        raise WeightsError(f"{weights} does not say which model it is for: pass "
-                           f"{hints.setting('model', 'resnet50')} (or the model it was made for)")
-    return model
+def _check_finite(variables: dict[str, Any], weights: str) -> None:
+    """WeightsError naming the first array that holds NaN or infinite values."""
+    for path, value in traverse_util.flatten_dict(dict(variables)).items():
+        if not np.all(np.isfinite(np.asarray(value))):
+            raise WeightsError(f"{weights}: {'/'.join(path)} holds NaN or infinite values: the "
+                               "file is damaged, or the weights come from a run that diverged")
 
 
 # Named weights.
@@ -333,8 +366,10 @@ def _torch_load(source: Any) -> dict[str, Any]:
     except ImportError:
         raise WeightsError(f"reading a .pth file needs torch: {NEEDS_TORCH}") from None
     name = str(source) if isinstance(source, Path) else "the download"
-    try:
-        loaded = torch.load(source, map_location="cpu", weights_only=True)
+    try:  # read from an open file: torch.load would go by a path's suffix
+        with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(
+                source) as file:
+            loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for files that are not its own
         raise WeightsError(f"{name} {_why_unreadable(error)}") from None
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts around a state dict
@@ -373,33 +408,82 @@ def _imagenet_class_names() -> list[str] | None:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _from_pth(model: str, path: Path) -> Weights:
-    if not path.is_file():
-        raise WeightsError(f"{path} does not exist; pass a .pth file, a weights name such as "
-                           "IMAGENET1K_V1, or a training run's work directory")
-    return _from_state_dict(model, _torch_load(path), path, Preprocessing(256, 224))
-
-
-# A safetensors file in torchvision's layout (timm's ResNets), read without torch.
-
 SAFETENSORS_FILE = "model.safetensors"  # a hub snapshot: this file and timm's config.json
 
 
-def _from_safetensors(model: str, path: Path) -> Weights:
+def _from_file(model: str | None, path: Path) -> Weights:
+    """A state dict in torchvision's layout from a file, read by what it holds (torch.save's
+    formats, or safetensors, read without torch, with timm's config.json beside it), not by
+    its name."""
+    if _holds_safetensors(path):
+        state, named = _read_safetensors(path), _hub_architecture(path)
+        preprocessing = _timm_preprocessing(path)
+    else:
+        state, named = _torch_load(path), None
+        preprocessing = Preprocessing(256, 224, assumed=f"torchvision V1's: {path.name} "
+                                      "carries none")
+    state = _torchvision_names(state)
+    return _from_state_dict(_chosen_model(model, named, state, path), state, path,
+                            preprocessing)
+
+
+def _holds_safetensors(path: Path) -> bool:
+    """Whether the file is safetensors (its header's length, 8 bytes, then the JSON header)
+    rather than torch.save's zip or pickle; by its name where it is neither."""
+    with path.open("rb") as file:
+        head = file.read(9)
+    header = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if head[8:9] == b"{" and 0 < header < path.stat().st_size:
+        return True
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip, or a pickle
+        return False
+    return path.suffix == ".safetensors"
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
         from safetensors.numpy import load_file
 
-        state = load_file(str(path))
+        return load_file(str(path))
     except Exception as error:  # safetensors raises its own kinds for a damaged header
         raise WeightsError(f"{path} cannot be read as a safetensors file: it is truncated or "
                            f"damaged ({type(error).__name__}: {' '.join(str(error).split())[:120]}"
                            "); download it again") from None
-    return _from_state_dict(model, state, path, _timm_preprocessing(path))
 
 
-def _hub_architecture(path: Path, model: str | None) -> str | None:
+def _torchvision_names(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict's keys as torchvision's: DataParallel's ``module.`` prefix removed, and a
+    classifier named ``linear`` (as the common PyTorch CIFAR ResNets name it) named ``fc``."""
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    if "linear.weight" in state and "fc.weight" not in state:
+        state = {("fc." + key.removeprefix("linear.") if key.startswith("linear.") else key): value
+                 for key, value in state.items()}
+    return state
+
+
+def _chosen_model(model: str | None, named: str | None, state: dict[str, Any],
+                  path: Path) -> str:
+    """The model the state dict is read as: the one asked for, else the one timm's
+    config.json names; WeightsError where the snapshot contradicts itself, the two
+    disagree, or neither names one (with the model its layers fit, if one does)."""
+    looks = looks_like(state)
+    if named and looks and looks != named:
+        raise WeightsError(f"{path.with_name('config.json')} names {named}, but {path.name} "
+                           f"holds a {looks}'s weights: the snapshot contradicts itself; fix "
+                           "the architecture in its config.json")
+    if model and named and model != named:
+        raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; leave out "
+                           f"{hints.name('model')}, or pass {hints.setting('model', named)}")
+    if model or named:
+        return model or named
+    fit = (f"its layers fit a {looks}: pass {hints.setting('model', looks)}" if looks else
+           f"pass {hints.setting('model', 'resnet50')}, or the model it was made for")
+    raise WeightsError(f"{path} does not say which model it is for; {fit}")
+
+
+def _hub_architecture(path: Path) -> str | None:
     """The model timm's config.json beside ``path`` names (``architecture``, its tag left
-    out), checked against ``model`` where one is given; None where it names none."""
+    out); None where it names none."""
     named = (_timm_config(path) or {}).get("architecture")
     if named is None:
         return None
@@ -407,9 +491,6 @@ def _hub_architecture(path: Path, model: str | None) -> str | None:
     if named not in list_models():
         raise WeightsError(f"{path.parent} holds timm's {named}, which is not one of this "
                            "project's torchvision-layout ResNets (resnet_jax.list_models())")
-    if model and model != named:
-        raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; leave out "
-                           f"{hints.name('model')}, or pass {hints.setting('model', named)}")
     return named
 
 
@@ -453,16 +534,25 @@ def _json_number(value: Any) -> bool:
             and math.isfinite(value))
 
 
-AS_TIMM = "; write it as timm's config.json has it (a JSON number, not a string)"
+def _as_timm(value: Any) -> str:
+    """The fix for a value written as a string where timm writes numbers."""
+    texts = isinstance(value, str) or (isinstance(value, list)
+                                       and any(isinstance(v, str) for v in value))
+    return ("; write it as timm's config.json has it (a JSON number, not a string)" if texts
+            else "")
 
 
-def _three(positive: bool) -> Callable[[Any], str | None]:
+def _channels(low: float, high: float, low_open: bool) -> Callable[[Any], str | None]:
+    """Three per-channel values on the 0..1 scale, each in [low, high] ((low, high] with
+    ``low_open``)."""
     def check(value: Any) -> str | None:
         if (not isinstance(value, list) or len(value) != 3
                 or not all(_json_number(v) for v in value)):
-            return "must be a list of three finite numbers, one per channel (RGB)" + AS_TIMM
-        if positive and not all(v > 0 for v in value):
-            return "must be above 0 in every channel: the images are divided by it"
+            return ("must be a list of three finite numbers, one per channel (RGB)"
+                    + _as_timm(value))
+        if not all((low < v if low_open else low <= v) and v <= high for v in value):
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+            return f"must lie in {interval} in every channel, on the 0..1 scale of the pixels"
         return None
     return check
 
@@ -470,16 +560,19 @@ def _three(positive: bool) -> Callable[[Any], str | None]:
 def _input_size(value: Any) -> str | None:
     if (not isinstance(value, list) or len(value) != 3
             or not all(arguments.is_int(v) and v >= 1 for v in value)):
-        return "must be [channels, height, width], three whole numbers >= 1" + AS_TIMM
+        return "must be [channels, height, width], three whole numbers >= 1" + _as_timm(value)
     if value[0] != 3 or value[1] != value[2]:
         return "is not [3, size, size]: predict and evaluate take square RGB crops only"
+    if value[1] > arguments.MAX_IMAGE_SIDE:
+        return f"is above {arguments.MAX_IMAGE_SIDE} pixels a side, which no door takes"
     return None
 
 
 def _crop_pct(value: Any) -> str | None:
-    if _json_number(value) and 0 < value <= 1:
+    if _json_number(value) and 0.1 <= value <= 1:
         return None
-    return "must be a number in (0, 1], the crop's share of the resized side" + AS_TIMM
+    return ("must be a number in [0.1, 1], the crop's share of the resized side"
+            + _as_timm(value))
 
 
 def _supported(what: str, *choices: str) -> Callable[[Any], str | None]:
@@ -490,42 +583,47 @@ def _supported(what: str, *choices: str) -> Callable[[Any], str | None]:
     return check
 
 
-# The fields of timm's pretrained_cfg read here, each with its check.
+# The fields of timm's pretrained_cfg read here, each with its check, and the value timm
+# takes where the config names none.
 TIMM_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "input_size": _input_size, "crop_pct": _crop_pct, "mean": _three(positive=False),
-    "std": _three(positive=True),
+    "input_size": _input_size, "crop_pct": _crop_pct,
+    "mean": _channels(0, 1, low_open=False), "std": _channels(0, 1, low_open=True),
     "interpolation": _supported("resize with", *images.RESAMPLING),
     "crop_mode": _supported("take the crop mode", "center"),
 }
+TIMM_DEFAULTS = {"crop_pct": 0.875, "mean": list(data.IMAGENET_STATS[0]),
+                 "std": list(data.IMAGENET_STATS[1]), "interpolation": "bilinear"}
 
 
 def _timm_preprocessing(path: Path) -> Preprocessing:
     """The evaluation transform timm's config.json beside ``path`` gives (its
-    ``pretrained_cfg``: input size, crop fraction, interpolation, mean, std); without one,
-    torchvision V1's, said where it is used."""
+    ``pretrained_cfg``: input size, crop fraction, interpolation, mean, std; timm's
+    defaults for those it leaves out, said where they are used); without one, torchvision
+    V1's, said too."""
     cfg = _timm_config(path)
     if cfg is None:
         return Preprocessing(256, 224, assumed="torchvision V1's: no config.json beside "
                              f"{path.name}")
+    missing = [key for key in TIMM_DEFAULTS if key not in cfg]
+    cfg = {**TIMM_DEFAULTS, **cfg}
     size = cfg["input_size"][-1]
-    return Preprocessing(int(math.floor(size / cfg.get("crop_pct", 0.875))), size,
-                         tuple(cfg.get("mean", data.IMAGENET_STATS[0])),
-                         tuple(cfg.get("std", data.IMAGENET_STATS[1])),
-                         cfg.get("interpolation", "bilinear"))
+    assumed = (f"timm's default {', '.join(missing)}: {path.with_name('config.json')} names "
+               "none" if missing else "")
+    return Preprocessing(int(math.floor(size / cfg["crop_pct"])), size, tuple(cfg["mean"]),
+                         tuple(cfg["std"]), cfg["interpolation"], assumed=assumed)
 
 
 def _from_state_dict(model: str, state: dict[str, Any], path: Path,
                      preprocessing: Preprocessing) -> Weights:
     """Weights from a state dict in torchvision's layout (``num_batches_tracked`` ignored,
-    DataParallel's ``module.`` prefix removed, the class count read from its ``fc``: none
-    without one)."""
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+    the class count read from its ``fc``: none without one)."""
     classes = int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else 0
     try:
         variables = from_torchvision(state, model, num_classes=classes)
-    except (TypeError, ValueError) as error:
+    except ArgumentError:
         guess = looks_like(state)
-        hint = (str(error) if guess == model else
+        hint = (f"{state_dict_problems(state, model, num_classes=classes)}: it is not a "
+                f"{model} state dict in torchvision's layout" if guess == model else
                 f"it looks like a {guess} state dict: pass {hints.setting('model', guess)}"
                 if guess else "no ResNet of this project has its layers")
         raise WeightsError(f"{path} does not fit {model}; {hint}") from None
@@ -554,6 +652,11 @@ def _from_run(run_dir: Path, model_name: str | None, step: int | None,
     if step is None:
         _warn_if_training(run_dir, read)
     saved = run_data(run_dir)
+    if len(saved["class_names"]) != model.num_classes:
+        raise WeightsError(f"{run_dir / workdir.DATA_FILE} names {len(saved['class_names'])} "
+                           f"classes, but the run's {trained} has {model.num_classes} outputs; "
+                           "put back the run's own file (or delete it: the copy its "
+                           "checkpoints keep is read)")
     return Weights(model, variables, saved["class_names"],
                    Preprocessing(saved["eval_resize"],
                                  saved.get("eval_image_size", saved["image_size"]),

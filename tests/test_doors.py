@@ -6,6 +6,8 @@ and nothing on disk changes."""
 import json
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,11 +19,11 @@ import pytest
 import torch
 from flax import nnx
 from flax.training import train_state
-from helpers import run_train_in_process, tiny_config
+from helpers import REPO, run_train_in_process, tiny_config
 from ml_collections import ConfigDict
 from PIL import Image
 
-from resnet_jax import create_model, evaluate, folders, predict, restore
+from resnet_jax import create_model, evaluate, folders, hints, predict, pretrained, restore
 from resnet_jax import nnx as resnet_nnx
 from resnet_jax.config_schema import validate
 from resnet_jax.errors import (
@@ -138,6 +140,65 @@ def run_files(files: dict[str, bytes | None], root: Path) -> set[str]:
     return {Path(path).relative_to(root).parts[0] for path in files}
 
 
+def test_arrays_cut_to_a_few_bytes_give_one_line_to_the_end_of_the_process(run, tmp_path):
+    """Orbax's reads of the other arrays outlive the failed one, and would print pages of
+    tracebacks, some as the process ends: a process of its own shows the whole output."""
+    cut = shutil.copytree(run, tmp_path / "cut")
+    for data in cut.glob("checkpoints/*/default/ocdbt.process_0/d/*"):
+        data.write_bytes(data.read_bytes()[:10])
+    before = snapshot(cut)
+    result = subprocess.run([sys.executable, "-m", "resnet_jax.evaluate", "--workdir", str(cut)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and one_line(result.stderr).startswith(
+        f"no checkpoint under {cut / 'checkpoints'} can be read (step 8: "), result.stderr[-3000:]
+    assert snapshot(cut) == before
+
+
+def test_a_run_whose_records_were_edited_is_refused_naming_the_file(run, tmp_path, image,
+                                                                   capsys):
+    other = shutil.copytree(run, tmp_path / "model")
+    saved = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**saved, "model": "resnet32"}))
+    with pytest.raises(CheckpointError, match=r"the checkpoint of step 8 under .* does not fit "
+                       r"the resnet32 its config.json names \(60 arrays differ, .*\): "
+                       "config.json was edited or replaced; put back the run's own"):
+        restore(other)
+    assert predict.main([str(image), "--weights", str(other)]) == 1
+    assert "does not fit the resnet32 its config.json names" in one_line(capsys.readouterr().err)
+    names = shutil.copytree(run, tmp_path / "names")
+    described = json.loads((names / "dataset.json").read_text())
+    (names / "dataset.json").write_text(json.dumps({**described, "class_names": ["a", "b"]}))
+    for door in (["--workdir", str(names)],
+                 ["--weights", str(names), "--dataset", f"folder:{tmp_path}"]):
+        assert evaluate.main(door) == 1
+        assert one_line(capsys.readouterr().err) == (
+            f"{names / 'dataset.json'} differs from the copy the run's checkpoints keep (in "
+            "class_names): it was edited or replaced; put back the run's own (or delete it: the "
+            "copy is read)")
+    (names / "dataset.json").write_text("{not json")
+    assert predict.main([str(image), "--weights", str(names)]) == 0
+    assert (f"warning: {names / 'dataset.json'} cannot be read as JSON; read the copy the run's "
+            "checkpoints keep") in capsys.readouterr().err
+
+
+def test_a_run_that_lost_its_checkpoints_or_its_config_is_not_trained_afresh(run, tmp_path):
+    lost = shutil.copytree(run, tmp_path / "lost")
+    shutil.rmtree(lost / "checkpoints")
+    before = snapshot(lost)
+    result = run_train_in_process([f"--workdir={lost}", "--config.num_train_steps=10"])
+    assert result.returncode == 1 and one_line(result.stderr) == (
+        f"{lost} holds a run (its config.json) but no checkpoints/ folder, which every start of "
+        "a run makes: it was removed, and the run cannot resume; put checkpoints/ back, or pass "
+        "a new --workdir")
+    assert snapshot(lost) == before
+    nameless = shutil.copytree(run, tmp_path / "nameless")
+    (nameless / "config.json").unlink()
+    result = run_train_in_process([f"--workdir={nameless}"])
+    assert one_line(result.stderr) == (f"--workdir {nameless} holds checkpoints but no "
+                                       "config.json, which a run continues from; put it back "
+                                       "from a copy of the run")
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda run: restore(run, step="4"), "step '4' is not a checkpoint's step, a whole number "
                                          ">= 0 (None: the newest readable checkpoint); pass e.g. "
@@ -146,16 +207,26 @@ def run_files(files: dict[str, bytes | None], root: Path) -> set[str]:
     (lambda run: restore(run, step=True), "step True (bool) is not a checkpoint's step"),
     (lambda run: restore(run, raw="yes"), "raw 'yes' is not True or False"),
     (lambda run: restore(42), "run_dir 42 (int) is not a path (str or pathlib.Path)"),
-    (lambda run: restore("/nonexistent/run"), "/nonexistent/run does not exist; pass the "
-                                              "--workdir of a training run"),
-    (lambda run: restore(run / "checkpoints"), "holds no config.json: it is not the --workdir "
-                                               "of a training run"),
+    (lambda run: restore("/nonexistent/run"), "/nonexistent/run does not exist: pass a training "
+                                              "run's work directory (the folder train.py's "
+                                              "--workdir names)"),
+    (lambda run: restore(run / "checkpoints"), "holds no config.json of resnet_jax's: it is not "
+                                               "a training run's work directory"),
     (lambda run: load_weights(None, str(run), step=2.5), "step 2.5 (float) is not a checkpoint's"),
-    (lambda run: load_weights("resnet20", str(run), crop="8"), "crop '8' is not a whole number "
-                                                               "of pixels >= 1"),
+    (lambda run: load_weights("resnet20", str(run), crop="8"), "crop '8' is not an image side "
+                                                               "of 1 to 4096 pixels"),
+    (lambda run: load_weights("resnet20", str(run), resize=5000), "resize 5000 (int) is not an "
+                                                                  "image side of 1 to 4096"),
     (lambda run: load_weights("resnet50", None), "weights None is not a path"),
     (lambda run: load_weights("resnet18", "IMAGENET1K_V1", step=0), "step=0 picks among a "
      "training run's checkpoints; IMAGENET1K_V1 is not a run's work directory: leave out step"),
+    (lambda run: load_weights(None, "IMAGENET1K_V1"), "IMAGENET1K_V1 names torchvision weights "
+                                                      "of several models: pass "
+                                                      "model='resnet50', the one you mean"),
+    (lambda run: load_weights(None, str(run / "checkpoints" / "8")), "checkpoints/8 is a "
+                                                                     "checkpoint of the run in"),
+    (lambda run: restore(run / "config.json"), "config.json is a file: pass a training run's "
+                                               "work directory"),
     (lambda run: load_weights("resnt50", "IMAGENET1K_V1"), "model 'resnt50' is not a model "
                                                             "of this project (list_models()); "
                                                             "pass e.g. model='resnet50'"),
@@ -230,6 +301,10 @@ def test_a_tree_with_both_test_and_val_is_never_read_silently(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evidence.main(["--plan", "--minutes", "9", "--data", f"folder:{root}"])
     assert one_line(capsys.readouterr().err).startswith(f"--data: {both}")
+    with hints.door(hints.EVALUATE), pytest.raises(DataError, match=re.escape(
+            "(or evaluate one split by its class folders: --weights RUN --dataset "
+            f"folder:{root / 'test'})")):
+        folders.folder_splits(root)
     shutil.rmtree(root / "val" / "cat")
     shutil.rmtree(root / "val" / "dog")  # an empty val/ beside test/: test/ evaluates
     assert folders.folder_splits(root)[1] == root / "test"
@@ -256,15 +331,19 @@ def snapshot_dir(tmp_path_factory) -> Path:
 GOOD_CFG = {"input_size": [3, 32, 32], "crop_pct": 1.0, "interpolation": "bicubic"}
 BAD_CONFIGS = [
     ({"pretrained_cfg": {**GOOD_CFG, "crop_pct": 0}}, "pretrained_cfg.crop_pct=0 must be a "
-     "number in (0, 1], the crop's share of the resized side"),
+     "number in [0.1, 1], the crop's share of the resized side"),
     ({"pretrained_cfg": {**GOOD_CFG, "crop_pct": "0.9"}}, 'pretrained_cfg.crop_pct="0.9" must '
-     "be a number in (0, 1], the crop's share of the resized side; write it as timm's "
+     "be a number in [0.1, 1], the crop's share of the resized side; write it as timm's "
      "config.json has it (a JSON number, not a string)"),
     ([1, 2, 3], "holds a JSON list, not timm's config"),
     ({"pretrained_cfg": {**GOOD_CFG, "mean": [0.5]}}, "pretrained_cfg.mean=[0.5] must be a list "
      "of three finite numbers"),
-    ({"pretrained_cfg": {**GOOD_CFG, "std": [0, 0, 0]}}, "pretrained_cfg.std=[0, 0, 0] must be "
-     "above 0 in every channel"),
+    ({"pretrained_cfg": {**GOOD_CFG, "std": [0, 0, 0]}}, "pretrained_cfg.std=[0, 0, 0] must lie "
+     "in (0, 1] in every channel, on the 0..1 scale of the pixels"),
+    ({"pretrained_cfg": {**GOOD_CFG, "std": [1e308, 1, 1]}}, "pretrained_cfg.std=[1e+308, 1, 1] "
+     "must lie in (0, 1] in every channel"),
+    ({"pretrained_cfg": {**GOOD_CFG, "input_size": [3, 100000, 100000]}}, "input_size=[3, 100000, "
+     "100000] is above 4096 pixels a side, which no door takes"),
     ({"pretrained_cfg": {"crop_pct": 0.9}}, "lacks pretrained_cfg.input_size"),
     ({"pretrained_cfg": {**GOOD_CFG, "input_size": [3, 32, 48]}}, "pretrained_cfg.input_size="
      "[3, 32, 48] is not [3, size, size]: predict and evaluate take square RGB crops only"),
@@ -339,6 +418,60 @@ def test_folders_that_are_not_weights_say_what_they_hold(snapshot_dir, tmp_path)
     with pytest.raises(WeightsError, match="cannot be read as a safetensors file: it is truncated "
                                            "or damaged"):
         load_weights("resnet20", str(cut))
+
+
+def test_weights_files_are_read_by_what_they_hold_not_by_their_names(tmp_path, image, capsys):
+    """The published CIFAR ResNets' layout (a dict around a DataParallel state dict whose
+    classifier is named linear, in torch.save's old format) reads as the same weights;
+    safetensors and torch.save files are told apart by their bytes."""
+    from safetensors.numpy import save_file
+
+    state = resnet20_state_dict()
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "plain.pth")
+    published = {"best_prec1": 91.7, "state_dict": {
+        f"module.{k.replace('fc.', 'linear.')}": torch.from_numpy(v) for k, v in state.items()}}
+    torch.save(published, tmp_path / "resnet20-0123.th", _use_new_zipfile_serialization=False)
+    save_file(state, str(tmp_path / "safetensors.pth"))
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "torch.safetensors")
+    reference = load_weights("resnet20", str(tmp_path / "plain.pth")).variables
+    for name in ("resnet20-0123.th", "safetensors.pth", "torch.safetensors"):
+        loaded = load_weights("resnet20", str(tmp_path / name)).variables
+        jax.tree.map(np.testing.assert_array_equal, loaded, reference)
+    assert predict.main([str(image), "--weights", str(tmp_path / "resnet20-0123.th")]) == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"{tmp_path / 'resnet20-0123.th'} does not say which model it is for; its layers fit a "
+        "resnet20: pass --model resnet20")
+    assert predict.main([str(image), "--weights", str(tmp_path / "plain.pth"),
+                         "--model", "resnet20", "--crop", "8", "--resize", "8"]) == 0
+    assert ("images: shorter side resized to 8 (bilinear), centre crop 8 (sizes as given; the "
+            "rest torchvision V1's: plain.pth carries none)") in capsys.readouterr().err
+    broken = {**state, "conv1.weight": np.full_like(state["conv1.weight"], np.nan)}
+    torch.save({k: torch.from_numpy(v) for k, v in broken.items()}, tmp_path / "nan.pth")
+    with pytest.raises(WeightsError, match=r"nan.pth: params/conv1/kernel holds NaN or infinite "
+                                           "values: the file is damaged"):
+        load_weights("resnet20", str(tmp_path / "nan.pth"))
+
+
+def test_a_snapshot_is_read_as_it_says_or_refused_saying_where_it_contradicts_itself(
+        snapshot_dir, tmp_path, image, capsys):
+    folder = shutil.copytree(snapshot_dir, tmp_path / "snapshot")
+    (folder / "config.json").write_text(json.dumps({"architecture": "resnet32.a1_in1k",
+                                                    "pretrained_cfg": GOOD_CFG}))
+    said = (f"{folder / 'config.json'} names resnet32, but model.safetensors holds a resnet20's "
+            "weights: the snapshot contradicts itself; fix the architecture in its config.json")
+    for model in ([], ["--model", "resnet20"]):
+        assert predict.main([str(image), "--weights", str(folder), *model]) == 1
+        assert one_line(capsys.readouterr().err) == said
+    (folder / "config.json").write_text(json.dumps({"pretrained_cfg": {"input_size": [3, 32, 32]}}))
+    loaded = load_weights("resnet20", str(folder))
+    assert (loaded.preprocessing.resize, loaded.preprocessing.crop) == (36, 32)  # 32 / 0.875
+    assert loaded.preprocessing.assumed == (f"timm's default crop_pct, mean, std, "
+                                            f"interpolation: {folder / 'config.json'} names none")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(tmp_path / "blobs" / "gone")
+    with pytest.raises(WeightsError, match="model.safetensors is a link to .*gone, which does not "
+                                           r"exist \(a hub cache whose file was removed\?\)"):
+        load_weights("resnet20", str(folder))
 
 
 # The library refuses what train.py refuses, and every error is a ResNetError.
@@ -423,6 +556,25 @@ def test_a_training_step_written_for_flaxs_example_model_trains_or_says_why_not(
     model.apply(variables, x)  # inference: running statistics, nothing mutable
 
 
+def test_variables_of_another_model_or_a_missing_rng_are_named_at_apply():
+    x = jnp.zeros((2, 8, 8, 3))
+    variables = create_model("resnet32").init(jax.random.key(0), x)
+    with pytest.raises(ArgumentError, match="the variables hold layer1_3, layer1_4, layer2_3, "
+                                            "which this model does not have"):
+        create_model("resnet20").apply(variables, x)
+    with pytest.raises(ArgumentError, match="the variables do not fit this model"):
+        create_model("resnet20", num_classes=5).apply(
+            create_model("resnet20").init(jax.random.key(0), x), x)
+    with pytest.raises(ArgumentError, match="the variables hold no batch_stats"):
+        create_model("resnet32").apply({"params": variables["params"]}, x)
+    with pytest.raises(ArgumentError, match=r"drop_path_rate=0.1 drops residual branches at "
+                                            r"random in training: pass rngs=\{'dropout': key\}"):
+        create_model("resnet32", drop_path_rate=0.1).apply(variables, x, train=True,
+                                                           mutable=["batch_stats"])
+    headless = create_model("resnet32", num_classes=0).apply(variables, x)  # fc: unused
+    assert headless.shape == (2, 64)
+
+
 @pytest.mark.parametrize("shape,hint", [
     ((2, 3, 32, 32), "this looks NCHW: transpose it with x.transpose(0, 2, 3, 1)"),
     ((2, 32, 32, 1), "images of 1 channel(s): convert them to 3 (grey: jnp.repeat(x, 3, "
@@ -449,6 +601,8 @@ def test_an_input_of_another_layout_gets_the_fix_that_fits_it(shape, hint):
     lambda: __import__("resnet_jax.torch_compat").torch_compat.from_torchvision(
         torch.nn.Linear(2, 2), "resnet20"),
     lambda: __import__("resnet_jax.summary").summary.summarize(create_model("resnet20"), (2,)),
+    lambda: create_model("resnet20", dtype="bf16"),
+    lambda: resnet_nnx.load_variables(create_model("resnet20"), {}),
 ])
 def test_every_error_a_user_can_cause_through_the_library_is_a_resnet_error(call):
     with pytest.raises(ResNetError):
@@ -480,6 +634,19 @@ def test_the_same_mistake_is_named_in_the_words_of_each_door(run, tmp_path, imag
 
 
 # Runs.
+
+def test_restore_and_pretrained_say_when_they_give_a_runs_moving_average(run):
+    with pytest.warns(ResNetWarning, match="keeps a moving average of its weights: these are "
+                                           r"the average \(raw=True: the trained weights\)"):
+        restore(run)
+    with pytest.warns(ResNetWarning, match=r"the moving average of its weights \(raw=True: the "
+                                           r"trained ones\)"):
+        pretrained(None, str(run))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restore(run, raw=True)
+        pretrained(None, str(run), raw=True)
+
 
 def test_init_from_a_run_takes_its_average_or_with_init_from_raw_its_trained_weights(
         run, capsys):

@@ -138,10 +138,13 @@ def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_run
      "error: --data: cifar: path {case}/jpegs is not a cifar-10-batches-py directory "
      "(data_batch_1..5, test_batch) nor a cifar-100-python one (train, test files); found test/, "
      "train/; a class-per-folder tree is read with --data folder:{case}/jpegs"),
+    (["--plan", "--minutes", "3", "--data", "folder:{case}/ten"],
+     "error: --data: folder:{case}/ten holds 20 training image(s) of 10 class(es), 32x32 pixels; "
+     "the parts train ResNet-20 on CIFAR-10's 10 classes of 32x32 images, 128 a batch"),
     (["--plan", "--minutes", "3", "--data", "folder:{case}/jpegs"],
-     "error: --data: folder:{case}/jpegs holds 1 class(es) of 32x32 images; the parts train "
-     "ResNet-20 on CIFAR-10's 10 classes of 32x32 images: pass its JPEG copy (folder:PATH) or "
-     "its python batches (cifar:PATH)"),
+     "error: --data: folder:{case}/jpegs holds 1 training image(s) of 1 class(es), 32x32 pixels; "
+     "the parts train ResNet-20 on CIFAR-10's 10 classes of 32x32 images, 128 a batch: pass its "
+     "JPEG copy (folder:PATH) or its python batches (cifar:PATH)"),
     (["--minutes", "0.5", "--cpu-smoke"], "error: --minutes 0.5 is under the shortest part"),
     (["--minutes", "3", "--data", "folder:{case}/nothing"],
      "error: --data folder:{case}/nothing: pass the CIFAR-10 images as folder:PATH"),
@@ -153,9 +156,13 @@ def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_run
 ])
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, flags, message, capsys):
     (tmp_path / "a_file").write_text("mine")
-    for split in ("train", "test"):  # a JPEG tree of one class
+    for split in ("train", "test"):  # JPEG trees: one of one class, one of ten classes
         (tmp_path / "jpegs" / split / "cat").mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / "jpegs" / split / "cat" / "0.jpg")
+        for label in range(10):
+            (tmp_path / "ten" / split / str(label)).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32)).save(tmp_path / "ten" / split / str(label) / f"{i}.jpg")
     out = tmp_path / "results"
     before = snapshot(tmp_path)
     with pytest.raises(SystemExit) as ended:
@@ -238,12 +245,26 @@ def test_the_wheelhouse_adds_skips_matches_jax_plugins_and_quotes_a_bad_line(tmp
     jaxlib = default["jaxlib"]
     assert default["jax-cuda12-plugin"] == default["jax-cuda12-pjrt"] == jaxlib
     out = capsys.readouterr().out
-    assert (f"jax-cuda12-plugin 0.4.30 there: fetched at {jaxlib} to match jaxlib {jaxlib} (JAX "
-            "sees only the CPU when they differ)") in out
+    assert (f"jax-cuda12-plugin 0.4.30 there: fetched at {jaxlib} (to match jaxlib {jaxlib}; "
+            "JAX sees only the CPU when they differ)") in out
     assert ("left out (with what only they need): tensorboard, tensorflow-cpu, "
             "tensorflow-datasets; --no-default-skip fetches") in out
     freeze.write_text("jax==0.11.2\njaxlib==0.11.2\njax-cuda12-plugin==0.11.2\n")
     assert "jax-cuda12-plugin" not in wheelhouse.main(["--have", str(freeze), "--dry-run"])
+    freeze.write_text("jax==0.11.2\njaxlib==0.11.2\njax-cuda12-plugin==0.10.0\n")  # kept jaxlib
+    assert wheelhouse.main(["--have", str(freeze), "--dry-run"])["jax-cuda12-plugin"] == "0.11.2"
+    freeze.write_text("jax==0.11.2\n")  # jaxlib fetched: jax with it, the two pin each other
+    alone = wheelhouse.main(["--have", str(freeze), "--dry-run"])
+    assert alone["jax"] == alone["jaxlib"] == jaxlib
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="2"):
+        wheelhouse.main(["--have", str(freeze), "--dry-run", "--python", "3.10"])
+    assert "--python 3.10: the project needs Python >=3.11" in capsys.readouterr().err
+    freeze.write_text("absl-py==2.1.0\njax==0.11.2\njax==0.12.0\n")
+    with pytest.raises(SystemExit, match="2"):
+        wheelhouse.main(["--have", str(freeze), "--dry-run"])
+    assert "line 3, 'jax==0.12.0', names jax again, at another version than line 2" in (
+        capsys.readouterr().err)
     for line in ("numpy>=2", "hello world!!!", "numpy==two"):
         freeze.write_text(f"# pip freeze\nabsl-py==2.1.0\n{line}\n")
         with pytest.raises(SystemExit, match="2"):
@@ -281,3 +302,24 @@ def test_report_write_never_puts_cpu_or_smoke_figures_in_the_readme(tmp_path):
     written = evidence_report.write_readme(results, readme, results_folder=results)
     assert "NVIDIA H200" in written and "smoke" not in written and "x cpu" not in written
     assert evidence_report.readme_section(readme.read_text()) == written
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda e: e["figures"].update(final_test_accuracy="0.88"), "its figures cannot be shown: "
+                                                                "ValueError"),
+    (lambda e: e.pop("figures"), "its figures are missing"),
+    (lambda e: e["figures"].update(final_test_accuracy=1.7), "final_test_accuracy=1.7 is "
+                                                             "outside [0, 1]"),
+    (lambda e: e["figures"].update(wall_seconds=-5), "wall_seconds=-5 is below 0"),
+    (lambda e: e.update(device="H100"), "its device (kind, count) is missing"),
+])
+def test_a_result_file_that_cannot_be_true_is_refused_naming_it(tmp_path, change, problem):
+    source = evidence.RESULTS / "nvidia-h100" / "paper_schedule.json"
+    entry = json.loads(source.read_text())
+    change(entry)
+    path = tmp_path / "nvidia-h100" / "paper_schedule.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(entry))
+    with pytest.raises(evidence_report.ReportError) as refused:
+        evidence_report.report(tmp_path)
+    assert str(refused.value).startswith(f"{path} is not a result file ({problem}")

@@ -187,7 +187,10 @@ def test_safetensors_weights_load_without_torch_and_as_the_pth_does(tmp_path):
     for ours, theirs in zip(jax.tree.leaves(loaded.variables),
                             jax.tree.leaves(reference.variables), strict=True):
         np.testing.assert_array_equal(ours, theirs)
-    assert dataclasses.replace(loaded.preprocessing, assumed="") == reference.preprocessing
+    assert dataclasses.replace(loaded.preprocessing, assumed="") == dataclasses.replace(
+        reference.preprocessing, assumed="")
+    assert reference.preprocessing.assumed == ("sizes as given; the rest torchvision V1's: "
+                                               "resnet18.pth carries none")  # said, as bare
     headless = save_safetensors({k: v for k, v in state.items() if not k.startswith("fc.")},
                                 tmp_path / "backbone.safetensors")
     with pytest.raises(WeightsError, match="backbone.safetensors holds no classifier .* "

@@ -207,7 +207,9 @@ def test_a_state_dict_of_another_depth_names_the_depth_it_fits():
 
 def test_variables_of_another_model_are_refused():
     variables = create_model("resnet20").init(jax.random.key(0), np.zeros((1, 32, 32, 3)))
-    with pytest.raises(ValueError, match="do not fit resnet32: missing"):
+    with pytest.raises(ValueError, match=r"variables do not fit resnet32: 60 arrays differ, e\.g\. "
+                       r"batch_stats/layer1_3/bn1/mean: absent in the variables, \(16,\) in the "
+                       r"model\. They look like a resnet20's: pass name='resnet20'\."):
         to_torchvision(variables, "resnet32")
 
 

@@ -73,9 +73,10 @@ def evaluation_pipeline(config: ml_collections.ConfigDict, mean: tuple[float, ..
 @dataclasses.dataclass(frozen=True)
 class SourceFacts:
     """What a ``folder:`` or ``cifar:`` dataset holds, read without decoding it: its class
-    names and the size (height, width) of its first training image."""
+    names, its training images and the size (height, width) of the first."""
 
     class_names: list[str]
+    train_examples: int
     image_size: tuple[int, int]
 
 
@@ -87,7 +88,7 @@ def describe_source(dataset: str) -> SourceFacts:
     root = Path(dataset.partition(":")[2]).expanduser()
     if dataset.startswith("cifar:"):
         layout = datasets.cifar_layout(root)
-        return SourceFacts(layout.class_names, (32, 32))
+        return SourceFacts(layout.class_names, 50_000, (32, 32))  # the format's own
     if not dataset.startswith("folder:"):
         raise data.DataError(f"dataset={dataset}: only folder:PATH and cifar:PATH are described "
                              "ahead")
@@ -97,7 +98,7 @@ def describe_source(dataset: str) -> SourceFacts:
     first = datasets.decode(files[0])
     if isinstance(first, str):
         raise data.DataError(f"{first}: the first training image cannot be read")
-    return SourceFacts(classes, first.shape[:2])
+    return SourceFacts(classes, len(files), first.shape[:2])
 
 
 def check_dataset(dataset: datasets.Dataset, config: ml_collections.ConfigDict) -> None:
