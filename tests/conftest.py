@@ -24,9 +24,11 @@ def pytest_sessionfinish(session, exitstatus):
 
 # The heaviest files first: under --dist loadfile each file runs whole on one worker, and a
 # long file collected last would leave the other worker idle at the end of the suite.
-HEAVY_FIRST = ("test_training.py", "test_reliability.py", "test_bad_input.py",
-               "test_streaming.py", "test_evidence.py", "test_degradation.py",
-               "test_torch_side.py", "test_torch_compat.py", "test_pretrained.py")
+HEAVY_FIRST = ("test_training.py", "test_reliability.py", "test_torch_compat.py",
+               "test_streaming.py", "test_evidence.py", "test_bad_input.py",
+               "test_torch_side.py", "test_doors.py", "test_degradation.py",
+               "test_pretrained.py", "test_evaluation.py", "test_models.py", "test_nnx.py",
+               "test_time_to_accuracy.py", "test_setup.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -402,16 +402,19 @@ def wait_for(condition, process, timeout=120.0) -> None:
 
 
 def test_a_busy_workdir_refuses_a_second_train_py_and_evaluate_names_the_step_it_read(
-        tmp_path):
+        tmp_path, capsys):
+    from resnet_jax import evaluate
+
     workdir = tmp_path / "run"
     config = tiny_config(num_train_steps=400, checkpoint_every_steps=100, eval_every_steps=400)
     first = run_train_py(workdir, config, wait=False)
     wait_for(lambda: (workdir / "checkpoints" / "100").exists(), first)  # training
     assert f"process {first.pid} on" in lock_holder(workdir)
-    second = run_train_py(workdir, config)
-    evaluated = subprocess.run([sys.executable, "-m", "resnet_jax.evaluate", "--workdir",
-                                str(workdir), "--json"], cwd=REPO, capture_output=True,
-                               text=True, timeout=300)
+    second = run_train_in_process(["--config=configs/smoke.py", f"--workdir={workdir}",
+                                   *overrides_as_flags(config)])
+    capsys.readouterr()
+    status = evaluate.main(["--workdir", str(workdir), "--json"])
+    evaluated = capsys.readouterr()
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
     assert second.returncode == 1
@@ -419,11 +422,11 @@ def test_a_busy_workdir_refuses_a_second_train_py_and_evaluate_names_the_step_it
     assert len(second.stderr.strip().splitlines()) == 1, second.stderr
     assert first.returncode == 0  # the first run was not disturbed, and stopped cleanly
     assert not (workdir / ".lock").exists()
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    result = json.loads(evaluated.stdout)
+    assert status == 0, evaluated.err[-2000:]
+    result = json.loads(evaluated.out)
     assert result["weights"] == f"{workdir}, checkpoint of step {result['step']}"
-    assert f"warning: {workdir} is still training (process {first.pid} on" in evaluated.stderr
-    assert f"its latest checkpoint, step {result['step']} of 400, is used" in evaluated.stderr
+    assert f"warning: {workdir} is still training (process {first.pid} on" in evaluated.err
+    assert f"its latest checkpoint, step {result['step']} of 400, is used" in evaluated.err
 
 
 @pytest.mark.parametrize("moment", ["importing", "loading data"])

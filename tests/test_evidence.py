@@ -176,23 +176,25 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path, flags, message, ca
     assert snapshot(tmp_path) == before and not out.exists()
 
 
-def test_a_plan_counts_the_minutes_of_the_parts_it_would_run(tmp_path):
-    planned = run_evidence("--plan", "--cpu-smoke", "--minutes", 2.5, "--out", tmp_path / "r",
-                           "--work", tmp_path / "w")
-    assert planned.returncode == 0, planned.stderr[-2000:]
-    assert planned.stdout.count("would run, about 1.0 min (a default: not yet timed here)") == 2
+def test_a_plan_counts_the_minutes_of_the_parts_it_would_run(tmp_path, capsys):
+    evidence.main(["--plan", "--cpu-smoke", "--minutes", "2.5", "--out", str(tmp_path / "r"),
+                   "--work", str(tmp_path / "w")])
+    planned = capsys.readouterr().out
+    assert planned.count("would run, about 1.0 min (a default: not yet timed here)") == 2
     assert "streaming: skipped, about 1.0 min (a default: not yet timed here) does not " \
-           "fit in the 0.5 min left" in planned.stdout
+           "fit in the 0.5 min left" in planned
     assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
 
 
-def test_a_broken_result_file_is_named_in_one_line(tmp_path):
+def test_a_broken_result_file_is_named_in_one_line(tmp_path, capsys):
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "throughput.json").write_text('{"part": "throughput", "figu')
-    result = run_evidence("--report", "--out", tmp_path)
-    assert result.returncode == 2 and result.stderr.startswith(
+    with pytest.raises(SystemExit, match="2"):
+        evidence.main(["--report", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert err.startswith(
         f"error: {tmp_path / 'cpu' / 'throughput.json'} is not a result file (JSONDecodeError")
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_the_readmes_measured_section_is_the_reports_output():

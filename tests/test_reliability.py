@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import metric_rows, run_train_py, tiny_config
+from helpers import metric_rows, run_train_in_process, run_train_py, tiny_config
 
 from resnet_jax import restore
 from resnet_jax.checkpoints import CheckpointError
@@ -64,7 +64,7 @@ def test_kill_9_at_random_moments_and_mid_checkpoint_loses_nothing(tmp_path):
         process.kill()
         process.communicate(timeout=60)
     assert kills_mid_write >= 2, "no kill landed during a checkpoint write"
-    result = run_train_py(workdir, config)
+    result = run_train_in_process([f"--workdir={workdir}"])  # its recorded config
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert_same_run(workdir, tmp_path / "straight")
 

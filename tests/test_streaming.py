@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from helpers import REPO, metric_rows, run_train_py, tiny_config
+from helpers import REPO, metric_rows, run_train_in_process, run_train_py, tiny_config
 from PIL import Image
 from test_reliability import (
     assert_same_run,
@@ -232,7 +232,7 @@ def test_kill_9_mid_epoch_then_resume_equals_a_straight_run(folder, straight, tm
     process.communicate(timeout=60)
     gone, alive = psutil.wait_procs(workers, timeout=20)
     assert not alive, "worker processes outlived their killed trainer"
-    result = run_train_py(workdir, streaming_config(folder))  # data_workers is free
+    result = run_train_in_process([f"--workdir={workdir}", "--config.data_workers=0"])  # free
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert_same_run(workdir, straight)
     summary = json.loads((workdir / "summary.json").read_text())

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import metric_rows, run_train_py, tiny_config
+from helpers import metric_rows, run_train_in_process, run_train_py, tiny_config
 
 from resnet_jax import restore, train_calls
 from resnet_jax.errors import CheckpointError, ConfigError, TrainingDiverged
@@ -114,7 +114,7 @@ def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
     assert partial["interrupted"] and 0 < partial["steps"] < 48, partial
     assert "checkpoint saved at step" in output
 
-    result = run_train_py(resumed_dir, config)
+    result = run_train_in_process([f"--workdir={resumed_dir}"])  # its recorded config
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "evaluating" in result.stderr and "saving checkpoint" in result.stderr  # the bar says
     assert f"resuming at step {partial['steps']} of 48" in result.stdout
