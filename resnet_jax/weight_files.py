@@ -1,0 +1,226 @@
+"""Reading state dicts from files, by what the files hold rather than by their names:
+torch.save's formats (through torch, tensors only: nothing pickled is ever run) and
+safetensors (without torch), with the timm ``config.json`` of a hub snapshot beside them,
+every field used checked. Each problem is a WeightsError naming the file and what is
+wrong with it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_jax import arguments, data
+from resnet_jax.errors import WeightsError
+from resnet_jax.models import list_models
+from resnet_jax.pipelines import images
+
+NEEDS_TORCH = "pip install 'resnet-jax[torch]' (torch and torchvision)"
+SAFETENSORS_FILE = "model.safetensors"  # a hub snapshot: this file and timm's config.json
+
+
+def read_torch(source: Any) -> dict[str, Any]:
+    """The state dict in a torch.save file (its zip or its older format; a path, or the
+    bytes of a download), floats as float32, unwrapped from the common checkpoint layouts
+    around it (``{'state_dict': ...}``, ``{'model': ...}``)."""
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError(f"reading a .pth file needs torch: {NEEDS_TORCH}") from None
+    name = str(source) if isinstance(source, Path) else "the download"
+    try:  # read from an open file: torch.load would go by a path's suffix
+        with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(
+                source) as file:
+            loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for files that are not its own
+        raise WeightsError(f"{name} {_why_unreadable(error)}") from None
+    for wrapper in ("state_dict", "model"):  # common checkpoint layouts around a state dict
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
+    if not isinstance(loaded, dict) or not all(hasattr(v, "shape") for v in loaded.values()):
+        what = type(loaded).__name__ if not isinstance(loaded, dict) else "dict of other values"
+        raise WeightsError(f"{name} holds a {what}, not a state_dict (names to tensors); save "
+                           "model.state_dict() with torch.save and pass that")
+    return {key: value.float() if getattr(value, "is_floating_point", lambda: False)() else value
+            for key, value in loaded.items()}  # bfloat16 and float16 files too
+
+
+def _why_unreadable(error: Exception) -> str:
+    """Why torch.load refused a file, in one clause: objects other than tensors, a file cut
+    short or damaged, or not a torch.save file at all."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        return ("holds pickled Python objects besides tensors (a torch.save of a whole model?), "
+                "which are never run here; save model.state_dict() with torch.save and pass that")
+    if isinstance(error, EOFError) or any(sign in text for sign in (
+            "unexpected EOF", "central directory", "corrupted", "truncated")):
+        return ("is truncated or damaged (cannot be read to its end); download or copy it "
+                "again")
+    return (f"is not a file torch.save wrote ({type(error).__name__}); pass a .pth state dict, "
+            "a .safetensors file, or a training run's work directory")
+
+
+def holds_safetensors(path: Path) -> bool:
+    """Whether the file is safetensors (its header's length, 8 bytes, then the JSON header)
+    rather than torch.save's zip or pickle; by its name where it is neither."""
+    with path.open("rb") as file:
+        head = file.read(9)
+    header = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if head[8:9] == b"{" and 0 < header < path.stat().st_size:
+        return True
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip, or a pickle
+        return False
+    return path.suffix == ".safetensors"
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file, read without torch."""
+    try:
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own kinds for a damaged header
+        raise WeightsError(f"{path} cannot be read as a safetensors file: it is truncated or "
+                           f"damaged ({type(error).__name__}: {' '.join(str(error).split())[:120]}"
+                           "); download it again") from None
+
+
+def torchvision_names(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict's keys as torchvision's: DataParallel's ``module.`` prefix removed, and a
+    classifier named ``linear`` (as the common PyTorch CIFAR ResNets name it) named ``fc``."""
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    if "linear.weight" in state and "fc.weight" not in state:
+        state = {("fc." + key.removeprefix("linear.") if key.startswith("linear.") else key): value
+                 for key, value in state.items()}
+    return state
+
+
+def is_timm_config(path: Path) -> bool:
+    """Whether ``path`` is timm's config.json (not a training run's): it names an
+    ``architecture`` or holds a ``pretrained_cfg``."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and ("architecture" in found or "pretrained_cfg" in found)
+
+
+def hub_architecture(path: Path) -> str | None:
+    """The model timm's config.json beside ``path`` names (``architecture``, its tag left
+    out); None where it names none."""
+    named = (timm_config(path) or {}).get("architecture")
+    if named is None:
+        return None
+    named = named.split(".")[0]
+    if named not in list_models():
+        raise WeightsError(f"{path.parent} holds timm's {named}, which is not one of this "
+                           "project's torchvision-layout ResNets (resnet_jax.list_models())")
+    return named
+
+
+def timm_config(path: Path) -> dict[str, Any] | None:
+    """timm's config.json beside ``path``, with every field used here checked (types,
+    ranges, sizes: a number given as a JSON string is refused, not converted); None where
+    there is none. WeightsError naming the first field that is missing or broken."""
+    config = path.with_name("config.json")
+    if not config.exists():
+        return None
+    try:
+        found = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise WeightsError(f"{config} cannot be read as JSON ({type(error).__name__}); restore "
+                           "it as the hub snapshot has it") from None
+    if not isinstance(found, dict):
+        raise WeightsError(f"{config} holds a JSON {type(found).__name__}, not timm's config "
+                           "(an object with pretrained_cfg)")
+    cfg = found.get("pretrained_cfg", found)
+    where = "pretrained_cfg." if "pretrained_cfg" in found else ""
+    if not isinstance(cfg, dict):
+        raise WeightsError(f"{config}: pretrained_cfg is a JSON {type(cfg).__name__}, not an "
+                           "object")
+    for key, problem in ((key, check(cfg[key])) for key, check in TIMM_FIELDS.items()
+                         if key in cfg):
+        if problem:
+            raise WeightsError(f"{config}: {where}{key}={json.dumps(cfg[key])} {problem}")
+    if "input_size" not in cfg:
+        raise WeightsError(f"{config} lacks {where}input_size (channels, height, width); it is "
+                           "what the weights were made for")
+    architecture = found.get("architecture")
+    if architecture is not None and not isinstance(architecture, str):
+        raise WeightsError(f"{config}: architecture={json.dumps(architecture)} is not a model "
+                           "name (a string such as \"resnet50.a1_in1k\")")
+    return {**cfg, "architecture": architecture}
+
+
+def _json_number(value: Any) -> bool:
+    """A JSON number (not a bool, not a string), finite."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _as_timm(value: Any) -> str:
+    """The fix for a value written as a string where timm writes numbers."""
+    texts = isinstance(value, str) or (isinstance(value, list)
+                                       and any(isinstance(v, str) for v in value))
+    return ("; write it as timm's config.json has it (a JSON number, not a string)" if texts
+            else "")
+
+
+def _channels(low: float, high: float, low_open: bool) -> Callable[[Any], str | None]:
+    """Three per-channel values on the 0..1 scale, each in [low, high] ((low, high] with
+    ``low_open``)."""
+    def check(value: Any) -> str | None:
+        if (not isinstance(value, list) or len(value) != 3
+                or not all(_json_number(v) for v in value)):
+            return ("must be a list of three finite numbers, one per channel (RGB)"
+                    + _as_timm(value))
+        if not all((low < v if low_open else low <= v) and v <= high for v in value):
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+            return f"must lie in {interval} in every channel, on the 0..1 scale of the pixels"
+        return None
+    return check
+
+
+def _input_size(value: Any) -> str | None:
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(arguments.is_int(v) and v >= 1 for v in value)):
+        return "must be [channels, height, width], three whole numbers >= 1" + _as_timm(value)
+    if value[0] != 3 or value[1] != value[2]:
+        return "is not [3, size, size]: predict and evaluate take square RGB crops only"
+    if value[1] > arguments.MAX_IMAGE_SIDE:
+        return f"is above {arguments.MAX_IMAGE_SIDE} pixels a side, which no door takes"
+    return None
+
+
+def _crop_pct(value: Any) -> str | None:
+    if _json_number(value) and 0.1 <= value <= 1:
+        return None
+    return ("must be a number in [0.1, 1], the crop's share of the resized side"
+            + _as_timm(value))
+
+
+def _supported(what: str, *choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        return f"is not supported: predict and evaluate {what} {' or '.join(choices)} only"
+    return check
+
+
+# The fields of timm's pretrained_cfg read here, each with its check, and the value timm
+# takes where the config names none.
+TIMM_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "input_size": _input_size, "crop_pct": _crop_pct,
+    "mean": _channels(0, 1, low_open=False), "std": _channels(0, 1, low_open=True),
+    "interpolation": _supported("resize with", *images.RESAMPLING),
+    "crop_mode": _supported("take the crop mode", "center"),
+}
+TIMM_DEFAULTS = {"crop_pct": 0.875, "mean": list(data.IMAGENET_STATS[0]),
+                 "std": list(data.IMAGENET_STATS[1]), "interpolation": "bilinear"}
+
+
