@@ -42,7 +42,12 @@ from typing import Any
 if not __package__:  # run as a file (python benchmarks/evidence.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks.evidence_parts import PARTS, TORCH_IN_PROCESS, Context
+if __name__ == "__main__":  # Ctrl-C while it loads or plans: one line (parts: see run_part)
+    from resnet_jax.command_line import exit_on_stop_signals
+
+    exit_on_stop_signals()
+
+from benchmarks.evidence_parts import PARTS, TORCH_IN_PROCESS, Context  # noqa: E402
 from benchmarks.evidence_report import RESULTS
 from resnet_jax import hints
 from resnet_jax.command_line import ArgumentParser

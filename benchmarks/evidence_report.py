@@ -50,8 +50,10 @@ def entry_problem(entry: Any) -> str | None:
         return f"not an entry of one of the parts {', '.join(SECTIONS)}"
     device = entry.get("device")
     if not (isinstance(device, dict) and isinstance(device.get("kind"), str)
-            and isinstance(device.get("count"), int)):
+            and isinstance(device.get("count"), int) and device["count"] >= 1):
         return "its device (kind, count) is missing"
+    if not isinstance(entry.get("smoke", False), bool):
+        return f"smoke={entry['smoke']!r} is not true or false"
     if not isinstance(entry.get("figures"), dict):
         return "its figures are missing"
     problem = figure_problem(entry["figures"])
@@ -77,7 +79,7 @@ def figure_problem(figures: Any, key: str = "") -> str | None:
         return f"{key}={figures} is not finite"
     if key.endswith(("accuracy", "mfu")) and not 0 <= figures <= 1:
         return f"{key}={figures} is outside [0, 1]"
-    if key.endswith(("seconds", "per_sec", "tflops")) and figures < 0:
+    if key.endswith(("seconds", "per_sec", "tflops", "steps")) and figures < 0:
         return f"{key}={figures} is below 0"
     return None
 

@@ -125,8 +125,8 @@ def needs(requirements: list[Requirement],
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             raise SystemExit(f"error: {name} is not installed here, so its needs are unknown; "
-                             "run this where the project's install is (pip install -r "
-                             "requirements.txt)") from None
+                             "--requirements names what this environment holds (the project's "
+                             "requirements.txt, after pip install -r requirements.txt)") from None
         for text in metadata.requires(name) or []:
             needed = Requirement(text)
             if needed.marker is None or needed.marker.evaluate({"extra": ""}):
@@ -148,7 +148,8 @@ def jax_together(packages: dict[str, str], have: dict[str, str | None]) -> dict[
     has (jax-cuda12-plugin, ...) at the version of the jaxlib it will have (JAX sees only
     the CPU when they differ): name -> version."""
     more = {}
-    if {"jax", "jaxlib"} & set(packages):
+    kept_apart = have.get("jax") and have.get("jaxlib") and have["jax"] != have["jaxlib"]
+    if {"jax", "jaxlib"} & set(packages) or kept_apart:
         more = {name: metadata.version(name) for name in ("jax", "jaxlib")
                 if name not in packages}
     jaxlib = {**packages, **more}.get("jaxlib") or have.get("jaxlib")
@@ -242,8 +243,9 @@ def check(parser: ArgumentParser, args) -> None:
         parser.error("--dest DIR is needed, where the wheels go (or --dry-run)")
     if args.dest and args.dest.exists() and not args.dest.is_dir():
         parser.error(f"--dest {args.dest} is a file; pass a folder for the wheels")
-    if not re.fullmatch(r"3\.(8|9|1[0-9])", args.python):
-        parser.error(f"--python {args.python}: give the other machine's Python as 3.8 to 3.19")
+    if not re.fullmatch(r"3\.(8|9|1[0-9])(\.[0-9]+)?", args.python):
+        parser.error(f"--python {args.python}: give the other machine's Python as 3.Y or "
+                     "3.Y.Z (e.g. 3.12)")
     needed = _requires_python()
     if needed and not needed.contains(args.python):
         parser.error(f"--python {args.python}: the project needs Python {needed}; that machine "

@@ -37,7 +37,7 @@ def path(key: str, value: Any, example: str) -> os.PathLike | str:
     """A file or folder name: a non-empty str or os.PathLike."""
     if isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip()):
         return value
-    refuse(key, value, "a path (str or pathlib.Path)", example)
+    refuse(key, value, "a path (a str naming a file or folder, or a pathlib.Path)", example)
 
 
 def switch(key: str, value: Any) -> bool:

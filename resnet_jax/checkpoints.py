@@ -21,7 +21,13 @@ from jax.sharding import NamedSharding
 from orbax.checkpoint import checkpoint_managers as policies
 
 from resnet_jax import arguments, hints, workdir
-from resnet_jax.errors import CheckpointError, CheckpointMismatch, ResNetWarning, WorkdirError
+from resnet_jax.errors import (
+    CheckpointError,
+    CheckpointMismatch,
+    ResNetError,
+    ResNetWarning,
+    WorkdirError,
+)
 from resnet_jax.models import ResNet, build_model, variables_problem
 from resnet_jax.parallel import replicated
 from resnet_jax.quiet import absl_logs_quiet, damage_quiet
@@ -224,11 +230,12 @@ def run_directory(run_dir: Any) -> Path:
                               f"weights ({hints.setting('weights', str(path))})")
     try:
         config = workdir.read_config(path)
-    except WorkdirError:
-        config = None
+    except WorkdirError as error:
+        raise CheckpointError(f"{str(error).split('; pass')[0]}: it is not the config of {run} "
+                              "(edited or replaced? put back the run's own)") from None
     if config is None:
-        raise CheckpointError(f"{path} holds no config.json of resnet_jax's: it is not {run} "
-                              "(or its config.json was lost: put it back)")
+        raise CheckpointError(f"{path} holds no config.json: it is not {run} (or its "
+                              "config.json was lost: put it back)")
     return path
 
 
@@ -346,15 +353,26 @@ def read_weights(run_dir: str | Path, step: int | None = None,
                  raw: bool = False) -> tuple[ResNet, dict[str, Any], int]:
     """:func:`restore`, with the step of the checkpoint read."""
     step, raw = arguments.step(step), arguments.switch("raw", raw)
-    config = ml_collections.ConfigDict(workdir.read_config(run_directory(run_dir)))
-    if raw and not config.get("ema_decay"):
+    path = run_directory(run_dir)
+    config = ml_collections.ConfigDict(workdir.read_config(path))
+    edited = f"{path / workdir.CONFIG_FILE} was edited or replaced; put back the run's own"
+    try:
+        model = build_model(config).clone(bn_axis_name=None)
+    except (ResNetError, AttributeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"the model of {path / workdir.CONFIG_FILE} cannot be made "
+                              f"({error}): {edited}") from None
+    step, saved = read_checkpoint(run_dir, step)
+    averaged = saved.get("ema") is not None
+    if averaged != bool(config.get("ema_decay")):
+        raise CheckpointError(f"config.json names ema_decay={config.get('ema_decay')}, but the "
+                              f"checkpoint of step {step} keeps {'a' if averaged else 'no'} "
+                              f"moving average of the weights: {edited}")
+    if raw and not averaged:
         raise CheckpointError(f"{hints.setting('raw', True)} picks a run's trained weights over "
                               f"the moving average it keeps; {run_dir} keeps none (ema_decay=0): "
                               f"leave out {hints.name('raw')}")
-    step, saved = read_checkpoint(run_dir, step)
-    model = build_model(config).clone(bn_axis_name=None)
-    variables = ({"params": saved["params"], "batch_stats": saved["batch_stats"]}
-                 if saved.get("ema") is None or raw else dict(saved["ema"]))
+    variables = (dict(saved["ema"]) if averaged and not raw
+                 else {"params": saved["params"], "batch_stats": saved["batch_stats"]})
     problem = variables_problem(model, variables)
     if problem:
         raise CheckpointError(f"the checkpoint of step {step} under {run_dir} does not fit the "

@@ -156,6 +156,8 @@ def parse_train_command(argv: list[str], recorded_config: Path) -> TrainCommand:
     ``recorded_config`` (``--config.KEY=VALUE`` overrides work as ever). ConfigError, one
     line, for every mistake."""
     workdir = _flag_argument(argv, "workdir")
+    if workdir and Path(workdir).expanduser().is_file():
+        raise ConfigError(f"--workdir {workdir} is a file; pass a directory")
     if _config_file(argv) is None and workdir:
         folder = Path(workdir).expanduser()
         if (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file():
@@ -252,7 +254,7 @@ def one_line_warnings() -> Iterator[None]:
             shown(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always", ResNetWarning)
+        warnings.simplefilter("default", ResNetWarning)  # each once in a command
         shown, warnings.showwarning = warnings.showwarning, show
         yield
 

@@ -99,7 +99,7 @@ def _follow(links: list[os.DirEntry], walk: _Walk, found: Found,
     while links:
         entry = links.pop(0)
         real = os.path.realpath(entry.path)
-        if entry.is_dir():
+        if _leads_to_folder(entry):
             if real in walk.folders:
                 walk.passed_over.append(f"{entry.path} -> {real} (a folder already walked: a "
                                         "loop or a second link)")
@@ -107,6 +107,15 @@ def _follow(links: list[os.DirEntry], walk: _Walk, found: Found,
             links += _walk_real(entry.path, real, walk, found, owner, name)
         elif is_image_name(entry.name):  # a broken link counts: reading it fails, and says so
             _count(entry, real, walk, found, owner, name)
+
+
+def _leads_to_folder(entry: os.DirEntry) -> bool:
+    """Whether a link leads to a folder (one that leads nowhere, a loop of links included,
+    does not)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _count(entry: os.DirEntry, real: str, walk: _Walk, found: Found,
@@ -195,8 +204,12 @@ def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
     would be a guess)."""
     if not root.is_dir():
         what = "is a file, not a directory" if root.exists() else "does not exist"
+        moved = ("; if the run's data moved, evaluate the weights on it by class name: "
+                 "--weights RUN --dataset folder:NEWPATH/test" if hints.current() == hints.EVALUATE
+                 else "")
         raise DataError(f"folder: path {root} {what}; point it at a directory "
-                        "holding train/<class>/ and test/<class>/ (or val/<class>/) image folders")
+                        "holding train/<class>/ and test/<class>/ (or val/<class>/) image "
+                        f"folders{moved}")
     with_classes = [split for split in EVAL_SPLITS if class_folders(root / split)]
     if len(with_classes) > 1:
         other = (f"evaluate one split by its class folders: --weights RUN "
@@ -208,6 +221,10 @@ def folder_splits(root: Path) -> tuple[Path, Path, list[str]]:
                         f"the run would be a guess; move one of them out of the tree (or {other})")
     eval_dir = root / (with_classes[0] if with_classes else next(
         (s for s in EVAL_SPLITS if (root / s).is_dir()), "test"))
+    if os.path.realpath(root / "train") == os.path.realpath(eval_dir):
+        raise DataError(f"train/ and {eval_dir.name}/ under {root} are the same folder (through a "
+                        "link): the run would be evaluated on its training images; give each "
+                        "split its own images")
     train_classes = class_folders(root / "train")
     eval_classes = class_folders(eval_dir)
     if not train_classes or not eval_classes:

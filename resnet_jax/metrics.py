@@ -105,7 +105,8 @@ class MetricWriter:
         found = workdir.read_metrics_file(Path(run_dir))
         if found.cut_last_line:
             print(f"warning: the last line of {self.path} was cut short (an interrupted write); "
-                  "dropped it: its step is logged again", file=sys.stderr, flush=True)
+                  f"dropped it (what it held is lost; the rows after step {resume_step}, where "
+                  "the run resumes, are logged again)", file=sys.stderr, flush=True)
         kept = [r for r in found.rows if r["step"] <= resume_step]
         workdir.write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.tensorboard = SummaryWriter(str(Path(run_dir) / workdir.TENSORBOARD_DIR))

@@ -333,6 +333,9 @@ class ResNet(nn.Module):
     def check_images(self, x: jnp.ndarray) -> None:
         """ArgumentError unless ``x`` is an NHWC batch this network can take."""
         channels = self.input_channels
+        if not hasattr(x, "shape") or not hasattr(x, "ndim"):
+            raise ArgumentError(f"ResNet takes an array of images (batch, height, width, "
+                                f"{channels}), not a {type(x).__name__}; pass jnp.asarray(x)")
         if x.ndim != 4 or x.shape[-1] != channels:
             raise ArgumentError(f"ResNet expects images shaped (batch, height, width, {channels}) "
                                 f"(NHWC), got shape {tuple(x.shape)}; {_layout_hint(x, channels)}.")
@@ -376,6 +379,13 @@ class ResNet(nn.Module):
             raise ArgumentError("the variables hold no batch_stats (BatchNorm's running mean "
                                 "and variance): pass {'params': ..., 'batch_stats': ...} whole, "
                                 "as model.init gives them") from None
+        except NameError as error:
+            if self.bn_axis_name is None or self.bn_axis_name not in str(error):
+                raise
+            raise ArgumentError(f"bn_axis_name={self.bn_axis_name!r} averages BatchNorm's "
+                                "statistics over the devices of a pmap or shard_map axis of that "
+                                "name: call the model inside one, or leave bn_axis_name out "
+                                "(one device)") from None
         except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError) as error:
             found = str(error).split(" (https://")[0].split("\n")[0]
             raise ArgumentError(f"the variables do not fit this model ({found}): they are "
@@ -536,9 +546,11 @@ def variables_problem(model: ResNet, variables: Mapping[str, Any]) -> str | None
 
 def build_model(config: Any) -> ResNet:
     """The model a training config names, with BatchNorm statistics synced over the
-    device axis if ``config.sync_batch_stats``."""
+    device axis if ``config.sync_batch_stats`` (a key a run's saved config predates is
+    taken as off)."""
     return create_model(
-        config.model, num_classes=config.num_classes, residual=config.residual,
-        zero_init_residual=config.zero_init_residual, dtype=jnp.dtype(config.dtype),
-        drop_path_rate=config.drop_path_rate,
-        bn_axis_name=AXIS if config.sync_batch_stats else None)
+        config.model, num_classes=config.num_classes, residual=config.get("residual", True),
+        zero_init_residual=config.get("zero_init_residual", False),
+        dtype=jnp.dtype(config.get("dtype", "float32")),
+        drop_path_rate=config.get("drop_path_rate", 0.0),
+        bn_axis_name=AXIS if config.get("sync_batch_stats", True) else None)

@@ -260,6 +260,7 @@ _COLLECTIONS = (("params", nnx.Param), ("batch_stats", nnx.BatchStat))
 def linen_variables(model: ResNet) -> dict[str, Any]:
     """The model's variables in linen's form: ``{'params': ..., 'batch_stats': ...}``,
     for ``resnet_jax.models`` and ``resnet_jax.torch_compat.to_torchvision``."""
+    _check_nnx_model("linen_variables", model)
     return {collection: traverse_util.unflatten_dict(
                 {_linen_path(path): value for path, value in _flat(model, kind).items()})
             for collection, kind in _COLLECTIONS}
@@ -270,10 +271,7 @@ def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
     the model's ``param_dtype`` (a ResNetWarning says so once); ArgumentError naming the
     first array whose name or shape differs. A classifier's ``fc`` is left out, with a
     warning, when the model has none (headless, features)."""
-    if not isinstance(model, ResNet):
-        raise ArgumentError(f"load_variables takes a resnet_jax.nnx model; got a "
-                            f"{type(model).__module__}.{type(model).__name__} (a linen model "
-                            "takes its variables in model.apply)")
+    _check_nnx_model("load_variables", model)
     if isinstance(variables, Mapping) and any("." in str(key) for key in variables):
         raise ArgumentError("the variables are a PyTorch state_dict (keys such as "
                          f"{next(iter(variables))!r}); convert them first with "
@@ -309,6 +307,13 @@ def load_variables(model: ResNet, variables: dict[str, Any]) -> None:
             {path: jnp.asarray(cast[(collection, *_linen_path(path))])
              for path in _flat(model, kind)}))
         nnx.update(model, state)
+
+
+def _check_nnx_model(function: str, model: Any) -> None:
+    if not isinstance(model, ResNet):
+        raise ArgumentError(f"{function} takes a resnet_jax.nnx model; got a "
+                            f"{type(model).__module__}.{type(model).__name__} (a linen model "
+                            "holds no variables: they are what its init returns)")
 
 
 def _check_same_arrays(collection: str, expected: dict[tuple[str, ...], Any],

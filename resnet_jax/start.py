@@ -25,6 +25,7 @@ from resnet_jax.workdir import (
     latest_checkpoint_step,
     read_config,
     read_metrics_file,
+    read_summary,
     remove_if_empty,
     write_data_description,
 )
@@ -72,6 +73,12 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
                            "folder, which every start of a run makes: it was removed, and the "
                            f"run cannot resume; put {CHECKPOINT_DIR}/ back, or pass a new "
                            "--workdir")
+    ended = read_summary(workdir)
+    if saved is not None and latest is None and ended is not None:
+        raise WorkdirError(f"{workdir} holds a run that saved checkpoints (its summary.json "
+                           f"ends a segment at step {ended.get('steps', '?')}), but "
+                           f"{CHECKPOINT_DIR}/ holds none: they were removed, and the run cannot "
+                           "resume; put them back, or pass a new --workdir")
     if latest is None:
         return None
     if saved is None:

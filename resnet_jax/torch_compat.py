@@ -73,7 +73,10 @@ def _from_torch_layout(array: np.ndarray, leaf: str) -> np.ndarray:
 
 def _as_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16: float32 holds it
+            value = value.float()
+        value = value.numpy()
     return np.asarray(value)
 
 
@@ -153,12 +156,20 @@ def _key_problems(expected: set[str], given: set[str]) -> list[str]:
 
 
 def _hint(given: Mapping[str, Any], name: str) -> str:
+    if isinstance(given.get("state_dict"), Mapping):
+        return "It is a checkpoint around a state_dict: pass checkpoint['state_dict']"
     if given and all(k.startswith("module.") for k in given):
         return ("Its keys carry DataParallel's 'module.' prefix: pass "
                 "{k.removeprefix('module.'): v for k, v in state_dict.items()}")
+    if "linear.weight" in given and "fc.weight" not in given:
+        return ("Its classifier is named 'linear' (torchvision names it 'fc'): rename "
+                "linear.weight and linear.bias to fc.weight and fc.bias")
     guess = looks_like(given)
     if guess and guess != name:
         return f"It looks like a {guess} state_dict: pass name={guess!r}"
+    if guess == name:
+        return (f"Its layers are a {name}'s: leave out the keys a {name} has not, or pass the "
+                "num_classes of its fc")
     return "Check the model name and num_classes"
 
 
@@ -200,6 +211,12 @@ def to_torchvision(variables: dict[str, Any], name: str,
     Raises ArgumentError (a ValueError) naming how the variables differ from the named
     model's, with the model they fit where one does.
     """
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        nnx_state = type(variables).__name__ == "State"
+        raise ArgumentError("to_torchvision takes linen variables {'params': ..., "
+                            "'batch_stats': ...}" + (
+                                ", not an NNX State: pass resnet_jax.nnx.linen_variables(model)"
+                                if nnx_state else f"; got {type(variables).__name__}"))
     flat = traverse_util.flatten_dict(dict(variables))
     model = create_model(name, **model_overrides)
     problem = variables_problem(model, variables)

@@ -33,6 +33,16 @@ def read_torch(source: Any) -> dict[str, Any]:
     except ImportError:
         raise WeightsError(f"reading a .pth file needs torch: {NEEDS_TORCH}") from None
     name = str(source) if isinstance(source, Path) else "the download"
+    if isinstance(source, Path):
+        with source.open("rb") as file:
+            head = file.read(4)
+        if not head:
+            raise WeightsError(f"{name} is empty; download or copy it again")
+        if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip, or pickle
+            raise WeightsError(f"{name} is not a file torch.save wrote, nor a safetensors file "
+                               f"(it starts {head!r}); pass a .pth state dict, a .safetensors "
+                               "file, a hub snapshot's folder, or a training run's work "
+                               "directory")
     try:  # read from an open file: torch.load would go by a path's suffix
         with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(
                 source) as file:
@@ -128,6 +138,9 @@ def timm_config(path: Path) -> dict[str, Any] | None:
     ranges, sizes: a number given as a JSON string is refused, not converted); None where
     there is none. WeightsError naming the first field that is missing or broken."""
     config = path.with_name("config.json")
+    if config.is_symlink() and not config.exists():
+        raise WeightsError(f"{config} is a link that leads nowhere (a loop, or its file "
+                           "removed); download the snapshot again")
     if not config.exists():
         return None
     try:

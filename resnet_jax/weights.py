@@ -156,7 +156,7 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
                            f"{hints.setting('model', 'resnet50')}, the one you mean")
     else:
         loaded = _from_name(model, weights)
-    _check_finite(loaded.variables, weights)
+    _check_values(loaded.variables, weights)
     if classifier and not loaded.model.num_classes:
         raise WeightsError(f"{weights} holds no classifier (no fc.weight): it gives features, "
                            "not classes; predict and evaluate need a classifier's weights "
@@ -204,9 +204,11 @@ def _source_kind(weights: str, path: Path) -> str:
         raise WeightsError(f"{inside} is {what}; download the snapshot again")
     run = _checkpoint_of_a_run(path)
     if run is not None:
+        which = ("; init_from starts from its newest readable checkpoint"
+                 if hints.current() == hints.CONFIG else
+                 f" with {hints.setting('step', int(path.name))}")
         raise WeightsError(f"{path} is a checkpoint of the run in {run}: pass "
-                           f"{hints.setting('weights', str(run))} with "
-                           f"{hints.setting('step', int(path.name))}")
+                           f"{hints.setting('weights', str(run))}{which}")
     if is_timm_config(path / "config.json"):
         found = ", ".join(sorted(p.name for p in path.iterdir())[:6])
         raise WeightsError(f"{path} holds timm's config.json but no {SAFETENSORS_FILE} (found "
@@ -267,12 +269,17 @@ def pretrained(model: str | None, weights: str,
     return loaded.model, loaded.variables
 
 
-def _check_finite(variables: dict[str, Any], weights: str) -> None:
-    """WeightsError naming the first array that holds NaN or infinite values."""
+def _check_values(variables: dict[str, Any], weights: str) -> None:
+    """WeightsError naming the first array that holds NaN or infinite values, or a running
+    variance below 0."""
     for path, value in traverse_util.flatten_dict(dict(variables)).items():
-        if not np.all(np.isfinite(np.asarray(value))):
+        array = np.asarray(value)
+        if not np.all(np.isfinite(array)):
             raise WeightsError(f"{weights}: {'/'.join(path)} holds NaN or infinite values: the "
                                "file is damaged, or the weights come from a run that diverged")
+        if path[0] == "batch_stats" and path[-1] == "var" and np.any(array < 0):
+            raise WeightsError(f"{weights}: {'/'.join(path)} holds negative running variances, "
+                               "which no BatchNorm computes: the file is damaged")
 
 
 # Named weights.
@@ -374,11 +381,13 @@ def _from_file(model: str | None, path: Path) -> Weights:
     """A state dict in torchvision's layout from a file, read by what it holds (torch.save's
     formats, or safetensors, read without torch, with timm's config.json beside it), not by
     its name."""
-    if holds_safetensors(path):
-        state, named = read_safetensors(path), hub_architecture(path)
-        preprocessing = _timm_preprocessing(path)
+    safetensors = holds_safetensors(path)
+    state = read_safetensors(path) if safetensors else read_torch(path)
+    beside = path.with_name("config.json")  # a link to nowhere: timm_config says so
+    if safetensors or is_timm_config(beside) or (beside.is_symlink() and not beside.exists()):
+        named, preprocessing = hub_architecture(path), _timm_preprocessing(path)
     else:
-        state, named = read_torch(path), None
+        named = None
         preprocessing = Preprocessing(256, 224, assumed=f"torchvision V1's: {path.name} "
                                       "carries none")
     state = torchvision_names(state)
@@ -431,10 +440,13 @@ def _from_state_dict(model: str, state: dict[str, Any], path: Path,
     classes = int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else 0
     try:
         variables = from_torchvision(state, model, num_classes=classes)
-    except ArgumentError:
+    except ArgumentError as error:
         guess = looks_like(state)
-        hint = (f"{state_dict_problems(state, model, num_classes=classes)}: it is not a "
-                f"{model} state dict in torchvision's layout" if guess == model else
+        problems = state_dict_problems(state, model, num_classes=classes)
+        if guess == model and problems is None:  # the keys and shapes fit: the values do not
+            raise WeightsError(f"{path}: {error}") from None
+        hint = (f"{problems}: it is not a {model} state dict in torchvision's layout"
+                if guess == model else
                 f"it looks like a {guess} state dict: pass {hints.setting('model', guess)}"
                 if guess else "no ResNet of this project has its layers")
         raise WeightsError(f"{path} does not fit {model}; {hint}") from None
@@ -448,12 +460,12 @@ def _from_state_dict(model: str, state: dict[str, Any], path: Path,
 
 def _from_run(run_dir: Path, model_name: str | None, step: int | None,
               raw: bool = False) -> Weights:
-    from resnet_jax.checkpoints import read_weights
+    from resnet_jax.checkpoints import read_weights, run_directory
 
-    config = workdir.read_config(run_dir)
-    if config is None:
+    if not (run_dir / workdir.CONFIG_FILE).exists():
         raise WeightsError(f"{run_dir} holds checkpoints but no {workdir.CONFIG_FILE}, which "
                            "names the run's model; put it back from a copy of the run")
+    config = workdir.read_config(run_directory(run_dir))
     trained = config["model"]
     if model_name and model_name != trained:
         raise WeightsError(f"{run_dir} trained a {trained}, not a {model_name}; its weights fit "

@@ -67,8 +67,9 @@ def read_config(workdir: Path) -> dict[str, Any] | None:
         raise WorkdirError(f"{path} line {line} is not valid JSON ({_reason(error)}); repair it "
                            "(it records the run's settings), or pass a new --workdir") from None
     if not isinstance(saved, dict) or not all(k in saved for k in IDENTIFYING_KEYS):
-        raise WorkdirError(f"{path} is not a resnet_jax config (it lacks "
-                           f"{', '.join(IDENTIFYING_KEYS)}); pass a new or empty --workdir")
+        lacks = [k for k in IDENTIFYING_KEYS if not isinstance(saved, dict) or k not in saved]
+        raise WorkdirError(f"{path} is not a resnet_jax config (it lacks {', '.join(lacks)}); "
+                           "pass a new or empty --workdir")
     for old, new in SPLIT_KEYS.items():  # a run saved before the key was split
         if old in saved:
             value = saved.pop(old)

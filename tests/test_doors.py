@@ -60,6 +60,15 @@ def run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory) -> Path:
+    """A finished 2-step run keeping no moving average."""
+    workdir = tmp_path_factory.mktemp("plain") / "plain"
+    train_and_evaluate(tiny_config(num_train_steps=2, eval_every_steps=2,
+                                   checkpoint_every_steps=2, ema_decay=0.0), workdir)
+    return workdir
+
+
 @pytest.fixture
 def image(tmp_path) -> Path:
     path = tmp_path / "image.png"
@@ -165,6 +174,11 @@ def test_a_run_whose_records_were_edited_is_refused_naming_the_file(run, tmp_pat
         restore(other)
     assert predict.main([str(image), "--weights", str(other)]) == 1
     assert "does not fit the resnet32 its config.json names" in one_line(capsys.readouterr().err)
+    (other / "config.json").write_text(json.dumps({**saved, "ema_decay": 0.0}))
+    with pytest.raises(CheckpointError, match="^config.json names ema_decay=0.0, but the "
+                       "checkpoint of step 8 keeps a moving average of the weights: .* was "
+                       "edited or replaced; put back the run's own$"):
+        restore(other)
     names = shutil.copytree(run, tmp_path / "names")
     described = json.loads((names / "dataset.json").read_text())
     (names / "dataset.json").write_text(json.dumps({**described, "class_names": ["a", "b"]}))
@@ -197,6 +211,22 @@ def test_a_run_that_lost_its_checkpoints_or_its_config_is_not_trained_afresh(run
     assert one_line(result.stderr) == (f"--workdir {nameless} holds checkpoints but no "
                                        "config.json, which a run continues from; put it back "
                                        "from a copy of the run")
+    emptied = shutil.copytree(run, tmp_path / "emptied")
+    for step in (emptied / "checkpoints").iterdir():
+        shutil.rmtree(step)
+    result = run_train_in_process([f"--workdir={emptied}"])
+    assert result.returncode == 1 and one_line(result.stderr) == (
+        f"{emptied} holds a run that saved checkpoints (its summary.json ends a segment at step "
+        "8), but checkpoints/ holds none: they were removed, and the run cannot resume; put them "
+        "back, or pass a new --workdir")
+    result = run_train_in_process([f"--workdir={emptied / 'config.json'}"])
+    assert one_line(result.stderr) == (f"--workdir {emptied / 'config.json'} is a file; pass "
+                                       "a directory")
+    (emptied / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="config.json is not a resnet_jax config \\(it lacks "
+                       "model, dataset, batch_size, seed\\): it is not the config of a training "
+                       "run's work directory"):
+        restore(emptied)
 
 
 @pytest.mark.parametrize("call,message", [
@@ -206,11 +236,12 @@ def test_a_run_that_lost_its_checkpoints_or_its_config_is_not_trained_afresh(run
     (lambda run: restore(run, step=-1), "step -1 (int) is not a checkpoint's step"),
     (lambda run: restore(run, step=True), "step True (bool) is not a checkpoint's step"),
     (lambda run: restore(run, raw="yes"), "raw 'yes' is not True or False"),
-    (lambda run: restore(42), "run_dir 42 (int) is not a path (str or pathlib.Path)"),
+    (lambda run: restore(42), "run_dir 42 (int) is not a path (a str naming a file or folder, "
+                              "or a pathlib.Path)"),
     (lambda run: restore("/nonexistent/run"), "/nonexistent/run does not exist: pass a training "
                                               "run's work directory (the folder train.py's "
                                               "--workdir names)"),
-    (lambda run: restore(run / "checkpoints"), "holds no config.json of resnet_jax's: it is not "
+    (lambda run: restore(run / "checkpoints"), "holds no config.json: it is not "
                                                "a training run's work directory"),
     (lambda run: load_weights(None, str(run), step=2.5), "step 2.5 (float) is not a checkpoint's"),
     (lambda run: load_weights("resnet20", str(run), crop="8"), "crop '8' is not an image side "
@@ -276,6 +307,24 @@ def test_a_link_never_inflates_or_relabels_a_class_at_any_door(tmp_path, capsys)
     assert list(labels) == [0, 0, 1, 1]
     assert [p.relative_to(root) for p in predict.image_paths([root / "train" / "cat"])] == [
         Path("train/cat/0.png"), Path("train/cat/1.png"), Path("train/cat/dog.png")]
+
+
+def test_a_link_that_leads_nowhere_is_named_and_one_split_through_a_link_refused(tmp_path):
+    root = linked_tree(tmp_path / "images")
+    (root / "train" / "cat" / "self.png").symlink_to(root / "train" / "cat" / "self.png")
+    with pytest.raises(DataError) as refused:  # counted, as a broken image is: reading it fails
+        datasets.load_dataset(tiny_config(dataset=f"folder:{root}", num_classes=2, batch_size=8))
+    assert f"{root / 'train' / 'cat' / 'self.png'}" in str(refused.value)
+    (root / "train" / "cat" / "self.png").unlink()
+    shutil.rmtree(root / "test")
+    (root / "test").symlink_to(root / "train", target_is_directory=True)
+    result = run_train_in_process(["--config=configs/smoke.py", f"--workdir={tmp_path / 'run'}",
+                                   f"--config.dataset=folder:{root}", "--config.num_classes=2",
+                                   "--config.image_size=8"])
+    assert result.returncode == 1 and one_line(result.stderr) == (
+        f"train/ and test/ under {root} are the same folder (through a link): the run would be "
+        "evaluated on its training images; give each split its own images")
+    assert not (tmp_path / "run").exists()
 
 
 def test_two_class_folders_that_are_one_folder_are_refused_naming_both(tmp_path):
@@ -452,6 +501,45 @@ def test_weights_files_are_read_by_what_they_hold_not_by_their_names(tmp_path, i
         load_weights("resnet20", str(tmp_path / "nan.pth"))
 
 
+def test_a_file_that_holds_no_weights_or_impossible_ones_is_refused_naming_it(tmp_path):
+    text = tmp_path / "weights.pth"
+    text.write_text("<html>Not Found</html>")
+    with pytest.raises(WeightsError, match=re.escape(
+            f"{text} is not a file torch.save wrote, nor a safetensors file (it starts "
+            "b'<htm'); pass a .pth state dict")):
+        load_weights("resnet20", str(text))
+    text.write_bytes(b"")
+    with pytest.raises(WeightsError, match=f"^{text} is empty; download or copy it again$"):
+        initial_variables(tiny_config(init_from=str(text)))
+    state = resnet20_state_dict()
+    negative = {**state, "bn1.running_var": -np.ones_like(state["bn1.running_var"])}
+    torch.save({k: torch.from_numpy(v) for k, v in negative.items()}, tmp_path / "var.pth")
+    with pytest.raises(WeightsError, match="var.pth: batch_stats/bn1/var holds negative running "
+                                           "variances, which no BatchNorm computes"):
+        load_weights("resnet20", str(tmp_path / "var.pth"))
+    from safetensors.numpy import save_file
+
+    save_file({k: np.asarray(v * 100).astype(np.int32) for k, v in state.items()},
+              str(tmp_path / "int.safetensors"))
+    with pytest.raises(WeightsError, match="int.safetensors: the state_dict's tensors: "
+                                           "batch_stats/bn1/mean holds int32 values, not floating "
+                                           "point numbers"):
+        load_weights("resnet20", str(tmp_path / "int.safetensors"))
+
+
+def test_a_pth_beside_timms_config_reads_it_and_a_config_link_to_nowhere_is_named(tmp_path):
+    state = resnet20_state_dict()
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "model.pth")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet20",
+                                                      "pretrained_cfg": GOOD_CFG}))
+    loaded = load_weights(None, str(tmp_path / "model.pth"))
+    assert (loaded.preprocessing.resize, loaded.preprocessing.crop) == (32, 32)
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config.json").symlink_to(tmp_path / "config.json")
+    with pytest.raises(WeightsError, match="config.json is a link that leads nowhere"):
+        load_weights("resnet20", str(tmp_path / "model.pth"))
+
+
 def test_a_snapshot_is_read_as_it_says_or_refused_saying_where_it_contradicts_itself(
         snapshot_dir, tmp_path, image, capsys):
     folder = shutil.copytree(snapshot_dir, tmp_path / "snapshot")
@@ -603,15 +691,40 @@ def test_an_input_of_another_layout_gets_the_fix_that_fits_it(shape, hint):
     lambda: __import__("resnet_jax.summary").summary.summarize(create_model("resnet20"), (2,)),
     lambda: create_model("resnet20", dtype="bf16"),
     lambda: resnet_nnx.load_variables(create_model("resnet20"), {}),
+    lambda: resnet_nnx.linen_variables(create_model("resnet20")),
+    lambda: to_torchvision(nnx.state(resnet_nnx.create_model("resnet20", rngs=nnx.Rngs(0))),
+                           "resnet20"),
+    lambda: to_torchvision([1, 2], "resnet20"),
+    lambda: create_model("resnet20").init(jax.random.key(0), [[0.0] * 3] * 8),
+    lambda: create_model("resnet20", bn_axis_name="batch").apply(
+        create_model("resnet20").init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))),
+        jnp.zeros((1, 8, 8, 3)), train=True, mutable=["batch_stats"]),
 ])
 def test_every_error_a_user_can_cause_through_the_library_is_a_resnet_error(call):
     with pytest.raises(ResNetError):
         call()
 
 
+def test_a_state_dict_that_does_not_fit_as_given_says_how_to_make_it_fit():
+    from resnet_jax.torch_compat import from_torchvision
+
+    state = {k: torch.from_numpy(v) for k, v in resnet20_state_dict().items()}
+    cases = [({"state_dict": state, "epoch": 3}, "pass checkpoint['state_dict']"),
+             ({k.replace("fc.", "linear."): v for k, v in state.items()},
+              "rename linear.weight and linear.bias to fc.weight and fc.bias"),
+             ({**state, "extra.weight": state["fc.bias"]},
+              "Its layers are a resnet20's: leave out the keys a resnet20 has not")]
+    for given, hint in cases:
+        with pytest.raises(ArgumentError, match=re.escape(hint)):
+            from_torchvision(given, "resnet20")
+    halves = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+    kernel = from_torchvision(halves, "resnet20")["params"]["conv1"]["kernel"]
+    assert kernel.dtype == np.float32 and np.all(np.isfinite(kernel))
+
+
 # Hints come from the door at hand.
 
-def test_the_same_mistake_is_named_in_the_words_of_each_door(run, tmp_path, image, capsys):
+def test_the_same_mistake_is_named_in_the_words_of_each_door(run, plain_run, image, capsys):
     fit = "trained a resnet20, not a resnet32; its weights fit a resnet20 only: leave out"
     with pytest.raises(WeightsError, match=f"{fit} model, or pass model='resnet20'$"):
         load_weights("resnet32", str(run))
@@ -620,9 +733,7 @@ def test_the_same_mistake_is_named_in_the_words_of_each_door(run, tmp_path, imag
     with pytest.raises(WeightsError, match=f"{fit} --config.model, or pass "
                                            "--config.model=resnet20$"):
         initial_variables(tiny_config(model="resnet32", init_from=str(run)))
-    no_average = shutil.copytree(run, tmp_path / "plain")
-    saved = json.loads((no_average / "config.json").read_text())
-    (no_average / "config.json").write_text(json.dumps({**saved, "ema_decay": 0.0}))
+    no_average = plain_run
     raw = "picks a run's trained weights over the moving average it keeps"
     with pytest.raises(CheckpointError, match=f"^--config.init_from_raw=True {raw}; .* leave out "
                                               "--config.init_from_raw$"):
@@ -631,6 +742,32 @@ def test_the_same_mistake_is_named_in_the_words_of_each_door(run, tmp_path, imag
     assert one_line(capsys.readouterr().err).startswith(f"--raw {raw}")
     with pytest.raises(CheckpointError, match=f"^raw=True {raw}; .* leave out raw$"):
         restore(no_average, raw=True)
+    step = run / "checkpoints" / "8"
+    with pytest.raises(WeightsError, match=f"is a checkpoint of the run in {run}: pass "
+                       f"--config.init_from={run}; init_from starts from its newest readable"):
+        initial_variables(tiny_config(init_from=str(step)))
+    assert predict.main([str(image), "--weights", str(step)]) == 1
+    assert one_line(capsys.readouterr().err).endswith(f"pass --weights {run} with --step 8")
+
+
+def test_a_folder_problem_is_told_with_the_fixes_of_the_command_at_hand(run, tmp_path, capsys):
+    for split, size in (("train", 8), ("test", 8), ("test", 9)):
+        (tmp_path / split / "cat").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (size, size)).save(tmp_path / split / "cat" / f"{size}.png")
+    mixed = tiny_config(dataset=f"folder:{tmp_path}", num_classes=1, batch_size=1)
+    with hints.door(hints.CONFIG), pytest.raises(DataError, match=re.escape(
+            "resize them to one size first, or stream them (--config.pipeline=streaming")):
+        datasets.load_dataset(mixed)
+    with hints.door(hints.LIBRARY), pytest.raises(DataError, match="resize them to one size "
+                                                                   "first$"):
+        datasets.load_dataset(mixed)
+    moved = shutil.copytree(run, tmp_path / "moved")
+    saved = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**saved, "dataset": f"folder:{tmp_path}/gone"}))
+    assert evaluate.main(["--workdir", str(moved)]) == 1
+    assert one_line(capsys.readouterr().err).endswith(
+        "if the run's data moved, evaluate the weights on it by class name: --weights RUN "
+        "--dataset folder:NEWPATH/test")
 
 
 # Runs.

@@ -116,7 +116,7 @@ def test_a_run_is_evaluated_on_its_test_split_alone_and_only_on_its_own_data(run
     (copy / "config.json").write_text(json.dumps({**config, "dataset": f"folder:{images}"}))
     (images / "train" / "cat" / "0.png").write_bytes(b"broken")  # decoding train would fail
     status, result, _ = evaluated(["--workdir", str(copy), "--step", "10"], capsys)
-    assert status == 0 and result["examples"] == 12 and result["step"] == 10
+    assert status == 0 and result["examples"] == 12 and result["step"] == 10, _
     assert result["data"] == f"folder:{images}, the run's evaluation split"
     changes = [(lambda: (images / "test" / "dog" / "0.png").unlink(),
                 "12 evaluation images then, 11 now"),

@@ -3,8 +3,10 @@ code within its minutes, leaves a result file per finished part, and the README'
 measured section is made from those files."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import REPO
@@ -28,7 +30,7 @@ def test_cpu_smoke_records_each_part_with_its_source_and_reports_it(tmp_path, ca
     """Four parts through the command (the seed and net parts run the experiments whose own
     tests are tests/test_time_to_accuracy.py and tests/test_degradation.py)."""
     out, work = tmp_path / "results", tmp_path / "work"
-    flags = ["--cpu-smoke", "--minutes", 3, "--parts", ",".join(SMOKE_PARTS), "--out", out,
+    flags = ["--cpu-smoke", "--minutes", 10, "--parts", ",".join(SMOKE_PARTS), "--out", out,
              "--work", work]
     first = run_evidence(*flags)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -64,16 +66,38 @@ def test_cpu_smoke_records_each_part_with_its_source_and_reports_it(tmp_path, ca
     assert "<= 3 min on an H100/H200: not judged, a smoke run" in report
 
 
-def test_a_part_cut_short_by_the_deadline_records_nothing(tmp_path):
+class ClockAtTheDeadline:
+    """time.time for evidence: the first reading starts the call, every later one is a
+    millisecond before its deadline (a part planned then is stopped at once, on any
+    machine)."""
+
+    sleep = staticmethod(time.sleep)
+
+    def __init__(self, minutes: float):
+        self.start, self.minutes = None, minutes
+
+    def time(self) -> float:
+        if self.start is None:
+            self.start = time.time()
+            return self.start
+        return self.start + 60 * self.minutes - 0.001
+
+
+def test_a_part_cut_short_by_the_deadline_records_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "results"
-    stale = {"part": "throughput", "commit": "0" * 40, "smoke": True, "seconds": 1.0,
+    stale = {"part": "throughput", "commit": "0" * 40, "smoke": True, "seconds": 0.0001,
              "figures": {"rows": []}, "started": "2026-01-01T00:00:00+00:00"}
     (out / "cpu").mkdir(parents=True)
-    (out / "cpu" / "throughput.json").write_text(json.dumps(stale))  # timed at 1 s: it starts
-    result = run_evidence("--cpu-smoke", "--minutes", 0.05, "--parts", "throughput", "--out", out,
-                          "--work", tmp_path / "work")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "throughput: stopped at the deadline: nothing recorded" in result.stdout
+    (out / "cpu" / "throughput.json").write_text(json.dumps(stale))  # timed short: it starts
+    monkeypatch.setattr(evidence, "time", ClockAtTheDeadline(minutes=3))
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        evidence.main(["--cpu-smoke", "--minutes", "3", "--parts", "throughput", "--out",
+                       str(out), "--work", str(tmp_path / "work")])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert "throughput: stopped at the deadline: nothing recorded" in capsys.readouterr().out
     assert json.loads((out / "cpu" / "throughput.json").read_text()) == stale
 
 
@@ -145,6 +169,8 @@ def test_a_plan_skips_what_is_recorded_or_lacks_data_and_estimates_from_past_run
      "error: --data: folder:{case}/jpegs holds 1 training image(s) of 1 class(es), 32x32 pixels; "
      "the parts train ResNet-20 on CIFAR-10's 10 classes of 32x32 images, 128 a batch: pass its "
      "JPEG copy (folder:PATH) or its python batches (cifar:PATH)"),
+    (["--plan", "--minutes", "3", "--data", "cifar:{case}/junk"],
+     "error: --data: {case}/junk/test_batch is not a CIFAR python batch (UnpicklingError)"),
     (["--minutes", "0.5", "--cpu-smoke"], "error: --minutes 0.5 is under the shortest part"),
     (["--minutes", "3", "--data", "folder:{case}/nothing"],
      "error: --data folder:{case}/nothing: pass the CIFAR-10 images as folder:PATH"),
@@ -163,6 +189,9 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path, flags, message, ca
             (tmp_path / "ten" / split / str(label)).mkdir(parents=True)
             for i in range(2):
                 Image.new("RGB", (32, 32)).save(tmp_path / "ten" / split / str(label) / f"{i}.jpg")
+    (tmp_path / "junk").mkdir()  # CIFAR's python batch names, holding no batches
+    for name in ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))):
+        (tmp_path / "junk" / name).write_text("junk")
     out = tmp_path / "results"
     before = snapshot(tmp_path)
     with pytest.raises(SystemExit) as ended:
@@ -255,6 +284,9 @@ def test_the_wheelhouse_adds_skips_matches_jax_plugins_and_quotes_a_bad_line(tmp
     assert "jax-cuda12-plugin" not in wheelhouse.main(["--have", str(freeze), "--dry-run"])
     freeze.write_text("jax==0.11.2\njaxlib==0.11.2\njax-cuda12-plugin==0.10.0\n")  # kept jaxlib
     assert wheelhouse.main(["--have", str(freeze), "--dry-run"])["jax-cuda12-plugin"] == "0.11.2"
+    freeze.write_text("jax==0.11.2\njaxlib==0.10.0\n")  # a pair that differs: fetched as one
+    apart = wheelhouse.main(["--have", str(freeze), "--dry-run"])
+    assert apart["jax"] == apart["jaxlib"] == jaxlib
     freeze.write_text("jax==0.11.2\n")  # jaxlib fetched: jax with it, the two pin each other
     alone = wheelhouse.main(["--have", str(freeze), "--dry-run"])
     assert alone["jax"] == alone["jaxlib"] == jaxlib
@@ -262,6 +294,11 @@ def test_the_wheelhouse_adds_skips_matches_jax_plugins_and_quotes_a_bad_line(tmp
     with pytest.raises(SystemExit, match="2"):
         wheelhouse.main(["--have", str(freeze), "--dry-run", "--python", "3.10"])
     assert "--python 3.10: the project needs Python >=3.11" in capsys.readouterr().err
+    assert wheelhouse.main(["--have", str(freeze), "--dry-run", "--python", "3.12.1"])
+    with pytest.raises(SystemExit, match="2"):
+        wheelhouse.main(["--have", str(freeze), "--dry-run", "--python", "python3"])
+    assert "give the other machine's Python as 3.Y or 3.Y.Z (e.g. 3.12)" in (
+        capsys.readouterr().err)
     freeze.write_text("absl-py==2.1.0\njax==0.11.2\njax==0.12.0\n")
     with pytest.raises(SystemExit, match="2"):
         wheelhouse.main(["--have", str(freeze), "--dry-run"])
@@ -314,6 +351,9 @@ def test_report_write_never_puts_cpu_or_smoke_figures_in_the_readme(tmp_path):
                                                              "outside [0, 1]"),
     (lambda e: e["figures"].update(wall_seconds=-5), "wall_seconds=-5 is below 0"),
     (lambda e: e.update(device="H100"), "its device (kind, count) is missing"),
+    (lambda e: e["device"].update(count=0), "its device (kind, count) is missing"),
+    (lambda e: e.update(smoke="false"), "smoke='false' is not true or false"),
+    (lambda e: e["figures"].update(steps=-100), "steps=-100 is below 0"),
 ])
 def test_a_result_file_that_cannot_be_true_is_refused_naming_it(tmp_path, change, problem):
     source = evidence.RESULTS / "nvidia-h100" / "paper_schedule.json"

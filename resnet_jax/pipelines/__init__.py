@@ -88,6 +88,7 @@ def describe_source(dataset: str) -> SourceFacts:
     root = Path(dataset.partition(":")[2]).expanduser()
     if dataset.startswith("cifar:"):
         layout = datasets.cifar_layout(root)
+        datasets.load_cifar_python(root, "test")  # the smaller split: the batches read
         return SourceFacts(layout.class_names, 50_000, (32, 32))  # the format's own
     if not dataset.startswith("folder:"):
         raise data.DataError(f"dataset={dataset}: only folder:PATH and cifar:PATH are described "

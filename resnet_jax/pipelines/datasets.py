@@ -159,9 +159,10 @@ def _read_folder_split(split_dir: Path, classes: list[str]) -> Split:
                         "remove or replace them")
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
+        stream = (f", or stream them ({hints.setting('pipeline', 'streaming')} crops and "
+                  "resizes each)" if hints.current() == hints.CONFIG else "")
         raise DataError(f"images under {split_dir} differ in size ({sorted(shapes)[:3]}...); "
-                        "resize them to one size first, or stream them "
-                        "(--config.pipeline=streaming crops and resizes each)")
+                        f"resize them to one size first{stream}")
     return Split(np.stack(images), np.asarray(labels, np.int32))
 
 
