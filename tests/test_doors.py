@@ -51,22 +51,23 @@ def damage(step_dir: Path) -> None:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def finished_run(tmp_path_factory, steps: int, every: int, ema_decay: float) -> Path:
+    workdir = tmp_path_factory.mktemp("run") / "run"
+    train_and_evaluate(tiny_config(num_train_steps=steps, eval_every_steps=steps,
+                                   checkpoint_every_steps=every, ema_decay=ema_decay), workdir)
+    return workdir
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A finished 8-step run keeping a moving average of its weights; checkpoints 4 and 8."""
-    workdir = tmp_path_factory.mktemp("run") / "run"
-    train_and_evaluate(tiny_config(num_train_steps=8, eval_every_steps=8,
-                                   checkpoint_every_steps=4, ema_decay=0.5), workdir)
-    return workdir
+    return finished_run(tmp_path_factory, steps=8, every=4, ema_decay=0.5)
 
 
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory) -> Path:
     """A finished 2-step run keeping no moving average."""
-    workdir = tmp_path_factory.mktemp("plain") / "plain"
-    train_and_evaluate(tiny_config(num_train_steps=2, eval_every_steps=2,
-                                   checkpoint_every_steps=2, ema_decay=0.0), workdir)
-    return workdir
+    return finished_run(tmp_path_factory, steps=2, every=2, ema_decay=0.0)
 
 
 @pytest.fixture

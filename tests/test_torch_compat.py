@@ -32,11 +32,14 @@ def max_error(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 @pytest.mark.parametrize("name", DEPTHS)
 def test_torchvision_weights_give_torchvision_logits(name):
+    """At ImageNet's 224 for one net of each block (basic, bottleneck), and at an odd size,
+    whose strided convolutions pad unevenly, for every depth."""
     reference = randomised_torchvision(name)
     variables = from_torchvision(reference.state_dict(), name)
     model = create_model(name)
     rng = np.random.default_rng(0)
-    for shape in [(1, 224, 224, 3), (2, 97, 81, 3)]:
+    canonical = [(1, 224, 224, 3)] if name in ("resnet18", "resnet50") else []
+    for shape in [*canonical, (2, 97, 81, 3)]:
         images = rng.standard_normal(shape, dtype=np.float32)
         theirs = torch_logits(reference, images, train=False)
         ours = model.apply(variables, images, train=False)
