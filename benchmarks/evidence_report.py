@@ -61,20 +61,25 @@ def entry_problem(entry: Any) -> str | None:
         return problem
     try:
         SECTIONS[entry["part"]][1](entry)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except KeyError as error:
+        return f"its figure {error.args[0]} is missing"
+    except (TypeError, ValueError, AttributeError) as error:
         return f"its figures cannot be shown: {type(error).__name__}: {error}"
     return None
 
 
 def figure_problem(figures: Any, key: str = "") -> str | None:
-    """A figure out of what it can be (not finite; an accuracy or fraction of the peak
-    outside [0, 1]; a time or rate below 0), or None; nested figures too."""
+    """A figure out of what it can be (a measure that is not a number, or not finite; an
+    accuracy or fraction of the peak outside [0, 1]; a time, rate or count below 0), or
+    None; nested figures too."""
     if isinstance(figures, dict):
         return next((p for k, v in figures.items() if (p := figure_problem(v, str(k)))), None)
     if isinstance(figures, list):
         return next((p for v in figures if (p := figure_problem(v, key))), None)
+    measure = key.endswith(("accuracy", "mfu", "seconds", "per_sec", "tflops", "steps"))
     if isinstance(figures, bool) or not isinstance(figures, int | float):
-        return None
+        return (f"{key}={figures!r} is not a number" if measure and figures is not None
+                else None)
     if not math.isfinite(figures):
         return f"{key}={figures} is not finite"
     if key.endswith(("accuracy", "mfu")) and not 0 <= figures <= 1:
@@ -169,7 +174,7 @@ def paper_table(entry: dict[str, Any]) -> str:
     minutes = figures["wall_seconds"] / 60
     return table(["steps", "final test accuracy", "wall time (all in)", "data loading",
                   "compilation", "images/s", "mfu", "target"],
-                 [[number(figures.get("steps")), percent(figures["final_test_accuracy"], 2),
+                 [[number(figures["steps"]), percent(figures["final_test_accuracy"], 2),
                    f"{minutes:.1f} min", _seconds(figures.get("data_seconds")),
                    _seconds(figures.get("compile_seconds")),
                    number(figures.get("median_images_per_sec")),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from resnet_jax.errors import (
 )
 from resnet_jax.models import ResNet, build_model, variables_problem
 from resnet_jax.parallel import replicated
+from resnet_jax.progress import warn
 from resnet_jax.quiet import absl_logs_quiet, damage_quiet
 
 STATE, PIPELINE, DATA = "default", "pipeline", "dataset"  # the items of a checkpoint
@@ -210,8 +210,8 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
         for step, error in failures.items():
             destination = _free_name(aside / str(step))
             shutil.move(Path(manager.directory) / str(step), destination)
-            print(f"warning: checkpoint {step} cannot be read ({error}); moved it to "
-                  f"{destination} and resumed from step {restored}", file=sys.stderr, flush=True)
+            warn(f"checkpoint {step} cannot be read ({error}); moved it to "
+                 f"{destination} and resumed from step {restored}")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("resnet_jax: unreadable checkpoints moved")
     manager.reload()
@@ -246,12 +246,15 @@ def read_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[int, 
     newer checkpoint is passed over with a ResNetWarning naming it and why; a ``step``
     that is missing or unreadable is a CheckpointError listing the steps that can be read."""
     step = arguments.step(step)
-    directory = run_directory(run_dir).absolute() / workdir.CHECKPOINT_DIR
+    run = run_directory(run_dir).absolute()
+    directory = run / workdir.CHECKPOINT_DIR
     with _reader(directory) as manager:
         steps = sorted(manager.all_steps())
         if not steps:
-            raise CheckpointError(f"no checkpoint under {directory}: the run saved none yet "
-                                  "(its first comes at checkpoint_every_steps)")
+            removed = workdir.checkpoints_removed(run)
+            raise CheckpointError(f"{removed}; put them back from a copy of the run" if removed
+                                  else f"no checkpoint under {directory}: the run saved none "
+                                  "yet (its first comes at checkpoint_every_steps)")
 
         def read(at: int) -> Any:
             return _read_items(manager, at, (STATE,))[STATE]

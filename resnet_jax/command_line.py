@@ -21,6 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from resnet_jax.errors import ConfigError, ResNetError, ResNetWarning
+from resnet_jax.progress import warn
 
 FLAGS = flags.FLAGS
 
@@ -237,9 +238,22 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
                         help="a run's checkpoint of this step (default: its latest)")
     parser.add_argument("--raw", action="store_true", help="a run's trained weights, not "
                         "the moving average it keeps (ema_decay)")
-    parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
+    parser.add_argument("--flip", action=Switch,
                         help="average each image's logits with its mirror image's (default: a "
                         "run's own eval_flip, else off)")
+
+
+class Switch(argparse.BooleanOptionalAction):
+    """``--X`` or ``--no-X``; both on one command line are refused, not settled by order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        given = f"_given_{self.dest}"
+        earlier = getattr(namespace, given, option_string)
+        if earlier != option_string:
+            parser.error(f"{earlier} and {option_string} contradict each other; pass one")
+        setattr(namespace, given, option_string)
+        super().__call__(parser, namespace, values, option_string)
 
 
 @contextlib.contextmanager
@@ -249,7 +263,7 @@ def one_line_warnings() -> Iterator[None]:
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
              file: Any = None, line: str | None = None) -> None:
         if issubclass(category, ResNetWarning):
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+            warn(str(message))
         else:
             shown(message, category, filename, lineno, file, line)
 

@@ -254,7 +254,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="images per batch (default: 64; a run's own evaluation batch)")
     parser.add_argument("--json", action="store_true", help="only a JSON object on stdout")
     args = parser.parse_args(argv)
-    if bool(args.workdir) == bool(args.dataset):
+    if args.workdir and args.dataset:
+        parser.error(f"--workdir evaluates a run on its own test split, --dataset on other data: "
+                     f"pass one (other data: --weights {args.workdir} --dataset {args.dataset})")
+    if not args.workdir and not args.dataset:
         parser.error("pass --dataset folder:PATH (with --weights), or --workdir RUN")
     given = [f"--{n}" for n in ("weights", "model", "resize", "crop") if getattr(args, n)]
     if args.workdir and given:

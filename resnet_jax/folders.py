@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 from resnet_jax import hints
 from resnet_jax.data import listed
 from resnet_jax.errors import DataError
+from resnet_jax.progress import warn
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 EVAL_SPLITS = ("test", "val")  # the evaluation split of a class-per-folder tree
@@ -53,9 +53,9 @@ class _Walk:
     def say(self, where: Path) -> None:
         """One warning line naming the links passed over, if any."""
         if self.passed_over:
-            print(f"warning: under {where}, {len(self.passed_over)} link(s) lead to what is "
-                  f"counted elsewhere, and are passed over: {listed(self.passed_over)}; every "
-                  "file counts once, in the class folder it is in", file=sys.stderr)
+            warn(f"under {where}, {len(self.passed_over)} link(s) lead to what is "
+                 f"counted elsewhere, and are passed over: {listed(self.passed_over)}; every "
+                 "file counts once, in the class folder it is in")
 
 
 def _listing(directory: str) -> list[os.DirEntry]:
@@ -179,8 +179,8 @@ def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[i
     walk.say(split_dir)
     loose = sorted(p.name for p in split_dir.iterdir() if p.is_file() and is_image_name(p.name))
     if loose:
-        print(f"warning: {len(loose)} image(s) directly under {split_dir} are in no class folder "
-              f"and are left out: {listed(loose)}", file=sys.stderr)
+        warn(f"{len(loose)} image(s) directly under {split_dir} are in no class folder "
+             f"and are left out: {listed(loose)}")
     return files, labels
 
 

@@ -19,7 +19,7 @@ from resnet_jax.interrupts import StopRequests
 from resnet_jax.metrics import MetricWriter, Throughput
 from resnet_jax.models import build_model
 from resnet_jax.pipelines import Pipeline
-from resnet_jax.progress import progress_bar, showing
+from resnet_jax.progress import progress_bar, showing, warn
 from resnet_jax.start import data_description
 from resnet_jax.train_calls import TrainCalls
 from resnet_jax.training import AveragedTrainState, mean_metrics
@@ -175,8 +175,7 @@ def evaluate(p_eval: Callable, state: Any, resident: Any, pipeline: Pipeline,
 
     metrics = test_metrics({"params": state.params, "batch_stats": state.batch_stats})
     if not metrics["eval_examples"]:
-        print("warning: no evaluation image could be read: no test metrics at this step",
-              file=sys.stderr, flush=True)
+        warn("no evaluation image could be read: no test metrics at this step")
     elif isinstance(state, AveragedTrainState):
         metrics.update({f"ema_{name}": value for name, value in test_metrics(state.ema).items()
                         if name.startswith("test_")})

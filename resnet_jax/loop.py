@@ -12,7 +12,6 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import sys
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -29,6 +28,7 @@ from resnet_jax.metrics import MetricWriter, RunClock, timing_summary
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
 from resnet_jax.pipelines import build_pipeline
+from resnet_jax.progress import warn
 from resnet_jax.report import Ending, finish_run, report_finished, resume_line
 from resnet_jax.start import (
     check_config,
@@ -69,7 +69,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             return settled.summary
         config, pipeline, latest = settled.config, settled.pipeline, settled.latest
         for warning in settled.warnings if jax.process_index() == 0 else ():
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
+            warn(f"{warning}")
         def open_checkpoints() -> Any:
             return cleanup.enter_context(
                 checkpoints.checkpoint_manager(workdir, config.keep_checkpoints))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from resnet_jax import workdir
+from resnet_jax.progress import warn
 
 
 class Throughput:
@@ -104,9 +104,9 @@ class MetricWriter:
         self.path = Path(run_dir) / workdir.METRICS_FILE
         found = workdir.read_metrics_file(Path(run_dir))
         if found.cut_last_line:
-            print(f"warning: the last line of {self.path} was cut short (an interrupted write); "
-                  f"dropped it (what it held is lost; the rows after step {resume_step}, where "
-                  "the run resumes, are logged again)", file=sys.stderr, flush=True)
+            warn(f"the last line of {self.path} was cut short (an interrupted write); "
+                 f"dropped it (what it held is lost; the rows after step {resume_step}, where "
+                 "the run resumes, are logged again)")
         kept = [r for r in found.rows if r["step"] <= resume_step]
         workdir.write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.tensorboard = SummaryWriter(str(Path(run_dir) / workdir.TENSORBOARD_DIR))

@@ -223,8 +223,8 @@ class ResNet(nnx.Module):
         return jnp.asarray(self.fc(pooled), jnp.float32)
 
 
-def create_model(name: str, *, rngs: nnx.Rngs, variables: dict[str, Any] | None = None,
-                 **overrides: Any) -> ResNet:
+def create_model(name: str, *, rngs: nnx.Rngs | None = None,
+                 variables: dict[str, Any] | None = None, **overrides: Any) -> ResNet:
     """The model ``name`` (see :func:`resnet_jax.list_models`) as an NNX module, in eval
     mode, its variables drawn from ``rngs`` (the ``dropout`` stream, or ``default``, also
     feeds stochastic depth), or taken from linen ``variables`` ({'params',

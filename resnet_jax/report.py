@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import ml_collections
 
 from resnet_jax import checkpoints, config_schema
 from resnet_jax.metrics import plot_curves, timing_summary
+from resnet_jax.progress import warn
 from resnet_jax.workdir import (
     CURVES_FILE,
     SEGMENTS_FILE,
@@ -45,9 +45,11 @@ def resume_line(workdir: Path, step: int, last: int) -> str:
     """What a resumed run says: where it continues, and the steps it trains again."""
     line = f"resuming at step {step} of {last} from the checkpoint in {workdir}"
     reached = max((s["last_step"] for s in read_segments(workdir)), default=step)
-    if reached > step:
-        line += (f"; the last start was seen at step {reached}: the {reached - step} steps after "
-                 "its last checkpoint are trained again")
+    again = min(reached, last) - step  # a run shortened below the step reached ends first
+    if again > 0:
+        end = f", to the end at {last}," if reached > last else ""
+        line += (f"; the last start was seen at step {reached}: the {again} steps after "
+                 f"its last checkpoint{end} are trained again")
     return line
 
 
@@ -56,8 +58,8 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
     (a summary lost to a kill after the last checkpoint is written again)."""
     summary = read_summary(workdir)
     if summary is None:
-        print(f"warning: {workdir / SUMMARY_FILE} is missing or unreadable; rebuilt it from "
-              f"metrics.jsonl and {SEGMENTS_FILE}", file=sys.stderr, flush=True)
+        warn(f"{workdir / SUMMARY_FILE} is missing or unreadable; rebuilt it from "
+             f"metrics.jsonl and {SEGMENTS_FILE}")
         rates = [r["images_per_sec"] for r in read_metrics(workdir) if "images_per_sec" in r]
         pipeline_state = checkpoints.latest_json_item(workdir, checkpoints.PIPELINE) or {}
         ending = Ending(config.num_train_steps, timing_summary(read_segments(workdir)), rates,

@@ -4,7 +4,6 @@ previous run, the data; a refusal here leaves the work directory as it was."""
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,18 @@ import ml_collections
 from resnet_jax import checkpoints, config_schema, data
 from resnet_jax.errors import ConfigError, DataError, WorkdirError
 from resnet_jax.pipelines import Pipeline
+from resnet_jax.progress import warn
 from resnet_jax.train_calls import CPU_LOOPS, compiled_loops
 from resnet_jax.workdir import (
     CHECKPOINT_DIR,
     DATA_FILE,
     Lock,
     check_ownership,
+    checkpoints_removed,
     create,
     latest_checkpoint_step,
     read_config,
     read_metrics_file,
-    read_summary,
     remove_if_empty,
     write_data_description,
 )
@@ -73,12 +73,10 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
                            "folder, which every start of a run makes: it was removed, and the "
                            f"run cannot resume; put {CHECKPOINT_DIR}/ back, or pass a new "
                            "--workdir")
-    ended = read_summary(workdir)
-    if saved is not None and latest is None and ended is not None:
-        raise WorkdirError(f"{workdir} holds a run that saved checkpoints (its summary.json "
-                           f"ends a segment at step {ended.get('steps', '?')}), but "
-                           f"{CHECKPOINT_DIR}/ holds none: they were removed, and the run cannot "
-                           "resume; put them back, or pass a new --workdir")
+    removed = checkpoints_removed(workdir) if saved is not None and latest is None else None
+    if removed:
+        raise WorkdirError(f"{removed}, and the run cannot resume; put them back, or pass a new "
+                           "--workdir")
     if latest is None:
         return None
     if saved is None:
@@ -102,9 +100,9 @@ def check_same_data(workdir: Path, pipeline: Pipeline, config: ml_collections.Co
     saved = checkpoints.saved_data_description(workdir)
     if saved is None:
         if jax.process_index() == 0:
-            print(f"warning: {workdir} has no {DATA_FILE}, nor a copy in its checkpoints (they "
-                  "predate it): the data cannot be checked against the run's; resuming on the "
-                  "data as it is", file=sys.stderr, flush=True)
+            warn(f"{workdir} has no {DATA_FILE}, nor a copy in its checkpoints (they "
+                 "predate it): the data cannot be checked against the run's; resuming on the "
+                 "data as it is")
         return
     change = data.description_change(saved, data_description(config, pipeline))
     if change:
@@ -128,9 +126,9 @@ def restore_data_description(workdir: Path) -> None:
     """dataset.json, lost from a finished run, written back from its checkpoints' copy."""
     copy = checkpoints.latest_json_item(workdir, checkpoints.DATA)
     if copy is None:
-        print(f"warning: {workdir / DATA_FILE} is missing and the run's checkpoints predate the "
-              "copy they now keep: predict and evaluate cannot use this run", file=sys.stderr)
+        warn(f"{workdir / DATA_FILE} is missing and the run's checkpoints predate the "
+             "copy they now keep: predict and evaluate cannot use this run")
         return
     write_data_description(workdir, copy)
-    print(f"warning: {workdir / DATA_FILE} was missing; wrote it back from the latest "
-          "checkpoint's copy", file=sys.stderr, flush=True)
+    warn(f"{workdir / DATA_FILE} was missing; wrote it back from the latest "
+         "checkpoint's copy")

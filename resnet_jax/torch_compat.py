@@ -102,7 +102,8 @@ def from_torchvision(state_dict: Mapping[str, Any], name: str,
     given = _mapped(state_dict, shapes, name, warn=True)
     problems = _problems(shapes, given)
     if problems:
-        raise ArgumentError(f"state_dict does not fit {name}: {problems}. {_hint(given, name)}")
+        raise ArgumentError(f"state_dict does not fit {name}: {problems}. "
+                            f"{_hint(given, name, shapes)}")
     flat = {path: _from_torch_layout(_as_numpy(given[_torch_key(path)]), path[-1])
             for path in shapes}
     return traverse_util.unflatten_dict(cast_variables(flat, shapes, "the state_dict's tensors"))
@@ -155,7 +156,7 @@ def _key_problems(expected: set[str], given: set[str]) -> list[str]:
     return problems
 
 
-def _hint(given: Mapping[str, Any], name: str) -> str:
+def _hint(given: Mapping[str, Any], name: str, shapes: Mapping[tuple[str, ...], Any]) -> str:
     if isinstance(given.get("state_dict"), Mapping):
         return "It is a checkpoint around a state_dict: pass checkpoint['state_dict']"
     if given and all(k.startswith("module.") for k in given):
@@ -165,8 +166,14 @@ def _hint(given: Mapping[str, Any], name: str) -> str:
         return ("Its classifier is named 'linear' (torchvision names it 'fc'): rename "
                 "linear.weight and linear.bias to fc.weight and fc.bias")
     guess = looks_like(given)
+    classes = np.shape(given["fc.weight"])[0] if "fc.weight" in given else None
+    head = shapes.get(("params", "fc", "bias"))
+    expected = head.shape[0] if head is not None else None
+    other_head = f", num_classes={classes}" if classes and classes != expected else ""
     if guess and guess != name:
-        return f"It looks like a {guess} state_dict: pass name={guess!r}"
+        return f"It looks like a {guess} state_dict: pass name={guess!r}{other_head}"
+    if guess == name and other_head:
+        return f"Its layers are a {name}'s, with a head of {classes} classes: pass{other_head[1:]}"
     if guess == name:
         return (f"Its layers are a {name}'s: leave out the keys a {name} has not, or pass the "
                 "num_classes of its fc")

@@ -36,6 +36,7 @@ from resnet_jax import arguments, data, hints, workdir
 from resnet_jax.errors import ArgumentError, ResNetWarning, WeightsError
 from resnet_jax.models import ResNet, cast_variables, create_model, list_models
 from resnet_jax.pipelines import images
+from resnet_jax.progress import warn
 from resnet_jax.torch_compat import from_torchvision, looks_like, state_dict_problems
 from resnet_jax.weight_files import (
     NEEDS_TORCH,
@@ -123,7 +124,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RESNET_JAX_CACHE") or Path.home() / ".cache" / "resnet_jax")
 
 
-def load_weights(model: str | None, weights: str, resize: int | None = None,
+def load_weights(model: str | None, weights: str | None = None, resize: int | None = None,
                  crop: int | None = None, step: int | None = None, raw: bool = False,
                  classifier: bool = True) -> Weights:
     """``weights``: a torchvision weights name of ``model`` (``IMAGENET1K_V1``...), a ``.pth``
@@ -172,6 +173,10 @@ def load_weights(model: str | None, weights: str, resize: int | None = None,
 
 def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any) -> None:
     """ArgumentError for a value of the wrong kind, before anything is looked up."""
+    if weights is None and isinstance(model, str | os.PathLike) and model not in list_models():
+        raise ArgumentError(f"weights is missing, and model={str(model)!r} is not a model but "
+                            f"looks like weights: pass (None, {str(model)!r}) to read the model "
+                            f"from them, or (MODEL, {str(model)!r})")
     arguments.path("weights", weights, "IMAGENET1K_V1")
     if model is not None and model not in list_models():
         close = difflib.get_close_matches(str(model), list_models(), n=1)
@@ -257,7 +262,7 @@ def resolved_source(weights: str) -> str:
     return str(path.resolve()) if weights and path.exists() else weights
 
 
-def pretrained(model: str | None, weights: str,
+def pretrained(model: str | None, weights: str | None = None,
                raw: bool = False) -> tuple[ResNet, dict[str, Any]]:
     """``(model, variables)`` for inference (a headless model, ``num_classes=0``, from a
     state dict without a classifier); a run's moving average of its weights where it keeps
@@ -493,9 +498,9 @@ def _warn_if_training(run_dir: Path, step: int) -> None:
     trainer = workdir.live_trainer(run_dir)
     if trainer:
         last = (workdir.read_config(run_dir) or {}).get("num_train_steps", "?")
-        print(f"warning: {run_dir} is still training ({trainer}): its latest checkpoint, step "
-              f"{step} of {last}, is used, not the finished run ({hints.setting('step', 'N')} "
-              "picks another)", file=sys.stderr)
+        warn(f"{run_dir} is still training ({trainer}): its latest checkpoint, step "
+             f"{step} of {last}, is used, not the finished run ({hints.setting('step', 'N')} "
+             "picks another)")
 
 
 def initial_variables(config: Any) -> dict[str, Any] | None:
@@ -525,9 +530,9 @@ def fit_variables(initialised: dict[str, Any], loaded: dict[str, Any]) -> dict[s
     if differing:
         kernel = given.get(("params", "fc", "kernel"))
         head = "no head" if kernel is None else f"a {np.shape(kernel)[-1]}-class head"
-        print(f"warning: init_from has {head}, this model "
-              f"{np.shape(fresh[('params', 'fc', 'kernel')])[-1]}: the head (fc) is "
-              "re-initialised, everything else starts from the weights", file=sys.stderr)
+        warn(f"init_from has {head}, this model "
+             f"{np.shape(fresh[('params', 'fc', 'kernel')])[-1]}: the head (fc) is "
+             "re-initialised, everything else starts from the weights")
     same = {p: given[p] for p in fresh if p not in differing}
     cast = cast_variables(same, {p: fresh[p] for p in same}, "init_from's weights")
     return traverse_util.unflatten_dict({p: cast.get(p, fresh[p]) for p in fresh})

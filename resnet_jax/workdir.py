@@ -13,13 +13,13 @@ import fcntl
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
 from resnet_jax.errors import WorkdirError
+from resnet_jax.progress import warn
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -119,6 +119,17 @@ def read_summary(workdir: Path) -> dict[str, Any] | None:
     return _json_or_none(workdir / SUMMARY_FILE)
 
 
+def checkpoints_removed(workdir: Path) -> str | None:
+    """What was lost, where a run's checkpoints are gone though its summary.json says it
+    saved some (every segment that writes a summary saves a checkpoint first); else None."""
+    ended = read_summary(workdir)
+    if ended is None:
+        return None
+    return (f"{workdir} holds a run that saved checkpoints (its summary.json ends a segment "
+            f"at step {ended.get('steps', '?')}), but {CHECKPOINT_DIR}/ holds none: they were "
+            "removed")
+
+
 def write_summary(workdir: Path, summary: dict[str, Any]) -> None:
     write_atomically(workdir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
@@ -140,8 +151,7 @@ def read_segments(workdir: str | Path) -> list[dict[str, Any]]:
             return segments
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         pass
-    print(f"warning: {path} is unreadable; the wall time of the run's earlier segments is lost",
-          file=sys.stderr, flush=True)
+    warn(f"{path} is unreadable; the wall time of the run's earlier segments is lost")
     return []
 
 

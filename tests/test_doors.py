@@ -196,6 +196,19 @@ def test_a_run_whose_records_were_edited_is_refused_naming_the_file(run, tmp_pat
             "checkpoints keep") in capsys.readouterr().err
 
 
+def test_a_run_whose_checkpoints_were_removed_is_told_so_at_the_reading_doors(run, tmp_path,
+                                                                              capsys):
+    emptied = shutil.copytree(run, tmp_path / "emptied")
+    shutil.rmtree(emptied / "checkpoints")
+    removed = (f"{emptied} holds a run that saved checkpoints (its summary.json ends a segment "
+               "at step 8), but checkpoints/ holds none: they were removed; put them back from "
+               "a copy of the run")
+    assert evaluate.main(["--workdir", str(emptied)]) == 1
+    assert one_line(capsys.readouterr().err) == removed
+    with pytest.raises(CheckpointError, match=re.escape(removed)):
+        restore(emptied)
+
+
 def test_a_run_that_lost_its_checkpoints_or_its_config_is_not_trained_afresh(run, tmp_path):
     lost = shutil.copytree(run, tmp_path / "lost")
     shutil.rmtree(lost / "checkpoints")
@@ -693,6 +706,8 @@ def test_an_input_of_another_layout_gets_the_fix_that_fits_it(shape, hint):
     lambda: create_model("resnet20", dtype="bf16"),
     lambda: resnet_nnx.load_variables(create_model("resnet20"), {}),
     lambda: resnet_nnx.linen_variables(create_model("resnet20")),
+    lambda: resnet_nnx.create_model("resnet20"),
+    lambda: pretrained("runs/resnet20"),
     lambda: to_torchvision(nnx.state(resnet_nnx.create_model("resnet20", rngs=nnx.Rngs(0))),
                            "resnet20"),
     lambda: to_torchvision([1, 2], "resnet20"),
@@ -718,6 +733,12 @@ def test_a_state_dict_that_does_not_fit_as_given_says_how_to_make_it_fit():
     for given, hint in cases:
         with pytest.raises(ArgumentError, match=re.escape(hint)):
             from_torchvision(given, "resnet20")
+    five = {**state, "fc.weight": state["fc.weight"][:5], "fc.bias": state["fc.bias"][:5]}
+    with pytest.raises(ArgumentError, match="with a head of 5 classes: pass num_classes=5$"):
+        from_torchvision(five, "resnet20")
+    with pytest.raises(ArgumentError, match="It looks like a resnet20 state_dict: pass "
+                                            "name='resnet20', num_classes=5$"):
+        from_torchvision(five, "resnet32")
     halves = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
     kernel = from_torchvision(halves, "resnet20")["params"]["conv1"]["kernel"]
     assert kernel.dtype == np.float32 and np.all(np.isfinite(kernel))
@@ -856,6 +877,36 @@ def test_a_recorded_config_that_predates_a_key_reads_it_as_off(run, tmp_path):
         f"{workdir / 'config.json'}: batch_size=6.5 is not of the kind the key takes (int); "
         "repair it, or pass the run's --config file")
     assert snapshot(workdir) == before
+
+
+def test_a_resume_says_how_many_steps_it_trains_again_up_to_the_new_end(tmp_path):
+    from resnet_jax.report import resume_line
+
+    (tmp_path / "segments.json").write_text(json.dumps([{"first_step": 0, "last_step": 175,
+                                                         "wall_seconds": 9.0}]))
+    assert resume_line(tmp_path, 100, 3000).endswith(
+        "the last start was seen at step 175: the 75 steps after its last checkpoint are "
+        "trained again")
+    assert resume_line(tmp_path, 100, 120).endswith(
+        "the last start was seen at step 175: the 20 steps after its last checkpoint, to the "
+        "end at 120, are trained again")
+
+
+def test_flags_or_arguments_that_exclude_each_other_are_refused_naming_both(run, tmp_path,
+                                                                           capsys):
+    for command in (evaluate, predict):
+        door = (["--workdir", str(run)] if command is evaluate else [str(tmp_path), "--weights",
+                                                                     str(run)])
+        with pytest.raises(SystemExit):
+            command.main([*door, "--flip", "--no-flip"])
+        assert "--flip and --no-flip contradict each other; pass one" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--workdir", str(run), "--dataset", f"folder:{tmp_path}"])
+    assert (f"pass one (other data: --weights {run} --dataset folder:{tmp_path})"
+            in capsys.readouterr().err)
+    with pytest.raises(ArgumentError, match=f"weights is missing, and model='{run}' is not a "
+                                            f"model but looks like weights: pass \\(None, "):
+        load_weights(str(run))
 
 
 # Warnings: said once, in one line, by the commands.
