@@ -419,7 +419,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     unreached = unreached_boundaries(values)
     if unreached and not {"lr_boundaries", "lr_scales"} & set(chosen):
         warnings.append(f"the run ends at num_train_steps={values['num_train_steps']}, before "
-                        f"lr_boundaries {', '.join(map(str, unreached))} of the config file: the "
+                        f"lr_boundaries {', '.join(map(str, unreached))} of the config: the "
                         "learning rate is not scaled there (a shortened recipe)")
     for short in (unreached_ramp(values), unreached_average(values)):
         if short:

@@ -336,6 +336,10 @@ class ResNet(nn.Module):
         if not hasattr(x, "shape") or not hasattr(x, "ndim"):
             raise ArgumentError(f"ResNet takes an array of images (batch, height, width, "
                                 f"{channels}), not a {type(x).__name__}; pass jnp.asarray(x)")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ArgumentError(f"ResNet takes float images standardised per channel, got "
+                                f"{x.dtype} ones; pass (x / 255 - mean) / std as float32, with "
+                                "the mean and std of the weights (ImageNet's, or the data's)")
         if x.ndim != 4 or x.shape[-1] != channels:
             raise ArgumentError(f"ResNet expects images shaped (batch, height, width, {channels}) "
                                 f"(NHWC), got shape {tuple(x.shape)}; {_layout_hint(x, channels)}.")

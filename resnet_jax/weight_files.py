@@ -167,7 +167,12 @@ def timm_config(path: Path) -> dict[str, Any] | None:
     if architecture is not None and not isinstance(architecture, str):
         raise WeightsError(f"{config}: architecture={json.dumps(architecture)} is not a model "
                            "name (a string such as \"resnet50.a1_in1k\")")
-    return {**cfg, "architecture": architecture}
+    classes = found.get("num_classes", cfg.get("num_classes"))
+    if classes is not None and not (isinstance(classes, int) and not isinstance(classes, bool)
+                                    and classes >= 0):
+        raise WeightsError(f"{config}: num_classes={json.dumps(classes)} is not a class count "
+                           "(a whole number >= 0; 0: no classifier)")
+    return {**cfg, "architecture": architecture, "num_classes": classes}
 
 
 def _json_number(value: Any) -> bool:

@@ -389,15 +389,27 @@ def _from_file(model: str | None, path: Path) -> Weights:
     safetensors = holds_safetensors(path)
     state = read_safetensors(path) if safetensors else read_torch(path)
     beside = path.with_name("config.json")  # a link to nowhere: timm_config says so
+    state = torchvision_names(state)
     if safetensors or is_timm_config(beside) or (beside.is_symlink() and not beside.exists()):
         named, preprocessing = hub_architecture(path), _timm_preprocessing(path)
+        _check_head(path, state)
     else:
         named = None
         preprocessing = Preprocessing(256, 224, assumed=f"torchvision V1's: {path.name} "
                                       "carries none")
-    state = torchvision_names(state)
     return _from_state_dict(_chosen_model(model, named, state, path), state, path,
                             preprocessing)
+
+
+def _check_head(path: Path, state: dict[str, Any]) -> None:
+    """WeightsError where timm's config.json beside ``path`` names another class count
+    than the state dict's classifier has."""
+    named = (timm_config(path) or {}).get("num_classes")
+    held = int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else 0
+    if named is not None and named != held:
+        raise WeightsError(f"{path.with_name('config.json')} names num_classes={named}, but "
+                           f"{path.name} holds a classifier of {held} classes: the snapshot "
+                           "contradicts itself; fix num_classes in its config.json")
 
 
 def _chosen_model(model: str | None, named: str | None, state: dict[str, Any],

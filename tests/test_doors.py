@@ -564,6 +564,11 @@ def test_a_snapshot_is_read_as_it_says_or_refused_saying_where_it_contradicts_it
     for model in ([], ["--model", "resnet20"]):
         assert predict.main([str(image), "--weights", str(folder), *model]) == 1
         assert one_line(capsys.readouterr().err) == said
+    (folder / "config.json").write_text(json.dumps({"architecture": "resnet20", "num_classes": 7,
+                                                    "pretrained_cfg": GOOD_CFG}))
+    with pytest.raises(WeightsError, match="names num_classes=7, but model.safetensors holds a "
+                                           "classifier of 10 classes: the snapshot contradicts"):
+        load_weights(None, str(folder))
     (folder / "config.json").write_text(json.dumps({"pretrained_cfg": {"input_size": [3, 32, 32]}}))
     loaded = load_weights("resnet20", str(folder))
     assert (loaded.preprocessing.resize, loaded.preprocessing.crop) == (36, 32)  # 32 / 0.875
@@ -688,6 +693,12 @@ def test_an_input_of_another_layout_gets_the_fix_that_fits_it(shape, hint):
     with pytest.raises(ArgumentError) as refused:
         model.init(jax.random.key(0), jnp.zeros(shape))
     assert str(refused.value).endswith(f"; {hint}.")
+
+
+def test_integer_pixels_are_refused_before_they_reach_the_first_convolution():
+    with pytest.raises(ArgumentError, match="ResNet takes float images standardised per "
+                                            "channel, got uint8 ones; pass"):
+        create_model("resnet20").init(jax.random.key(0), jnp.zeros((1, 8, 8, 3), jnp.uint8))
 
 
 @pytest.mark.parametrize("call", [

@@ -412,7 +412,7 @@ def test_a_resolution_ramp_the_run_will_not_finish_is_warned_of_or_refused():
 def test_boundaries_the_run_will_not_reach():
     shortened = in_mode({}, num_train_steps=20)  # the smoke config's boundary is step 30
     assert validate(shortened, 1, chosen={"num_train_steps"}) == [
-        "the run ends at num_train_steps=20, before lr_boundaries 30 of the config file: the "
+        "the run ends at num_train_steps=20, before lr_boundaries 30 of the config: the "
         "learning rate is not scaled there (a shortened recipe)"]
     for key in ("lr_boundaries", "lr_scales"):  # either given makes them the user's
         with pytest.raises(ConfigError, match=f"{key}=.*: the run ends at num_train_steps=20, "
