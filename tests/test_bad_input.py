@@ -475,7 +475,7 @@ def test_a_shortened_recipe_warns_of_its_boundaries_and_a_warmup_takes_effect(tm
     assert "mfu" not in metric_rows(tmp_path / "run")[-1]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert warnings == ["warning: the run ends at num_train_steps=8, before lr_boundaries 30 of "
-                        "the config file: the learning rate is not scaled there (a shortened "
+                        "the config: the learning rate is not scaled there (a shortened "
                         "recipe)"]
     rates = [row["learning_rate"] for row in metric_rows(tmp_path / "run")]
     np.testing.assert_allclose(rates, [0.0, 0.0125, 0.025, 0.0375, 0.05, 0.05, 0.05, 0.05],
