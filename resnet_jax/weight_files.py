@@ -1,21 +1,21 @@
 """Reading state dicts from files, by what the files hold rather than by their names:
-torch.save's formats (through torch, tensors only: nothing pickled is ever run) and
-safetensors (without torch), with the timm ``config.json`` of a hub snapshot beside them,
+torch.save's formats and safetensors, both without torch (tensors only: nothing pickled
+is ever run), with the timm ``config.json`` of a hub snapshot beside them,
 every field used checked. Each problem is a WeightsError naming the file and what is
 wrong with it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import ml_dtypes
 import numpy as np
 
-from resnet_jax import arguments, data
+from resnet_jax import arguments, data, pth
 from resnet_jax.errors import WeightsError
 from resnet_jax.models import list_models
 from resnet_jax.pipelines import images
@@ -24,14 +24,20 @@ NEEDS_TORCH = "pip install 'resnet-jax[torch]' (torch and torchvision)"
 SAFETENSORS_FILE = "model.safetensors"  # a hub snapshot: this file and timm's config.json
 
 
-def read_torch(source: Any) -> dict[str, Any]:
+class TorchState(NamedTuple):
+    """A torch.save file's state dict, and whether the file is in the layout of the
+    published CIFAR ResNets (github.com/akamaster/pytorch_resnet_cifar10: a dict around
+    a DataParallel state dict whose classifier is named ``linear``)."""
+
+    state: dict[str, Any]
+    published_cifar: bool
+
+
+def read_torch(source: Any) -> TorchState:
     """The state dict in a torch.save file (its zip or its older format; a path, or the
-    bytes of a download), floats as float32, unwrapped from the common checkpoint layouts
-    around it (``{'state_dict': ...}``, ``{'model': ...}``)."""
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError(f"reading a .pth file needs torch: {NEEDS_TORCH}") from None
+    bytes of a download), read without torch (:mod:`resnet_jax.pth`: tensors only),
+    floats as float32, unwrapped from the common checkpoint layouts around it
+    (``{'state_dict': ...}``, ``{'model': ...}``)."""
     name = str(source) if isinstance(source, Path) else "the download"
     if isinstance(source, Path):
         with source.open("rb") as file:
@@ -43,36 +49,24 @@ def read_torch(source: Any) -> dict[str, Any]:
                                f"(it starts {head!r}); pass a .pth state dict, a .safetensors "
                                "file, a hub snapshot's folder, or a training run's work "
                                "directory")
-    try:  # read from an open file: torch.load would go by a path's suffix
-        with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(
-                source) as file:
-            loaded = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for files that are not its own
-        raise WeightsError(f"{name} {_why_unreadable(error)}") from None
+    loaded = pth.read(source, name)
+    inner = loaded.get("state_dict") if isinstance(loaded, dict) else None
+    published_cifar = (isinstance(inner, dict) and "module.linear.weight" in inner
+                       and all(str(key).startswith("module.") for key in inner))
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts around a state dict
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]
-    if not isinstance(loaded, dict) or not all(hasattr(v, "shape") for v in loaded.values()):
+    if not isinstance(loaded, dict) or not all(isinstance(v, np.ndarray) for v in loaded.values()):
         what = type(loaded).__name__ if not isinstance(loaded, dict) else "dict of other values"
         raise WeightsError(f"{name} holds a {what}, not a state_dict (names to tensors); save "
                            "model.state_dict() with torch.save and pass that")
-    return {key: value.float() if getattr(value, "is_floating_point", lambda: False)() else value
-            for key, value in loaded.items()}  # bfloat16 and float16 files too
+    return TorchState({key: value.astype(np.float32) if _floating(value) else value
+                       for key, value in loaded.items()},  # bfloat16 and float16 too
+                      published_cifar)
 
 
-def _why_unreadable(error: Exception) -> str:
-    """Why torch.load refused a file, in one clause: objects other than tensors, a file cut
-    short or damaged, or not a torch.save file at all."""
-    text = str(error)
-    if "Weights only load failed" in text:
-        return ("holds pickled Python objects besides tensors (a torch.save of a whole model?), "
-                "which are never run here; save model.state_dict() with torch.save and pass that")
-    if isinstance(error, EOFError) or any(sign in text for sign in (
-            "unexpected EOF", "central directory", "corrupted", "truncated")):
-        return ("is truncated or damaged (cannot be read to its end); download or copy it "
-                "again")
-    return (f"is not a file torch.save wrote ({type(error).__name__}); pass a .pth state dict, "
-            "a .safetensors file, or a training run's work directory")
+def _floating(array: np.ndarray) -> bool:
+    return np.issubdtype(array.dtype, np.floating) or array.dtype == ml_dtypes.bfloat16
 
 
 def holds_safetensors(path: Path) -> bool:

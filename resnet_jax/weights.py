@@ -339,7 +339,7 @@ def _fetch(model: str, weights: str, arrays: Path, info: Path) -> None:
     if prefix and not digest.startswith(prefix[1]):
         raise WeightsError(f"{url} arrived damaged (SHA-256 {digest[:12]}..., expected "
                            f"{prefix[1]}...); try again")
-    variables = from_torchvision(read_torch(io.BytesIO(raw)), model)
+    variables = from_torchvision(read_torch(io.BytesIO(raw)).state, model)
     meta = {"class_names": list(entry.meta["categories"]),
             "resize": resize,
             "crop": int(entry.transforms.keywords.get("crop_size", 224)),
@@ -387,14 +387,19 @@ def _from_file(model: str | None, path: Path) -> Weights:
     formats, or safetensors, read without torch, with timm's config.json beside it), not by
     its name."""
     safetensors = holds_safetensors(path)
-    state = read_safetensors(path) if safetensors else read_torch(path)
+    state, published_cifar = ((read_safetensors(path), False) if safetensors
+                              else read_torch(path))
     beside = path.with_name("config.json")  # a link to nowhere: timm_config says so
     state = torchvision_names(state)
+    named = None
     if safetensors or is_timm_config(beside) or (beside.is_symlink() and not beside.exists()):
         named, preprocessing = hub_architecture(path), _timm_preprocessing(path)
         _check_head(path, state)
+    elif published_cifar:  # their test transform: ImageNet's mean and std on 32x32, no resize
+        preprocessing = Preprocessing(32, 32, assumed=(
+            f"the published CIFAR ResNets' (akamaster/pytorch_resnet_cifar10): {path.name} is "
+            "in their layout"))
     else:
-        named = None
         preprocessing = Preprocessing(256, 224, assumed=f"torchvision V1's: {path.name} "
                                       "carries none")
     return _from_state_dict(_chosen_model(model, named, state, path), state, path,

@@ -497,6 +497,11 @@ def test_weights_files_are_read_by_what_they_hold_not_by_their_names(tmp_path, i
     save_file(state, str(tmp_path / "safetensors.pth"))
     torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "torch.safetensors")
     reference = load_weights("resnet20", str(tmp_path / "plain.pth")).variables
+    their_transform = load_weights("resnet20", str(tmp_path / "resnet20-0123.th")).preprocessing
+    assert (their_transform.resize, their_transform.crop) == (32, 32)  # no resize on CIFAR
+    assert their_transform.describe() == (
+        "shorter side resized to 32 (bilinear), centre crop 32 (the published CIFAR ResNets' "
+        "(akamaster/pytorch_resnet_cifar10): resnet20-0123.th is in their layout)")
     for name in ("resnet20-0123.th", "safetensors.pth", "torch.safetensors"):
         loaded = load_weights("resnet20", str(tmp_path / name)).variables
         jax.tree.map(np.testing.assert_array_equal, loaded, reference)

@@ -242,7 +242,7 @@ def test_the_wheelhouse_lists_what_a_machine_without_network_lacks(tmp_path):
 
     freeze = tmp_path / "freeze.txt"
     image = ("absl-py==2.1.0\ncloudpickle==3.0\netils==1.7\nflax==0.12.8\njax==0.11.2\n"
-             "jaxlib==0.11.2\nnumpy==2.1.0\noptax==0.2.8\norbax-checkpoint==0.12.8\n"
+             "jaxlib==0.11.2\nml_dtypes==0.5.1\nnumpy==2.1.0\noptax==0.2.8\norbax-checkpoint==0.12.8\n"
              "protobuf==5.29\nPillow==11\nmatplotlib==3.9\ntqdm==4.66\nPyYAML==6.0\n"
              "packaging==24\nimportlib_resources==6\n")
     freeze.write_text(image)

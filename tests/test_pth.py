@@ -1,0 +1,92 @@
+"""torch.save's files are read without torch, to the same arrays torch's own reading gives,
+in both of its formats; anything pickled besides tensors is refused, never run."""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from helpers import REPO
+
+from resnet_jax import pth
+from resnet_jax.errors import WeightsError
+
+
+def odd_tensors() -> dict[str, torch.Tensor]:
+    """Tensors whose layout a reader could get wrong: strides, offsets, dtypes, no shape."""
+    shared = torch.arange(10, dtype=torch.int64)
+    return {"transposed": torch.arange(12.0).reshape(3, 4).t(), "view": shared[2:7],
+            "same storage": shared, "half": torch.randn(3).half(),
+            "bfloat16": torch.randn(5).bfloat16(), "double": torch.randn(2, 2).double(),
+            "scalar": torch.tensor(3.5), "bool": torch.tensor([True, False]),
+            "empty": torch.zeros(0, 3)}
+
+
+def assert_read_as_torch_reads(ours, theirs) -> None:
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict) and list(ours) == list(theirs)
+        for key in theirs:
+            assert_read_as_torch_reads(ours[key], theirs[key])
+    elif isinstance(theirs, torch.Tensor):
+        expected = theirs.view(torch.int16).numpy() if theirs.dtype == torch.bfloat16 else (
+            theirs.numpy())
+        got = ours.view(np.int16) if theirs.dtype == torch.bfloat16 else ours
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)  # bit for bit
+    else:
+        assert ours == theirs
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "older format"])
+def test_torch_save_files_read_without_torch_as_torch_reads_them(zip_format):
+    state = torchvision.models.resnet18().state_dict()
+    for saved in (state, odd_tensors(), {"state_dict": state, "epoch": 3, "best_prec1": 91.7}):
+        file = io.BytesIO()
+        torch.save(saved, file, _use_new_zipfile_serialization=zip_format)
+        theirs = torch.load(io.BytesIO(file.getvalue()), weights_only=True)
+        assert_read_as_torch_reads(pth.read(io.BytesIO(file.getvalue()), "saved.pth"), theirs)
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "older format"])
+def test_anything_pickled_besides_tensors_is_refused_and_never_run(zip_format, tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 3), path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(WeightsError, match=f"^{path} holds pickled Python objects besides "
+                                           "tensors .* which are never run here"):
+        pth.read(path, str(path))
+
+    class Runs:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"w": torch.zeros(1), "x": Runs()}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(WeightsError, match="holds pickled Python objects besides tensors"):
+        pth.read(path, str(path))
+
+
+def test_the_published_cifar_layout_reads_with_torch_unimportable(tmp_path):
+    """A dict around a DataParallel state dict, its head named linear, in the older
+    format (as the published CIFAR ResNets are), read by a process where torch cannot be
+    imported."""
+    import jax
+
+    from resnet_jax import create_model
+    from resnet_jax.torch_compat import to_torchvision
+
+    variables = create_model("resnet20").init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
+    state = {f"module.{k.replace('fc.', 'linear.')}": torch.from_numpy(np.array(v))
+             for k, v in to_torchvision(variables, "resnet20").items()}
+    torch.save({"state_dict": state, "best_prec1": 91.7}, tmp_path / "resnet20-0000.th",
+               _use_new_zipfile_serialization=False)
+    check = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+             "from resnet_jax.weights import load_weights\n"
+             f"w = load_weights('resnet20', {str(tmp_path / 'resnet20-0000.th')!r})\n"
+             "print(w.variables['params']['conv1']['kernel'].sum())")
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout) == pytest.approx(
+        float(np.asarray(variables["params"]["conv1"]["kernel"]).sum()), rel=1e-6)
