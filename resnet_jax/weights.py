@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib.resources
 import io
 import json
 import math
@@ -51,6 +52,7 @@ from resnet_jax.weight_files import (
     torchvision_names,
 )
 
+IMAGENET_CLASSES = "imagenet_classes.txt"  # ImageNet-1k's names, one a line, torchvision's order
 WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's names: IMAGENET1K_V1...
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                       "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
@@ -372,14 +374,10 @@ def _download(url: str, resize: int = 256) -> bytes:
                            f"{sizes}") from None
 
 
-def _imagenet_class_names() -> list[str] | None:
-    try:
-        from torchvision.models import ResNet50_Weights
-    except ImportError:
-        print("class names: ImageNet's 1,000 names are read from torchvision, which is not "
-              "installed; the classes are shown by index", file=sys.stderr)
-        return None
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+def _imagenet_class_names() -> list[str]:
+    """ImageNet-1k's class names in torchvision's order, as shipped with the package."""
+    text = importlib.resources.files("resnet_jax").joinpath(IMAGENET_CLASSES).read_text()
+    return text.splitlines()
 
 
 def _from_file(model: str | None, path: Path) -> Weights:

@@ -1,5 +1,6 @@
-"""torch.save's files are read without torch, to the same arrays torch's own reading gives,
-in both of its formats; anything pickled besides tensors is refused, never run."""
+"""Weights without torch: torch.save's files, in both of its formats, read to the same
+arrays torch's own reading gives (anything pickled besides tensors refused, never run), and
+ImageNet's class names shipped with the package."""
 
 import io
 import subprocess
@@ -90,3 +91,10 @@ def test_the_published_cifar_layout_reads_with_torch_unimportable(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout) == pytest.approx(
         float(np.asarray(variables["params"]["conv1"]["kernel"]).sum()), rel=1e-6)
+
+
+def test_imagenets_class_names_ship_with_the_package_as_torchvision_lists_them():
+    from resnet_jax.weights import _imagenet_class_names
+
+    expected = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    assert _imagenet_class_names() == list(expected)
