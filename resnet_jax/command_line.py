@@ -191,8 +191,9 @@ def parse_train_command(argv: list[str], recorded_config: Path) -> TrainCommand:
     if any(value is not None for value in distributed) and None in distributed:
         raise ConfigError("--coordinator_address, --num_processes and --process_id go together; "
                           "pass all three, or none")
+    workdir = values.workdir and str(Path(values.workdir).expanduser())  # a quoted ~ too
     return TrainCommand(values.config, set(config_flags.get_override_values(values["config"])),
-                        values.workdir, distributed)
+                        workdir, distributed)
 
 
 def _flag_argument(argv: list[str], name: str) -> str | None:

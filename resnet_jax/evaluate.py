@@ -246,7 +246,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--weights", help="IMAGENET1K_V1/V2, a .pth file, or a run's directory")
     parser.add_argument("--model", help="resnet18 ... resnet152 (with a weights name or .pth)")
     parser.add_argument("--dataset", help="folder:PATH, PATH holding one folder per class")
-    parser.add_argument("--workdir", type=Path, help="a training run: its own test split")
+    parser.add_argument("--workdir", type=lambda text: Path(text).expanduser(),
+                        help="a training run: its own test split")
     parser.add_argument("--resize", type=at_least(1), help="shorter side before the crop")
     parser.add_argument("--crop", type=at_least(1), help="centre crop")
     add_checkpoint_options(parser)

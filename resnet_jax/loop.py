@@ -62,7 +62,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     checkpoints together, process 0 alone writes metrics, summary and plot.
     """
     started = time.time()
-    workdir = Path(workdir)
+    workdir = Path(workdir).expanduser()  # a quoted ~ too
     with hints.door(hints.CONFIG), stop_requests() as stop, contextlib.ExitStack() as cleanup:
         settled = settle(config, workdir, chosen, cleanup)
         if settled.summary is not None:

@@ -114,7 +114,7 @@ def format_results(results: list[dict[str, Any]], top: int = 5) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m resnet_jax.predict",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", type=Path,
+    parser.add_argument("images", nargs="+", type=lambda text: Path(text).expanduser(),
                         help="image files, or folders of them (at any depth)")
     parser.add_argument("--weights", required=True,
                         help="IMAGENET1K_V1/V2, a .pth file, or a training run's directory")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,16 @@ import jax
 import ml_collections
 
 from resnet_jax import checkpoints, config_schema
+from resnet_jax.errors import ResNetWarning
 from resnet_jax.metrics import plot_curves, timing_summary
 from resnet_jax.progress import warn
 from resnet_jax.workdir import (
     CURVES_FILE,
+    METRICS_FILE,
     SEGMENTS_FILE,
     SUMMARY_FILE,
     read_metrics,
+    read_metrics_file,
     read_segments,
     read_summary,
     write_summary,
@@ -67,6 +71,7 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
                         skipped_examples=len(pipeline_state.get("skipped", {})))
         return finish_run(workdir, config, ending, write=jax.process_index() == 0)
     if jax.process_index() == 0:
+        check_finished_files(workdir)
         longer = ("raise --config.num_train_steps" if "num_train_steps" not in
                   config_schema.fixed_keys(config.to_dict()) else
                   f"start a new run: its {config.schedule} schedule is drawn over "
@@ -75,6 +80,19 @@ def report_finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[st
               f"longer, {longer}")
         print(format_summary(summary))
     return summary
+
+
+def check_finished_files(workdir: Path) -> None:
+    """Say what a finished run lost since it ended (nothing is changed): a metrics line cut
+    short, a damaged newest checkpoint (CheckpointError where none can be read)."""
+    if read_metrics_file(workdir).cut_last_line:
+        warn(f"the last line of {workdir / METRICS_FILE} was cut short (an interrupted write): "
+             "that row is lost, and the file is left as it is")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResNetWarning)
+        checkpoints.read_checkpoint(workdir)
+    for warning in caught:
+        warn(str(warning.message))
 
 
 def finish_run(workdir: Path, config: ml_collections.ConfigDict, ending: Ending,

@@ -104,6 +104,12 @@ def from_torchvision(state_dict: Mapping[str, Any], name: str,
     if problems:
         raise ArgumentError(f"state_dict does not fit {name}: {problems}. "
                             f"{_hint(given, name, shapes)}")
+    integral = next((key for key, value in given.items() if "float" not in str(value.dtype)
+                     and not key.endswith("num_batches_tracked")), None)
+    if integral:
+        raise ArgumentError(f"{integral} holds {given[integral].dtype} values, not floating point "
+                            "numbers: these are not a model's weights as trained (damaged, or "
+                            "quantized); pass the floating point state_dict")
     flat = {path: _from_torch_layout(_as_numpy(given[_torch_key(path)]), path[-1])
             for path in shapes}
     return traverse_util.unflatten_dict(cast_variables(flat, shapes, "the state_dict's tensors"))
@@ -233,9 +239,15 @@ def to_torchvision(variables: dict[str, Any], name: str,
             p[1] == "fc" for p in flat)
         guess = looks_like({_torch_key(p): np.empty(_torch_shape(np.shape(v), p[-1]), np.bool_)
                             for p, v in flat.items() if (p[0], p[-1]) in _LEAF_NAMES})
+        bias = flat.get(("params", "fc", "bias"))
+        classes = np.shape(bias)[0] if bias is not None else None
+        other_head = (classes is not None and ("params", "fc", "bias") in shapes
+                      and shapes[("params", "fc", "bias")].shape[0] != classes)
         hint = (" They hold no classifier: pass num_classes=0 (or output='features')."
                 if headless else f" They look like a {guess}'s: pass name={guess!r}."
-                if guess and guess != name else "")
+                if guess and guess != name else
+                f" Their head has {classes} classes: pass num_classes={classes}."
+                if other_head else "")
         raise ArgumentError(f"variables do not fit {name}: {problem}.{hint}")
     state_dict = {}
     for path, value in flat.items():

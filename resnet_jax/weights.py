@@ -79,8 +79,15 @@ class Preprocessing:
             text += f", mean {list(self.mean)}, std {list(self.std)}"
         return f"{text} ({self.assumed})" if self.assumed else text
 
-    def __call__(self, encoded: bytes) -> np.ndarray:
-        """An encoded image file -> float32 (crop, crop, 3); UnreadableImage if it is not."""
+    def __call__(self, encoded: bytes | str | os.PathLike) -> np.ndarray:
+        """An image file (its bytes, or its path) -> float32 (crop, crop, 3); UnreadableImage
+        if it is not one."""
+        if isinstance(encoded, str | os.PathLike):
+            try:
+                encoded = Path(encoded).expanduser().read_bytes()
+            except OSError as error:
+                raise ArgumentError(f"{encoded} cannot be read ({error.strerror}); pass an "
+                                    "image file's path, or its bytes") from None
         pixels = images.eval_crop(images.open_rgb(encoded), self.resize, self.crop,
                                   self.interpolation)
         mean, std = np.float32(self.mean), np.float32(self.std)
@@ -426,8 +433,10 @@ def _chosen_model(model: str | None, named: str | None, state: dict[str, Any],
                            f"holds a {looks}'s weights: the snapshot contradicts itself; fix "
                            "the architecture in its config.json")
     if model and named and model != named:
-        raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; leave out "
-                           f"{hints.name('model')}, or pass {hints.setting('model', named)}")
+        leave_out = ("" if hints.current() == hints.CONFIG  # a config file always names one
+                     else f"leave out {hints.name('model')}, or ")
+        raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; {leave_out}"
+                           f"pass {hints.setting('model', named)}")
     if model or named:
         return model or named
     fit = (f"its layers fit a {looks}: pass {hints.setting('model', looks)}" if looks else

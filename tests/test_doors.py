@@ -209,6 +209,27 @@ def test_a_run_whose_checkpoints_were_removed_is_told_so_at_the_reading_doors(ru
         restore(emptied)
 
 
+def test_a_finished_run_started_again_says_what_it_lost_and_a_quoted_home_is_home(
+        run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    finished = shutil.copytree(run, tmp_path / "finished")
+    damage(finished / "checkpoints" / "8")
+    metrics = finished / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:-20])
+    before = snapshot(finished)
+    result = run_train_in_process(["--workdir=~/finished"])
+    assert result.returncode == 0 and f"{finished} holds a finished run of 8 steps" in (
+        result.stdout)
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warned[0] == (f"warning: the last line of {metrics} was cut short (an interrupted "
+                         "write): that row is lost, and the file is left as it is")
+    assert warned[1].startswith(f"warning: the newest checkpoint(s) under {finished}/checkpoints "
+                                "cannot be read (step 8: ")
+    assert snapshot(finished) == before and not Path("~").exists()
+    assert evaluate.main(["--workdir", "~/finished", "--step", "4"]) == 0
+    assert "checkpoint of step 4" in capsys.readouterr().out
+
+
 def test_a_run_that_lost_its_checkpoints_or_its_config_is_not_trained_afresh(run, tmp_path):
     lost = shutil.copytree(run, tmp_path / "lost")
     shutil.rmtree(lost / "checkpoints")
@@ -497,6 +518,11 @@ def test_weights_files_are_read_by_what_they_hold_not_by_their_names(tmp_path, i
     save_file(state, str(tmp_path / "safetensors.pth"))
     torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "torch.safetensors")
     reference = load_weights("resnet20", str(tmp_path / "plain.pth")).variables
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    transform = load_weights("resnet20", str(tmp_path / "plain.pth"), resize=8,
+                             crop=8).preprocessing
+    np.testing.assert_array_equal(transform(tmp_path / "image.png"),
+                                  transform((tmp_path / "image.png").read_bytes()))
     their_transform = load_weights("resnet20", str(tmp_path / "resnet20-0123.th")).preprocessing
     assert (their_transform.resize, their_transform.crop) == (32, 32)  # no resize on CIFAR
     assert their_transform.describe() == (
@@ -540,9 +566,8 @@ def test_a_file_that_holds_no_weights_or_impossible_ones_is_refused_naming_it(tm
 
     save_file({k: np.asarray(v * 100).astype(np.int32) for k, v in state.items()},
               str(tmp_path / "int.safetensors"))
-    with pytest.raises(WeightsError, match="int.safetensors: the state_dict's tensors: "
-                                           "batch_stats/bn1/mean holds int32 values, not floating "
-                                           "point numbers"):
+    with pytest.raises(WeightsError, match=r"int.safetensors: bn1.bias holds int32 values, "
+                                           "not floating point numbers"):
         load_weights("resnet20", str(tmp_path / "int.safetensors"))
 
 
@@ -724,6 +749,7 @@ def test_integer_pixels_are_refused_before_they_reach_the_first_convolution():
     lambda: resnet_nnx.linen_variables(create_model("resnet20")),
     lambda: resnet_nnx.create_model("resnet20"),
     lambda: pretrained("runs/resnet20"),
+    lambda: __import__("resnet_jax.weights").weights.Preprocessing(8, 8)("/no/such/image.png"),
     lambda: to_torchvision(nnx.state(resnet_nnx.create_model("resnet20", rngs=nnx.Rngs(0))),
                            "resnet20"),
     lambda: to_torchvision([1, 2], "resnet20"),
