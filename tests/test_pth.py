@@ -68,11 +68,13 @@ def test_anything_pickled_besides_tensors_is_refused_and_never_run(zip_format, t
         pth.read(path, str(path))
 
 
-def test_the_published_cifar_layout_reads_with_torch_unimportable(tmp_path):
+def test_predict_evaluate_and_init_from_read_the_published_cifar_layout_without_torch(
+        tmp_path):
     """A dict around a DataParallel state dict, its head named linear, in the older
-    format (as the published CIFAR ResNets are), read by a process where torch cannot be
-    imported."""
+    format (as the published CIFAR ResNets are), used by every door in a process where
+    torch and torchvision cannot be imported."""
     import jax
+    from PIL import Image
 
     from resnet_jax import create_model
     from resnet_jax.torch_compat import to_torchvision
@@ -80,16 +82,33 @@ def test_the_published_cifar_layout_reads_with_torch_unimportable(tmp_path):
     variables = create_model("resnet20").init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
     state = {f"module.{k.replace('fc.', 'linear.')}": torch.from_numpy(np.array(v))
              for k, v in to_torchvision(variables, "resnet20").items()}
-    torch.save({"state_dict": state, "best_prec1": 91.7}, tmp_path / "resnet20-0000.th",
+    weights = tmp_path / "resnet20-0000.th"
+    torch.save({"state_dict": state, "best_prec1": 91.7}, weights,
                _use_new_zipfile_serialization=False)
-    check = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-             "from resnet_jax.weights import load_weights\n"
-             f"w = load_weights('resnet20', {str(tmp_path / 'resnet20-0000.th')!r})\n"
-             "print(w.variables['params']['conv1']['kernel'].sum())")
+    for label in range(10):
+        folder = tmp_path / "test" / str(label)
+        folder.mkdir(parents=True)
+        Image.new("RGB", (32, 32), (25 * label, 0, 0)).save(folder / "0.png")
+    check = f"""
+import sys
+sys.modules['torch'] = sys.modules['torchvision'] = None
+sys.path.insert(0, 'tests')
+from helpers import tiny_config
+from resnet_jax import evaluate, predict
+from resnet_jax.weights import initial_variables, load_weights
+kernel = load_weights('resnet20', {str(weights)!r}).variables['params']['conv1']['kernel']
+assert predict.main([{str(tmp_path / 'test' / '0' / '0.png')!r}, '--weights', {str(weights)!r},
+                     '--model', 'resnet20']) == 0
+assert evaluate.main(['--weights', {str(weights)!r}, '--model', 'resnet20', '--dataset',
+                      'folder:{tmp_path / 'test'}', '--json']) == 0
+initial_variables(tiny_config(image_size=32, init_from={str(weights)!r}))
+print('kernel sum', float(kernel.sum()))
+"""
     result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert float(result.stdout) == pytest.approx(
+    assert '"examples": 10' in result.stdout
+    assert float(result.stdout.split("kernel sum")[-1]) == pytest.approx(
         float(np.asarray(variables["params"]["conv1"]["kernel"]).sum()), rel=1e-6)
 
 
