@@ -157,10 +157,10 @@ def parse_train_command(argv: list[str], recorded_config: Path) -> TrainCommand:
     ``recorded_config`` (``--config.KEY=VALUE`` overrides work as ever). ConfigError, one
     line, for every mistake."""
     workdir = _flag_argument(argv, "workdir")
-    if workdir and Path(workdir).expanduser().is_file():
+    folder = Path(workdir).expanduser() if workdir else None
+    if folder and folder.is_file():
         raise ConfigError(f"--workdir {workdir} is a file; pass a directory")
-    if _config_file(argv) is None and workdir:
-        folder = Path(workdir).expanduser()
+    if _config_file(argv) is None and folder:
         if (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file():
             raise ConfigError(f"--workdir {workdir} holds checkpoints but no config.json, which a "
                               "run continues from; put it back from a copy of the run")
@@ -191,9 +191,8 @@ def parse_train_command(argv: list[str], recorded_config: Path) -> TrainCommand:
     if any(value is not None for value in distributed) and None in distributed:
         raise ConfigError("--coordinator_address, --num_processes and --process_id go together; "
                           "pass all three, or none")
-    workdir = values.workdir and str(Path(values.workdir).expanduser())  # a quoted ~ too
     return TrainCommand(values.config, set(config_flags.get_override_values(values["config"])),
-                        workdir, distributed)
+                        values.workdir, distributed)
 
 
 def _flag_argument(argv: list[str], name: str) -> str | None:

@@ -162,6 +162,12 @@ def _key_problems(expected: set[str], given: set[str]) -> list[str]:
     return problems
 
 
+def _classes(shapes: Mapping[tuple[str, ...], Any]) -> int | None:
+    """The class count of a model's classifier, from its variable shapes; None without one."""
+    head = shapes.get(("params", "fc", "bias"))
+    return head.shape[0] if head is not None else None
+
+
 def _hint(given: Mapping[str, Any], name: str, shapes: Mapping[tuple[str, ...], Any]) -> str:
     if isinstance(given.get("state_dict"), Mapping):
         return "It is a checkpoint around a state_dict: pass checkpoint['state_dict']"
@@ -173,9 +179,7 @@ def _hint(given: Mapping[str, Any], name: str, shapes: Mapping[tuple[str, ...], 
                 "linear.weight and linear.bias to fc.weight and fc.bias")
     guess = looks_like(given)
     classes = np.shape(given["fc.weight"])[0] if "fc.weight" in given else None
-    head = shapes.get(("params", "fc", "bias"))
-    expected = head.shape[0] if head is not None else None
-    other_head = f", num_classes={classes}" if classes and classes != expected else ""
+    other_head = f", num_classes={classes}" if classes and classes != _classes(shapes) else ""
     if guess and guess != name:
         return f"It looks like a {guess} state_dict: pass name={guess!r}{other_head}"
     if guess == name and other_head:
@@ -241,8 +245,7 @@ def to_torchvision(variables: dict[str, Any], name: str,
                             for p, v in flat.items() if (p[0], p[-1]) in _LEAF_NAMES})
         bias = flat.get(("params", "fc", "bias"))
         classes = np.shape(bias)[0] if bias is not None else None
-        other_head = (classes is not None and ("params", "fc", "bias") in shapes
-                      and shapes[("params", "fc", "bias")].shape[0] != classes)
+        other_head = classes is not None and _classes(shapes) not in (None, classes)
         hint = (" They hold no classifier: pass num_classes=0 (or output='features')."
                 if headless else f" They look like a {guess}'s: pass name={guess!r}."
                 if guess and guess != name else

@@ -114,10 +114,10 @@ def is_timm_config(path: Path) -> bool:
     return isinstance(found, dict) and ("architecture" in found or "pretrained_cfg" in found)
 
 
-def hub_architecture(path: Path) -> str | None:
-    """The model timm's config.json beside ``path`` names (``architecture``, its tag left
-    out); None where it names none."""
-    named = (timm_config(path) or {}).get("architecture")
+def hub_architecture(path: Path, cfg: dict[str, Any] | None) -> str | None:
+    """The model timm's config.json beside ``path`` (``cfg``, from :func:`timm_config`)
+    names (``architecture``, its tag left out); None where it names none."""
+    named = (cfg or {}).get("architecture")
     if named is None:
         return None
     named = named.split(".")[0]

@@ -398,8 +398,9 @@ def _from_file(model: str | None, path: Path) -> Weights:
     state = torchvision_names(state)
     named = None
     if safetensors or is_timm_config(beside) or (beside.is_symlink() and not beside.exists()):
-        named, preprocessing = hub_architecture(path), _timm_preprocessing(path)
-        _check_head(path, state)
+        cfg = timm_config(path)
+        named, preprocessing = hub_architecture(path, cfg), _timm_preprocessing(path, cfg)
+        _check_head(path, state, cfg)
     elif published_cifar:  # their test transform: ImageNet's mean and std on 32x32, no resize
         preprocessing = Preprocessing(32, 32, assumed=(
             f"the published CIFAR ResNets' (akamaster/pytorch_resnet_cifar10): {path.name} is "
@@ -411,10 +412,10 @@ def _from_file(model: str | None, path: Path) -> Weights:
                             preprocessing)
 
 
-def _check_head(path: Path, state: dict[str, Any]) -> None:
-    """WeightsError where timm's config.json beside ``path`` names another class count
-    than the state dict's classifier has."""
-    named = (timm_config(path) or {}).get("num_classes")
+def _check_head(path: Path, state: dict[str, Any], cfg: dict[str, Any] | None) -> None:
+    """WeightsError where timm's config.json beside ``path`` (``cfg``) names another class
+    count than the state dict's classifier has."""
+    named = (cfg or {}).get("num_classes")
     held = int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else 0
     if named is not None and named != held:
         raise WeightsError(f"{path.with_name('config.json')} names num_classes={named}, but "
@@ -444,12 +445,11 @@ def _chosen_model(model: str | None, named: str | None, state: dict[str, Any],
     raise WeightsError(f"{path} does not say which model it is for; {fit}")
 
 
-def _timm_preprocessing(path: Path) -> Preprocessing:
-    """The evaluation transform timm's config.json beside ``path`` gives (its
-    ``pretrained_cfg``: input size, crop fraction, interpolation, mean, std; timm's
-    defaults for those it leaves out, said where they are used); without one, torchvision
-    V1's, said too."""
-    cfg = timm_config(path)
+def _timm_preprocessing(path: Path, cfg: dict[str, Any] | None) -> Preprocessing:
+    """The evaluation transform timm's config.json beside ``path`` (``cfg``, from
+    :func:`timm_config`) gives (its ``pretrained_cfg``: input size, crop fraction,
+    interpolation, mean, std; timm's defaults for those it leaves out, said where they are
+    used); without one, torchvision V1's, said too."""
     if cfg is None:
         return Preprocessing(256, 224, assumed="torchvision V1's: no config.json beside "
                              f"{path.name}")
