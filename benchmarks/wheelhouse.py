@@ -7,9 +7,9 @@ pinned to the versions installed here (where the tests pass).
 FREEZE is the other machine's `pip freeze` (or `pip list`, or one name a line); a line
 that is none of these is refused, quoted. The needs are this project's requirements and
 everything they require in turn, read from the packages installed here, so nothing is
-fetched to work them out. TensorFlow, TFDS and TensorBoard are left out (the evidence
-command uses none of them; ``--no-default-skip`` keeps them), and ``--skip`` leaves out
-more. A JAX plugin the machine has (jax-cuda12-plugin...) is fetched again at the jaxlib
+fetched to work them out. TensorFlow, TFDS, TensorBoard and huggingface_hub are left out
+(the evidence command uses none of them; ``--no-default-skip`` keeps them), and ``--skip``
+leaves out more. A JAX plugin the machine has (jax-cuda12-plugin...) is fetched again at the jaxlib
 version fetched, where it differs: JAX sees only the CPU when they disagree. There:
 
     pip install --no-index --no-deps --target /tmp/site DIR/*.whl && export PYTHONPATH=/tmp/site
@@ -33,8 +33,9 @@ from packaging.version import InvalidVersion, Version
 from resnet_jax.command_line import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
-# What the evidence command does not need: TensorFlow and TFDS read TFDS data alone.
-DEFAULT_SKIP = ("tensorflow-cpu", "tensorflow-datasets", "tensorboard")
+# What the evidence command does not need: TensorFlow and TFDS read TFDS data alone, and
+# huggingface_hub fetches hf-hub: weights.
+DEFAULT_SKIP = ("tensorflow-cpu", "tensorflow-datasets", "tensorboard", "huggingface-hub")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
 
@@ -184,9 +185,9 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--platform", action="append", help=f"default: {', '.join(PLATFORMS)}")
     parser.add_argument("--skip", default="",
                         help="more packages not to fetch, with their own needs, beside "
-                        "TensorFlow, TFDS and TensorBoard (the evidence command uses none)")
+                        f"{', '.join(DEFAULT_SKIP)} (the evidence command uses none)")
     parser.add_argument("--no-default-skip", action="store_true",
-                        help="fetch TensorFlow, TFDS and TensorBoard too, where they are missing")
+                        help=f"fetch {', '.join(DEFAULT_SKIP)} too, where missing")
     parser.add_argument("--requirements", type=Path, default=REPO / "requirements.txt")
     parser.add_argument("--dry-run", action="store_true", help="list them; fetch nothing")
     args = parser.parse_args(argv)
@@ -208,8 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     packages.update(together)
     left_out = sorted(skip & set(needs(requirements)))
     print(f"left out (with what only they need): {', '.join(left_out)}"
-          + ("" if args.no_default_skip else "; --no-default-skip fetches TensorFlow, TFDS and "
-             "TensorBoard too") if left_out else "left out: nothing")
+          + ("" if args.no_default_skip else "; --no-default-skip fetches TensorFlow, TFDS, "
+             "TensorBoard and huggingface_hub too") if left_out else "left out: nothing")
     for name, version in together.items():
         there = (f"{name} {have[name]}" if have.get(name) else f"{name} (of unknown version)"
                  if name in have else f"no {name}")

@@ -20,6 +20,7 @@ if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is
     exit_on_stop_signals()
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -153,7 +154,8 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
             "images_per_sec": len(files) / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"folder:{root}", "flip": flip,
             "ema": weights.averaged,
-            "preprocessing": weights.preprocessing.describe(), "published": weights.metrics}
+            "preprocessing": weights.preprocessing.describe(),
+            "published": dataclasses.asdict(weights.published) if weights.published else None}
 
 
 def _as_read(resident: None, batch: dict[str, Any]) -> tuple[Any, Any]:
@@ -198,7 +200,7 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
             "flip": flip, "ema": weights.averaged,
             "preprocessing": (weights.preprocessing.describe() if config.pipeline == "streaming"
                               else f"at their size, {config.image_size}x{config.image_size}"),
-            "published": {}}
+            "published": None}
 
 
 def _result(sums: dict[str, float], classes: int, data_name: str) -> dict[str, Any]:
@@ -235,16 +237,22 @@ def format_result(result: dict[str, Any]) -> str:
     if result["skipped"]:
         lines.append(f"skipped   {len(result['skipped'])} unreadable: "
                      + "; ".join(result["skipped"][:5]))
-    if result["published"]:
-        lines.append("published " + ", ".join(f"{k} {v}" for k, v in result["published"].items()))
+    published = result["published"]
+    if published:
+        top5 = "" if published["top5"] is None else f", top-5 {published['top5']:g}%"
+        lines.append(f"published top-1 {published['top1']:g}%{top5} on {published['on']} "
+                     f"({published['where']}); this {result['data'].split(':')[0]}: "
+                     f"{result['top1']:.3f}%")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m resnet_jax.evaluate",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="IMAGENET1K_V1/V2, a .pth file, or a run's directory")
-    parser.add_argument("--model", help="resnet18 ... resnet152 (with a weights name or .pth)")
+    parser.add_argument("--weights", help="a weights name (python -m resnet_jax.weights), "
+                        "hf-hub:timm/NAME, a .pth or .safetensors file, or a run's directory")
+    parser.add_argument("--model", help="resnet18 ... resnet1202 (read from a run, a snapshot, "
+                        "or a file the weights table knows)")
     parser.add_argument("--dataset", help="folder:PATH, PATH holding one folder per class")
     parser.add_argument("--workdir", type=lambda text: Path(text).expanduser(),
                         help="a training run: its own test split")

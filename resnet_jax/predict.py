@@ -117,8 +117,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("images", nargs="+", type=lambda text: Path(text).expanduser(),
                         help="image files, or folders of them (at any depth)")
     parser.add_argument("--weights", required=True,
-                        help="IMAGENET1K_V1/V2, a .pth file, or a training run's directory")
-    parser.add_argument("--model", help="resnet18 ... resnet152 (read from a run)")
+                        help="a weights name (python -m resnet_jax.weights), hf-hub:timm/NAME, "
+                        "a .pth or .safetensors file, or a training run's directory")
+    parser.add_argument("--model", help="resnet18 ... resnet1202 (read from a run, a snapshot, "
+                        "or a file the weights table knows)")
     parser.add_argument("--resize", type=at_least(1), help="shorter side before the crop "
                         "(default: the weights' own, 256 or 232)")
     parser.add_argument("--crop", type=at_least(1), help="centre crop (default: the weights' own)")
@@ -168,6 +170,7 @@ def _predict_command(args: argparse.Namespace) -> int:
     top = args.top or min(5, classes)
     flip = weights.flips(args.flip)
     source = f"weights: {weights.describe()}" + (
+        f"; {weights.published.describe()}" if weights.published else "") + (
         "; each image averaged with its mirror image" if flip else "")
     # JSON on stdout holds the results only
     print(source, file=sys.stderr if args.json else sys.stdout, flush=True)

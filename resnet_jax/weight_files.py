@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,6 @@ from resnet_jax.errors import WeightsError
 from resnet_jax.models import list_models
 from resnet_jax.pipelines import images
 
-NEEDS_TORCH = "pip install 'resnet-jax[torch]' (torch and torchvision)"
 SAFETENSORS_FILE = "model.safetensors"  # a hub snapshot: this file and timm's config.json
 
 
@@ -122,9 +122,51 @@ def hub_architecture(path: Path, cfg: dict[str, Any] | None) -> str | None:
         return None
     named = named.split(".")[0]
     if named not in list_models():
-        raise WeightsError(f"{path.parent} holds timm's {named}, which is not one of this "
-                           "project's torchvision-layout ResNets (resnet_jax.list_models())")
+        raise WeightsError(f"{path.parent} holds timm's {named}, {timm_difference(named)}")
     return named
+
+
+# How timm's ResNet variants differ from torchvision's layout, which this project's models
+# have: by a prefix of timm's model name, then by the letters after its depth.
+TIMM_PREFIXES = (
+    ("seresne", "whose blocks add squeeze-and-excitation attention"),
+    ("ecaresne", "whose blocks add ECA channel attention"),
+    ("skresne", "whose blocks use selective-kernel convolutions"),
+    ("gcresne", "whose blocks add global-context attention"),
+    ("resnetrs", "a ResNet-RS (deep stem, squeeze-and-excitation, average-pool shortcuts)"),
+    ("resnetblur", "whose downsampling is anti-aliased (blur pooling)"),
+    ("resnetaa", "whose downsampling is anti-aliased"),
+    ("resnetv2", "a pre-activation ResNet (v2 blocks)"),
+)
+TIMM_SUFFIXES = {
+    "c": "a deep stem (three 3x3 convolutions)",
+    "d": "a deep stem (three 3x3 convolutions) and average-pool shortcuts",
+    "s": "a deep, wider stem (three 3x3 convolutions of 64, 64, 128)",
+    "t": "a tiered deep stem and average-pool shortcuts",
+    "e": "a deep, wider stem and average-pool shortcuts",
+}
+
+
+def timm_difference(architecture: str) -> str:
+    """How timm's model ``architecture`` (``resnet50d``) differs from this project's ResNets,
+    which have torchvision's layout, as a phrase that ends with the fix."""
+    fix = ("; this project's models have torchvision's layout (7x7 stem, strided shortcuts, "
+           "plain blocks: resnet_jax.list_models()), so pass one of those, e.g. "
+           "hf-hub:timm/resnet50.a1_in1k")
+    for prefix, difference in TIMM_PREFIXES:
+        if architecture.startswith(prefix):
+            return difference + fix
+    variant = re.fullmatch(r"(resnet|resnext|wide_resnet)(\d+)([a-z]*)(_\w+)?", architecture)
+    if variant is None:
+        return "not a ResNet in torchvision's layout" + fix
+    family, depth, letters, rest = variant.groups()
+    if letters in TIMM_SUFFIXES:
+        return f"which has {TIMM_SUFFIXES[letters]}" + fix
+    if rest and rest.startswith("_gn"):
+        return "which normalises with GroupNorm, not BatchNorm" + fix
+    if f"{family}{depth}" not in list_models():
+        return f"of depth {depth}, which this project does not build" + fix
+    return f"a variant ({letters or rest}) whose layers differ" + fix
 
 
 def timm_config(path: Path) -> dict[str, Any] | None:
@@ -228,6 +270,7 @@ def _supported(what: str, *choices: str) -> Callable[[Any], str | None]:
 # takes where the config names none.
 TIMM_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "input_size": _input_size, "crop_pct": _crop_pct,
+    "test_input_size": _input_size, "test_crop_pct": _crop_pct,
     "mean": _channels(0, 1, low_open=False), "std": _channels(0, 1, low_open=True),
     "interpolation": _supported("resize with", *images.RESAMPLING),
     "crop_mode": _supported("take the crop mode", "center"),

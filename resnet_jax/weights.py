@@ -1,31 +1,29 @@
 """Pretrained weights with what using them needs (preprocessing, class names, published
-accuracy): torchvision's by name, a state dict file in torchvision's layout (``.pth``,
-``.safetensors``, a hub snapshot's folder: read by :mod:`resnet_jax.weight_files`), or a
-training run (read by :mod:`resnet_jax.checkpoints`). :func:`load_weights` is the one
-reader every door calls: predict, evaluate, init_from and :func:`pretrained`.
+accuracy): by name from the weights table (:mod:`resnet_jax.weights_table`), from the
+Hugging Face Hub (``hf-hub:timm/...``: :mod:`resnet_jax.hub`), from a state dict file in
+torchvision's layout (``.pth``, ``.th``, ``.safetensors``, a hub snapshot's folder: read by
+:mod:`resnet_jax.weight_files`, without torch), or from a training run (read by
+:mod:`resnet_jax.checkpoints`). :func:`load_weights` is the one reader every door calls:
+predict, evaluate, init_from and :func:`pretrained`.
 
-Named weights are fetched once from the address and hash in torchvision's own
-weights table (torchvision is needed for that first download only), checked,
-converted and cached under ``$RESNET_JAX_CACHE`` (else ``~/.cache/resnet_jax``)
-as NumPy arrays plus JSON: later loads need neither network nor torch.
+Named weights are downloaded once from the table's address, checked against its SHA-256
+and kept under ``$RESNET_JAX_CACHE`` (else ``~/.cache/resnet_jax``) as the publisher's
+file. ``python -m resnet_jax.weights`` prints the table.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import hashlib
-import importlib.resources
-import io
-import json
 import math
 import os
-import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +31,13 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
-from resnet_jax import arguments, data, hints, workdir
+from resnet_jax import arguments, data, hints, hub, weights_table, workdir
 from resnet_jax.errors import ArgumentError, ResNetWarning, WeightsError
 from resnet_jax.models import ResNet, cast_variables, create_model, list_models
 from resnet_jax.pipelines import images
 from resnet_jax.progress import warn
 from resnet_jax.torch_compat import from_torchvision, looks_like, state_dict_problems
 from resnet_jax.weight_files import (
-    NEEDS_TORCH,
     SAFETENSORS_FILE,
     TIMM_DEFAULTS,
     holds_safetensors,
@@ -51,13 +48,7 @@ from resnet_jax.weight_files import (
     timm_config,
     torchvision_names,
 )
-
-IMAGENET_CLASSES = "imagenet_classes.txt"  # ImageNet-1k's names, one a line, torchvision's order
-WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's names: IMAGENET1K_V1...
-TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                      "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
-                      "wide_resnet50_2", "wide_resnet101_2")
-
+from resnet_jax.weights_table import HUB_PREFIX, Entry, Published
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +93,7 @@ class Weights:
     variables: dict[str, Any]
     class_names: list[str]  # '0', '1', ... where ``names_known`` is False
     preprocessing: Preprocessing
-    metrics: dict[str, float]  # published top-1 / top-5 (percent), where known
+    published: Published | None  # its publisher's accuracy, where known
     source: str
     step: int | None = None  # a training run's checkpoint
     names_known: bool = True
@@ -136,9 +127,12 @@ def cache_dir() -> Path:
 def load_weights(model: str | None, weights: str | None = None, resize: int | None = None,
                  crop: int | None = None, step: int | None = None, raw: bool = False,
                  classifier: bool = True) -> Weights:
-    """``weights``: a torchvision weights name of ``model`` (``IMAGENET1K_V1``...), a ``.pth``
-    or ``.safetensors`` state dict of ``model`` in torchvision's layout (a folder holding
-    ``model.safetensors`` and timm's ``config.json``: its preprocessing too), or a training
+    """``weights``: a name of ``model``'s weights in the weights table (``IMAGENET1K_V1``,
+    ``CIFAR10_AKAMASTER``, ``DEFAULT``...), a Hugging Face Hub repository
+    (``hf-hub:timm/resnet50.a1_in1k``), a ``.pth``/``.th`` or ``.safetensors`` state dict
+    of ``model`` in torchvision's layout (a folder holding ``model.safetensors`` and timm's
+    ``config.json``: its preprocessing too; a file the table knows by its SHA-256: all the
+    table says of it), or a training
     run's work directory (its model is read from the run; its checkpoint of ``step``, else
     the newest readable one; the moving average of its weights where it keeps one, unless
     ``raw``). ``resize``/``crop`` replace the preprocessing's sizes. A state dict without
@@ -161,9 +155,8 @@ def load_weights(model: str | None, weights: str | None = None, resize: int | No
         loaded = _from_run(path, model, step, raw)
     elif kind == "file":
         loaded = _from_file(model, path / SAFETENSORS_FILE if path.is_dir() else path)
-    elif not model:
-        raise WeightsError(f"{weights} names torchvision weights of several models: pass "
-                           f"{hints.setting('model', 'resnet50')}, the one you mean")
+    elif kind == "hub":
+        loaded = _from_hub(model, weights)
     else:
         loaded = _from_name(model, weights)
     _check_values(loaded.variables, weights)
@@ -197,15 +190,19 @@ def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any)
 
 
 def _source_kind(weights: str, path: Path) -> str:
-    """What ``weights`` names: 'name' (torchvision's), 'file' (a state dict, or a hub
-    snapshot's folder), or 'run' (a training run's work directory); WeightsError where it
-    names nothing of these, saying what it found."""
+    """What ``weights`` names: 'name' (the weights table's), 'hub' (a Hugging Face Hub
+    repository), 'file' (a state dict, or a hub snapshot's folder), or 'run' (a training
+    run's work directory); WeightsError where it names nothing of these, saying what it
+    found."""
+    if str(weights).startswith(HUB_PREFIX):
+        return "hub"
     if not path.exists():
-        if WEIGHTS_NAME.fullmatch(str(weights)):
+        if weights_table.NAME.fullmatch(str(weights)):
             return "name"
-        raise WeightsError(f"{weights} does not exist; pass a torchvision weights name such as "
-                           "IMAGENET1K_V1, a .pth or .safetensors file, a hub snapshot's folder, "
-                           "or a training run's work directory")
+        raise WeightsError(f"{weights} does not exist; pass a weights name such as "
+                           "IMAGENET1K_V1 (python -m resnet_jax.weights lists them), "
+                           "hf-hub:timm/NAME, a .pth or .safetensors file, a hub snapshot's "
+                           "folder, or a training run's work directory")
     if path.is_file():
         return "file"
     inside = path / SAFETENSORS_FILE
@@ -298,68 +295,44 @@ def _check_values(variables: dict[str, Any], weights: str) -> None:
 
 # Named weights.
 
-def _cached(model: str, weights: str) -> tuple[Path, Path]:
-    stem = cache_dir() / f"{model}_{weights}"
-    return stem.with_suffix(".npz"), stem.with_suffix(".json")
+def _from_name(model: str | None, name: str) -> Weights:
+    """The table's weights ``name`` of ``model``: its file, downloaded into the cache once
+    (checked against the table's SHA-256), read as any file is."""
+    if not model:
+        models = weights_table.models_named(name)
+        if len(models) != 1:
+            which = (f"weights of {', '.join(models)}" if models
+                     else "no weights of the table (python -m resnet_jax.weights lists them)")
+            raise WeightsError(f"{name} names {which}: pass "
+                               f"{hints.setting('model', models[0] if models else 'resnet50')}, "
+                               "the one you mean")
+        model = models[0]
+    entry = weights_table.find(model, name)
+    path = cache_dir() / model / entry.name / Path(urllib.parse.urlparse(entry.url).path).name
+    if not path.is_file():
+        _fetch(entry, path)
+    return _from_file(model, path, expected=entry)
 
 
-def _from_name(model: str, weights: str) -> Weights:
-    arrays, info = _cached(model, weights)
-    if not (arrays.is_file() and info.is_file()):
-        _fetch(model, weights, arrays, info)
-    try:
-        meta = json.loads(info.read_text())
-        with np.load(arrays) as saved:
-            variables = traverse_util.unflatten_dict(
-                {tuple(k.split("/")): saved[k] for k in saved})
-        class_names, resize, crop = meta["class_names"], meta["resize"], meta["crop"]
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        raise WeightsError(f"the cached copy of {model} {weights} ({arrays.name}, {info.name} "
-                           f"under {arrays.parent}) is damaged ({type(error).__name__}); delete "
-                           "both files: the next use fetches them again") from None
-    return Weights(create_model(model), variables, class_names, Preprocessing(resize, crop),
-                   meta.get("metrics", {}), meta.get("source", weights))
-
-
-def _table_entry(model: str, weights: str) -> Any:
-    if model not in TORCHVISION_MODELS:
-        raise WeightsError(f"torchvision publishes weights for {', '.join(TORCHVISION_MODELS)}, "
-                           f"not {model}; pass a .pth file or a training run's work directory as "
-                           f"{hints.name('weights')} instead")
-    try:
-        from torchvision.models import get_model_weights
-    except ImportError:
-        raise WeightsError(f"named weights are looked up in torchvision's weights table the first "
-                           f"time: {NEEDS_TORCH}; or pass "
-                           f"{hints.setting('weights', 'PATH.pth')}") from None
-    table = get_model_weights(model)
-    if weights not in table.__members__:
-        raise WeightsError(f"torchvision has no {weights} weights for {model}; it has "
-                           f"{', '.join(table.__members__)}")
-    return table[weights]
-
-
-def _fetch(model: str, weights: str, arrays: Path, info: Path) -> None:
-    entry = _table_entry(model, weights)
-    url, resize = entry.url, int(entry.transforms.keywords.get("resize_size", 256))
-    raw = _download(url, resize)
+def _fetch(entry: Entry, path: Path) -> None:
+    raw = _download(entry.url, entry.resize)
     digest = hashlib.sha256(raw).hexdigest()
-    prefix = re.search(r"-([0-9a-f]{6,})\.pth$", url)
-    if prefix and not digest.startswith(prefix[1]):
-        raise WeightsError(f"{url} arrived damaged (SHA-256 {digest[:12]}..., expected "
-                           f"{prefix[1]}...); try again")
-    variables = from_torchvision(read_torch(io.BytesIO(raw)).state, model)
-    meta = {"class_names": list(entry.meta["categories"]),
-            "resize": resize,
-            "crop": int(entry.transforms.keywords.get("crop_size", 224)),
-            "metrics": {k: float(v) for k, v in entry.meta["_metrics"]["ImageNet-1K"].items()},
-            "source": url, "sha256": digest}
-    arrays.parent.mkdir(parents=True, exist_ok=True)
-    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables).items()}
-    partial = arrays.with_name(f"{arrays.stem}.{os.getpid()}.partial.npz")  # one per writer
-    np.savez(partial, **flat)
-    partial.replace(arrays)
-    workdir.write_atomically(info, json.dumps(meta, indent=1))
+    if not entry.matches(digest):
+        raise WeightsError(f"{entry.url} arrived damaged (SHA-256 {digest[:12]}..., expected "
+                           f"{entry.sha256[:12]}...); try again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per writer
+    partial.write_bytes(raw)
+    partial.replace(path)
+
+
+def _from_hub(model: str | None, name: str) -> Weights:
+    """A Hub repository's safetensors weights, with its timm config.json."""
+    folder, revision = hub.snapshot(name, model)
+    loaded = _from_file(model, folder / SAFETENSORS_FILE)
+    entry = weights_table.hub_entry(name.removeprefix(HUB_PREFIX))
+    return dataclasses.replace(loaded, source=f"{name} (revision {revision[:12]}, {folder})",
+                               published=entry.published if entry else None)
 
 
 def _download(url: str, resize: int = 256) -> bytes:
@@ -381,16 +354,21 @@ def _download(url: str, resize: int = 256) -> bytes:
                            f"{sizes}") from None
 
 
-def _imagenet_class_names() -> list[str]:
-    """ImageNet-1k's class names in torchvision's order, as shipped with the package."""
-    text = importlib.resources.files("resnet_jax").joinpath(IMAGENET_CLASSES).read_text()
-    return text.splitlines()
-
-
-def _from_file(model: str | None, path: Path) -> Weights:
+def _from_file(model: str | None, path: Path, expected: Entry | None = None) -> Weights:
     """A state dict in torchvision's layout from a file, read by what it holds (torch.save's
     formats, or safetensors, read without torch, with timm's config.json beside it), not by
-    its name."""
+    its name; a file whose SHA-256 is a table entry's is that entry (its model, classes,
+    preprocessing and published accuracy). ``expected``: the entry the file must be (a
+    cached download)."""
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    entry = weights_table.by_digest(digest)
+    if expected is not None and entry is not expected:
+        raise WeightsError(f"the cached copy of {expected.model} {expected.name} ({path}) is "
+                           f"damaged (SHA-256 {digest[:12]}..., expected {expected.sha256[:12]}"
+                           "...); delete it: the next use downloads it again")
+    if entry is not None:
+        return _from_entry(model, path, entry)
     safetensors = holds_safetensors(path)
     state, published_cifar = ((read_safetensors(path), False) if safetensors
                               else read_torch(path))
@@ -410,6 +388,29 @@ def _from_file(model: str | None, path: Path) -> Weights:
                                       "carries none")
     return _from_state_dict(_chosen_model(model, named, state, path), state, path,
                             preprocessing)
+
+
+def _from_entry(model: str | None, path: Path, entry: Entry) -> Weights:
+    """The file of a table entry, with all the entry says of it."""
+    if model and model != entry.model:
+        leave_out = ("" if hints.current() == hints.CONFIG
+                     else f"leave out {hints.name('model')}, or ")
+        raise WeightsError(f"{path} is the file of {entry.model} {entry.name} (its SHA-256 is "
+                           f"the weights table's), not a {model}'s; {leave_out}pass "
+                           f"{hints.setting('model', entry.model)}")
+    state = torchvision_names(read_safetensors(path) if holds_safetensors(path)
+                              else read_torch(path).state)
+    preprocessing = Preprocessing(entry.resize, entry.crop, entry.mean, entry.std,
+                                  entry.interpolation)
+    loaded = _from_state_dict(entry.model, state, path, preprocessing)
+    names = entry.class_names()
+    if len(names) != loaded.model.num_classes:
+        raise WeightsError(f"{entry.table} says {entry.model} {entry.name} has {len(names)} "
+                           f"classes, but its file holds {loaded.model.num_classes}; fix the "
+                           "entry's classes")
+    return dataclasses.replace(loaded, class_names=names, published=entry.published,
+                               names_known=True,
+                               source=f"{entry.model} {entry.name} ({entry.source}; {path})")
 
 
 def _check_head(path: Path, state: dict[str, Any], cfg: dict[str, Any] | None) -> None:
@@ -447,7 +448,8 @@ def _chosen_model(model: str | None, named: str | None, state: dict[str, Any],
 
 def _timm_preprocessing(path: Path, cfg: dict[str, Any] | None) -> Preprocessing:
     """The evaluation transform timm's config.json beside ``path`` (``cfg``, from
-    :func:`timm_config`) gives (its ``pretrained_cfg``: input size, crop fraction,
+    :func:`timm_config`) gives (its ``pretrained_cfg``: the test size and crop fraction where
+    it names them, as timm's results table reports, else the input size and crop fraction;
     interpolation, mean, std; timm's defaults for those it leaves out, said where they are
     used); without one, torchvision V1's, said too."""
     if cfg is None:
@@ -455,10 +457,11 @@ def _timm_preprocessing(path: Path, cfg: dict[str, Any] | None) -> Preprocessing
                              f"{path.name}")
     missing = [key for key in TIMM_DEFAULTS if key not in cfg]
     cfg = {**TIMM_DEFAULTS, **cfg}
-    size = cfg["input_size"][-1]
+    size = cfg.get("test_input_size", cfg["input_size"])[-1]
+    crop_pct = cfg.get("test_crop_pct", cfg["crop_pct"])
     assumed = (f"timm's default {', '.join(missing)}: {path.with_name('config.json')} names "
                "none" if missing else "")
-    return Preprocessing(int(math.floor(size / cfg["crop_pct"])), size, tuple(cfg["mean"]),
+    return Preprocessing(int(math.floor(size / crop_pct)), size, tuple(cfg["mean"]),
                          tuple(cfg["std"]), cfg["interpolation"], assumed=assumed)
 
 
@@ -479,9 +482,10 @@ def _from_state_dict(model: str, state: dict[str, Any], path: Path,
                 f"it looks like a {guess} state dict: pass {hints.setting('model', guess)}"
                 if guess else "no ResNet of this project has its layers")
         raise WeightsError(f"{path} does not fit {model}; {hint}") from None
-    names = _imagenet_class_names() if classes == 1000 else [] if not classes else None
+    names = (weights_table.class_set_names("ImageNet-1k") if classes == 1000
+             else [] if not classes else None)
     return Weights(create_model(model, num_classes=classes), variables,
-                   names or placeholder_names(classes), preprocessing, {}, str(path),
+                   names or placeholder_names(classes), preprocessing, None, str(path),
                    names_known=names is not None)
 
 
@@ -512,7 +516,7 @@ def _from_run(run_dir: Path, model_name: str | None, step: int | None,
     return Weights(model, variables, saved["class_names"],
                    Preprocessing(saved["eval_resize"],
                                  saved.get("eval_image_size", saved["image_size"]),
-                                 tuple(saved["mean"]), tuple(saved["std"])), {}, str(run_dir),
+                                 tuple(saved["mean"]), tuple(saved["std"])), None, str(run_dir),
                    read, saved["class_names"] != placeholder_names(len(saved["class_names"])),
                    averaged=bool(config.get("ema_decay")) and not raw, raw=raw,
                    eval_flip=bool(config.get("eval_flip")))
@@ -578,3 +582,21 @@ def run_data(run_dir: Path) -> dict[str, Any]:
         raise WeightsError(f"{run_dir / workdir.DATA_FILE}: {problem}; put the file back from a "
                            "copy of the run (or delete it: it is read from the checkpoints' copy)")
     return saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m resnet_jax.weights``: the weights table."""
+    parser = argparse.ArgumentParser(prog="python -m resnet_jax.weights",
+                                     description="The named weights: " + __doc__.split(":")[0])
+    parser.add_argument("--markdown", action="store_true", help="as the README shows it")
+    args = parser.parse_args(argv)
+    try:
+        print(weights_table.markdown() if args.markdown else weights_table.text())
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

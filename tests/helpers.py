@@ -79,3 +79,46 @@ def run_train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
         status = train.main(list(argv))
     return subprocess.CompletedProcess(["train.py", *argv], status, out.getvalue(),
                                        err.getvalue())
+
+
+@contextlib.contextmanager
+def serving(files: dict[str, bytes], headers=None):
+    """A local HTTP server of ``files`` (path -> bytes) for the duration: yields its address
+    and the list of (method, path) it was asked for. ``headers(path, body)`` adds headers
+    to each answer (the Hub's, for its client); a path not in ``files`` is a 404."""
+    import http.server
+    import threading
+
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            asked.append((self.command, self.path))
+            body = files.get(self.path)
+            self.send_response(404 if body is None else 200)
+            for key, value in ({} if body is None or headers is None
+                               else headers(self.path, body)).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            return body
+
+        def do_HEAD(self):
+            self._answer()
+
+        def do_GET(self):
+            body = self._answer()
+            if body:
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", asked
+    finally:
+        server.shutdown()
+        server.server_close()

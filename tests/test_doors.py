@@ -286,9 +286,8 @@ def test_a_run_that_lost_its_checkpoints_or_its_config_is_not_trained_afresh(run
     (lambda run: load_weights("resnet50", None), "weights None is not a path"),
     (lambda run: load_weights("resnet18", "IMAGENET1K_V1", step=0), "step=0 picks among a "
      "training run's checkpoints; IMAGENET1K_V1 is not a run's work directory: leave out step"),
-    (lambda run: load_weights(None, "IMAGENET1K_V1"), "IMAGENET1K_V1 names torchvision weights "
-                                                      "of several models: pass "
-                                                      "model='resnet50', the one you mean"),
+    (lambda run: load_weights(None, "IMAGENET1K_V1"), "IMAGENET1K_V1 names weights of "
+                                                      "resnet18, resnet34, resnet50, "),
     (lambda run: load_weights(None, str(run / "checkpoints" / "8")), "checkpoints/8 is a "
                                                                      "checkpoint of the run in"),
     (lambda run: restore(run / "config.json"), "config.json is a file: pass a training run's "

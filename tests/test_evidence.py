@@ -278,7 +278,7 @@ def test_the_wheelhouse_adds_skips_matches_jax_plugins_and_quotes_a_bad_line(tmp
     out = capsys.readouterr().out
     assert (f"jax-cuda12-plugin 0.4.30 there: fetched at {jaxlib} (to match jaxlib {jaxlib}; "
             "JAX sees only the CPU when they differ)") in out
-    assert ("left out (with what only they need): tensorboard, tensorflow-cpu, "
+    assert ("left out (with what only they need): huggingface-hub, tensorboard, tensorflow-cpu, "
             "tensorflow-datasets; --no-default-skip fetches") in out
     freeze.write_text("jax==0.11.2\njaxlib==0.11.2\njax-cuda12-plugin==0.11.2\n")
     assert "jax-cuda12-plugin" not in wheelhouse.main(["--have", str(freeze), "--dry-run"])

@@ -3,6 +3,8 @@ arrays torch's own reading gives (anything pickled besides tensors refused, neve
 ImageNet's class names shipped with the package."""
 
 import io
+import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ import torchvision
 from helpers import REPO
 
 from resnet_jax import pth
+from resnet_jax.data import CIFAR10_CLASSES
 from resnet_jax.errors import WeightsError
 
 
@@ -72,8 +75,13 @@ def test_predict_evaluate_and_init_from_read_the_published_cifar_layout_without_
         tmp_path):
     """A dict around a DataParallel state dict, its head named linear, in the older
     format (as the published CIFAR ResNets are), used by every door in a process where
-    torch and torchvision cannot be imported."""
+    torch and torchvision cannot be imported: as a file, and by name from a weights table,
+    downloaded (from a local server), checked and cached there."""
+    import hashlib
+    import json
+
     import jax
+    from helpers import serving
     from PIL import Image
 
     from resnet_jax import create_model
@@ -85,10 +93,12 @@ def test_predict_evaluate_and_init_from_read_the_published_cifar_layout_without_
     weights = tmp_path / "resnet20-0000.th"
     torch.save({"state_dict": state, "best_prec1": 91.7}, weights,
                _use_new_zipfile_serialization=False)
-    for label in range(10):
-        folder = tmp_path / "test" / str(label)
+    raw = weights.read_bytes()
+    for label, name in enumerate(CIFAR10_CLASSES):
+        folder = tmp_path / "test" / name
         folder.mkdir(parents=True)
         Image.new("RGB", (32, 32), (25 * label, 0, 0)).save(folder / "0.png")
+    image, test = tmp_path / "test" / "cat" / "0.png", tmp_path / "test"
     check = f"""
 import sys
 sys.modules['torch'] = sys.modules['torchvision'] = None
@@ -97,23 +107,40 @@ from helpers import tiny_config
 from resnet_jax import evaluate, predict
 from resnet_jax.weights import initial_variables, load_weights
 kernel = load_weights('resnet20', {str(weights)!r}).variables['params']['conv1']['kernel']
-assert predict.main([{str(tmp_path / 'test' / '0' / '0.png')!r}, '--weights', {str(weights)!r},
-                     '--model', 'resnet20']) == 0
-assert evaluate.main(['--weights', {str(weights)!r}, '--model', 'resnet20', '--dataset',
-                      'folder:{tmp_path / 'test'}', '--json']) == 0
-initial_variables(tiny_config(image_size=32, init_from={str(weights)!r}))
+for weights in ({str(weights)!r}, 'CIFAR10_MINE'):
+    assert predict.main([{str(image)!r}, '--weights', weights, '--model', 'resnet20']) == 0
+    assert evaluate.main(['--weights', weights, '--model', 'resnet20', '--dataset',
+                          'folder:{test}']) == 0
+    initial_variables(tiny_config(image_size=32, init_from=weights))
 print('kernel sum', float(kernel.sum()))
 """
-    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    entry = {"model": "resnet20", "name": "CIFAR10_MINE", "default": False, "source": "a test",
+             "url": None, "sha256": hashlib.sha256(raw).hexdigest()[:8], "format": "torch.save",
+             "preprocessing": {"resize": 32, "crop": 32, "interpolation": "bilinear",
+                               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+             "classes": "CIFAR-10", "published": {"top1": 91.5, "top5": None, "on": "CIFAR-10",
+                                                  "where": "this test"}, "license": "MIT"}
+    with serving({"/resnet20-0000.th": raw}) as (address, asked):
+        entry["url"] = f"{address}/resnet20-0000.th"
+        (tmp_path / "table.json").write_text(json.dumps({"entries": [entry]}))
+        result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                                text=True, timeout=300, env={
+                                    **os.environ, "RESNET_JAX_CACHE": str(tmp_path / "cache"),
+                                    "RESNET_JAX_WEIGHTS_TABLE": str(tmp_path / "table.json")})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert '"examples": 10' in result.stdout
+    assert asked == [("GET", "/resnet20-0000.th")], "downloaded once: then from the cache"
+    assert result.stdout.count("examples  10") == 2
+    assert ("weights: resnet20 CIFAR10_MINE (a test; "
+            f"{tmp_path / 'cache' / 'resnet20' / 'CIFAR10_MINE' / 'resnet20-0000.th'}); published "
+            "top-1 91.5% on CIFAR-10 (this test)") in result.stdout
+    assert re.search(r"published top-1 91.5% on CIFAR-10 \(this test\); this folder: "
+                     r"\d+\.\d{3}%", result.stdout)
     assert float(result.stdout.split("kernel sum")[-1]) == pytest.approx(
         float(np.asarray(variables["params"]["conv1"]["kernel"]).sum()), rel=1e-6)
 
 
 def test_imagenets_class_names_ship_with_the_package_as_torchvision_lists_them():
-    from resnet_jax.weights import _imagenet_class_names
+    from resnet_jax.weights_table import class_set_names
 
     expected = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
-    assert _imagenet_class_names() == list(expected)
+    assert class_set_names("ImageNet-1k") == list(expected)

@@ -1,0 +1,75 @@
+"""Weights from the Hugging Face Hub, named as timm names them (``hf-hub:timm/resnet50.a1_in1k``):
+the snapshot's ``model.safetensors`` and timm's ``config.json``, fetched through
+``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, its progress bars) and checked against
+the SHA-256 the Hub names the file by."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from resnet_jax import hints
+from resnet_jax.errors import WeightsError
+from resnet_jax.models import list_models
+from resnet_jax.weight_files import SAFETENSORS_FILE, timm_difference
+from resnet_jax.weights_table import HUB_PREFIX
+
+REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+FILES = ("config.json", SAFETENSORS_FILE)
+
+
+def snapshot(name: str, model: str | None) -> tuple[Path, str]:
+    """The local folder of the Hub snapshot ``name`` (``hf-hub:ORG/REPO``), fetched where the
+    Hub cache lacks it, and its revision; WeightsError, before any download, where the name
+    is misspelt or names a timm architecture other than this project's (or ``model``)."""
+    repo = name.removeprefix(HUB_PREFIX)
+    if not REPO.fullmatch(repo):
+        raise WeightsError(f"{name} is not a Hub repository's name; write it as timm does: "
+                           "hf-hub:timm/resnet50.a1_in1k")
+    architecture = repo.split("/")[1].split(".")[0]
+    if repo.startswith("timm/") and architecture not in list_models():
+        raise WeightsError(f"{name} holds timm's {architecture}, {timm_difference(architecture)}")
+    if model and repo.startswith("timm/") and architecture != model:
+        raise WeightsError(f"{name} holds timm's {architecture}, not a {model}; leave out "
+                           f"{hints.name('model')}, or pass {hints.setting('model', architecture)}")
+    paths = [_download(repo, file) for file in FILES]
+    _check_digest(name, paths[1])
+    return paths[1].parent, paths[1].parent.name
+
+
+def _download(repo: str, file: str) -> Path:
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, file))
+    except errors.RepositoryNotFoundError:
+        raise WeightsError(f"the Hub has no repository {repo} (or it is private); check its "
+                           "name at its page, e.g. hf-hub:timm/resnet50.a1_in1k") from None
+    except errors.LocalEntryNotFoundError:
+        raise WeightsError(f"{HUB_PREFIX}{repo} is not in the Hub cache and cannot be fetched "
+                           "(HF_HUB_OFFLINE, or no network); fetch it where there is network "
+                           f"(hf download {repo}) and copy the cache, or pass the snapshot's "
+                           "folder") from None
+    except errors.RemoteEntryNotFoundError:
+        raise WeightsError(f"the Hub repository {repo} holds no {file}: it is not timm's "
+                           "safetensors weights with their config.json") from None
+    except (OSError, errors.HfHubHTTPError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise WeightsError(f"cannot fetch {file} of {HUB_PREFIX}{repo} ({reason}); try again, "
+                           "or fetch the snapshot where there is network and pass its "
+                           "folder") from None
+
+
+def _check_digest(name: str, path: Path) -> None:
+    """WeightsError where the file's SHA-256 differs from the one the Hub names it by (the
+    cache's blob name, for files the Hub stores by their SHA-256)."""
+    blob = path.resolve()
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        return
+    with blob.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    if digest != blob.name:
+        raise WeightsError(f"{name}'s {path.name} is damaged (SHA-256 {digest[:12]}..., the Hub "
+                           f"names {blob.name[:12]}...); delete {blob} and load it again")
