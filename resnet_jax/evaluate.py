@@ -150,12 +150,17 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
     if unread and read:
         print(f"class folder(s) {data.listed(unread)} hold no readable image: top-1 and top-5 "
               "count the other classes' images", file=sys.stderr)
+    unlike = [reason for reason, differs in (
+        (f"{len(read)} of the {len(weights.class_names)} classes",
+         len(read) < len(weights.class_names)),
+        ("sizes as given", weights.sizes_given), ("test-time flips", flip)) if differs]
     return {**_result(sums, len(weights.class_names), f"folder:{root}"), "skipped": skipped,
             "images_per_sec": len(files) / seconds, "weights": weights.describe(),
             "step": weights.step, "data": f"folder:{root}", "flip": flip,
-            "ema": weights.averaged,
+            "ema": weights.averaged, "classes_read": len(read),
             "preprocessing": weights.preprocessing.describe(),
-            "published": dataclasses.asdict(weights.published) if weights.published else None}
+            "published": dataclasses.asdict(weights.published) if weights.published else None,
+            "unlike_published": unlike if weights.published else []}
 
 
 def _as_read(resident: None, batch: dict[str, Any]) -> tuple[Any, Any]:
@@ -200,7 +205,7 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
             "flip": flip, "ema": weights.averaged,
             "preprocessing": (weights.preprocessing.describe() if config.pipeline == "streaming"
                               else f"at their size, {config.image_size}x{config.image_size}"),
-            "published": None}
+            "published": None, "unlike_published": []}
 
 
 def _result(sums: dict[str, float], classes: int, data_name: str) -> dict[str, Any]:
@@ -242,7 +247,9 @@ def format_result(result: dict[str, Any]) -> str:
         top5 = "" if published["top5"] is None else f", top-5 {published['top5']:g}%"
         lines.append(f"published top-1 {published['top1']:g}%{top5} on {published['on']} "
                      f"({published['where']}); this {result['data'].split(':')[0]}: "
-                     f"{result['top1']:.3f}%")
+                     f"{result['top1']:.3f}%" + (
+                         f" (unlike the published setting: {', '.join(result['unlike_published'])})"
+                         if result["unlike_published"] else ""))
     return "\n".join(lines)
 
 

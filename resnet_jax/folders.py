@@ -174,8 +174,9 @@ def image_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[i
         shown = f"{empty[:10]}{' ...' if len(empty) > 10 else ''}"
         raise DataError(f"class folder(s) {shown} under {split_dir} hold no images "
                         f"({len(empty)} of {len(classes)}; images are "
-                        f"{'/'.join(sorted(IMAGE_SUFFIXES))} files); every class needs images "
-                        "in every split: add some, or remove the folder from every split")
+                        f"{'/'.join(sorted(IMAGE_SUFFIXES))} files); every class folder needs "
+                        "images: add some, or remove the folder (from every split of a "
+                        "training tree)")
     walk.say(split_dir)
     loose = sorted(p.name for p in split_dir.iterdir() if p.is_file() and is_image_name(p.name))
     if loose:

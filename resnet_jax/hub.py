@@ -13,9 +13,8 @@ from resnet_jax import hints
 from resnet_jax.errors import WeightsError
 from resnet_jax.models import list_models
 from resnet_jax.weight_files import SAFETENSORS_FILE, timm_difference
-from resnet_jax.weights_table import HUB_PREFIX
+from resnet_jax.weights_table import HUB_PREFIX, HUB_REPO
 
-REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 FILES = ("config.json", SAFETENSORS_FILE)
 
 
@@ -24,7 +23,7 @@ def snapshot(name: str, model: str | None) -> tuple[Path, str]:
     Hub cache lacks it, and its revision; WeightsError, before any download, where the name
     is misspelt or names a timm architecture other than this project's (or ``model``)."""
     repo = name.removeprefix(HUB_PREFIX)
-    if not REPO.fullmatch(repo):
+    if not HUB_REPO.fullmatch(repo):
         raise WeightsError(f"{name} is not a Hub repository's name; write it as timm does: "
                            "hf-hub:timm/resnet50.a1_in1k")
     architecture = repo.split("/")[1].split(".")[0]
@@ -39,9 +38,19 @@ def snapshot(name: str, model: str | None) -> tuple[Path, str]:
 
 
 def _download(repo: str, file: str) -> Path:
+    """The file from the Hub cache where it is there (no network asked: weights of a
+    repository do not change under their name), else downloaded into it; huggingface_hub's
+    own retry messages are kept quiet, its error said in one line."""
     import huggingface_hub
     from huggingface_hub import errors
+    from huggingface_hub.utils import logging
 
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, file, local_files_only=True))
+    except errors.LocalEntryNotFoundError:
+        pass
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
     try:
         return Path(huggingface_hub.hf_hub_download(repo, file))
     except errors.RepositoryNotFoundError:
@@ -60,6 +69,8 @@ def _download(repo: str, file: str) -> Path:
         raise WeightsError(f"cannot fetch {file} of {HUB_PREFIX}{repo} ({reason}); try again, "
                            "or fetch the snapshot where there is network and pass its "
                            "folder") from None
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def _check_digest(name: str, path: Path) -> None:

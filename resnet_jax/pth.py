@@ -27,8 +27,9 @@ STORAGE_DTYPES = {
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-WHOLE_MODEL = ("holds pickled Python objects besides tensors (a torch.save of a whole model?), "
-               "which are never run here; save model.state_dict() with torch.save and pass that")
+WHOLE_MODEL = ("holds pickled Python objects besides tensors ({found}: a torch.save of a whole "
+               "model?), which are never run here; save model.state_dict() with torch.save and "
+               "pass that")
 DAMAGED = "is truncated or damaged (cannot be read to its end); download or copy it again"
 
 
@@ -117,8 +118,8 @@ def read(source: Path | IO[bytes], name: str) -> Any:
             with source.open("rb") as file:
                 return _read(file)
         return _read(source)
-    except _Foreign:
-        raise WeightsError(f"{name} {WHOLE_MODEL}") from None
+    except _Foreign as foreign:
+        raise WeightsError(f"{name} {WHOLE_MODEL.format(found=foreign)}") from None
     except (EOFError, zipfile.BadZipFile, struct.error, pickle.UnpicklingError, KeyError,
             ValueError, IndexError, TypeError, AttributeError):
         raise WeightsError(f"{name} {DAMAGED}") from None

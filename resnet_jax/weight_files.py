@@ -6,12 +6,13 @@ wrong with it."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -24,16 +25,14 @@ from resnet_jax.pipelines import images
 SAFETENSORS_FILE = "model.safetensors"  # a hub snapshot: this file and timm's config.json
 
 
-class TorchState(NamedTuple):
-    """A torch.save file's state dict, and whether the file is in the layout of the
-    published CIFAR ResNets (github.com/akamaster/pytorch_resnet_cifar10: a dict around
-    a DataParallel state dict whose classifier is named ``linear``)."""
-
-    state: dict[str, Any]
-    published_cifar: bool
+def published_cifar_layout(state: dict[str, Any]) -> bool:
+    """Whether a state dict is in the layout of the published CIFAR ResNets
+    (github.com/akamaster/pytorch_resnet_cifar10): a classifier named ``linear`` (with or
+    without DataParallel's ``module.``), which torchvision's models never name so."""
+    return any(key.removeprefix("module.") == "linear.weight" for key in state)
 
 
-def read_torch(source: Any) -> TorchState:
+def read_torch(source: Any) -> dict[str, Any]:
     """The state dict in a torch.save file (its zip or its older format; a path, or the
     bytes of a download), read without torch (:mod:`resnet_jax.pth`: tensors only),
     floats as float32, unwrapped from the common checkpoint layouts around it
@@ -50,9 +49,6 @@ def read_torch(source: Any) -> TorchState:
                                "file, a hub snapshot's folder, or a training run's work "
                                "directory")
     loaded = pth.read(source, name)
-    inner = loaded.get("state_dict") if isinstance(loaded, dict) else None
-    published_cifar = (isinstance(inner, dict) and "module.linear.weight" in inner
-                       and all(str(key).startswith("module.") for key in inner))
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts around a state dict
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]
@@ -60,9 +56,8 @@ def read_torch(source: Any) -> TorchState:
         what = type(loaded).__name__ if not isinstance(loaded, dict) else "dict of other values"
         raise WeightsError(f"{name} holds a {what}, not a state_dict (names to tensors); save "
                            "model.state_dict() with torch.save and pass that")
-    return TorchState({key: value.astype(np.float32) if _floating(value) else value
-                       for key, value in loaded.items()},  # bfloat16 and float16 too
-                      published_cifar)
+    return {key: value.astype(np.float32) if _floating(value) else value
+            for key, value in loaded.items()}  # bfloat16 and float16 too
 
 
 def _floating(array: np.ndarray) -> bool:
@@ -158,6 +153,9 @@ def timm_difference(architecture: str) -> str:
             return difference + fix
     variant = re.fullmatch(r"(resnet|resnext|wide_resnet)(\d+)([a-z]*)(_\w+)?", architecture)
     if variant is None:
+        close = difflib.get_close_matches(architecture, list_models(), n=1, cutoff=0.8)
+        if close:
+            return f"a name neither timm nor this project has: did you mean {close[0]}?"
         return "not a ResNet in torchvision's layout" + fix
     family, depth, letters, rest = variant.groups()
     if letters in TIMM_SUFFIXES:
@@ -192,6 +190,7 @@ def timm_config(path: Path) -> dict[str, Any] | None:
     if not isinstance(cfg, dict):
         raise WeightsError(f"{config}: pretrained_cfg is a JSON {type(cfg).__name__}, not an "
                            "object")
+    cfg = {key: value for key, value in cfg.items() if value is not None}  # null: not given
     for key, problem in ((key, check(cfg[key])) for key, check in TIMM_FIELDS.items()
                          if key in cfg):
         if problem:

@@ -14,6 +14,7 @@ file. ``python -m resnet_jax.weights`` prints the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -43,6 +44,7 @@ from resnet_jax.weight_files import (
     holds_safetensors,
     hub_architecture,
     is_timm_config,
+    published_cifar_layout,
     read_safetensors,
     read_torch,
     timm_config,
@@ -100,6 +102,7 @@ class Weights:
     averaged: bool = False  # a run's moving average of the weights
     raw: bool = False  # a run's trained weights, chosen over the moving average it keeps
     eval_flip: bool = False  # a run evaluated with test-time flips
+    sizes_given: bool = False  # resize or crop as given, not the weights' own
 
     def flips(self, chosen: bool | None) -> bool:
         """Test-time flips: as ``chosen``, else as the run the weights come from evaluated."""
@@ -140,7 +143,7 @@ def load_weights(model: str | None, weights: str | None = None, resize: int | No
     needed. The one reader of weights for every door (predict, evaluate, init_from,
     :func:`pretrained`): every argument is checked before anything is read, and every
     problem is a ResNetError naming the fix in the caller's own terms."""
-    _check_arguments(model, weights, resize, crop, raw)
+    _check_arguments(model, weights, resize, crop, raw, classifier)
     step = arguments.step(step)
     path = Path(weights).expanduser()
     kind = _source_kind(weights, path)
@@ -170,16 +173,19 @@ def load_weights(model: str | None, weights: str | None = None, resize: int | No
         preprocessing = dataclasses.replace(preprocessing, assumed=(
             f"sizes as given; the rest {preprocessing.assumed}"))
     _check_sizes(preprocessing, loaded.model, sizes)
-    return dataclasses.replace(loaded, preprocessing=preprocessing)
+    return dataclasses.replace(loaded, preprocessing=preprocessing, sizes_given=bool(sizes))
 
 
-def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any) -> None:
+def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any,
+                     classifier: Any) -> None:
     """ArgumentError for a value of the wrong kind, before anything is looked up."""
     if weights is None and isinstance(model, str | os.PathLike) and model not in list_models():
         raise ArgumentError(f"weights is missing, and model={str(model)!r} is not a model but "
                             f"looks like weights: pass (None, {str(model)!r}) to read the model "
                             f"from them, or (MODEL, {str(model)!r})")
-    arguments.path("weights", weights, "IMAGENET1K_V1")
+    with_default = weights_table.models_named(weights_table.DEFAULT)
+    arguments.path("weights", weights,
+                   weights_table.DEFAULT if model in with_default else "PATH.pth")
     if model is not None and model not in list_models():
         close = difflib.get_close_matches(str(model), list_models(), n=1)
         arguments.refuse("model", model, "a model of this project (list_models())",
@@ -187,6 +193,7 @@ def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any)
     arguments.pixels("resize", resize)
     arguments.pixels("crop", crop)
     arguments.switch("raw", raw)
+    arguments.switch("classifier", classifier)
 
 
 def _source_kind(weights: str, path: Path) -> str:
@@ -194,15 +201,18 @@ def _source_kind(weights: str, path: Path) -> str:
     repository), 'file' (a state dict, or a hub snapshot's folder), or 'run' (a training
     run's work directory); WeightsError where it names nothing of these, saying what it
     found."""
-    if str(weights).startswith(HUB_PREFIX):
+    if str(weights).startswith(weights_table.HUB_SPELLINGS):
         return "hub"
     if not path.exists():
         if weights_table.NAME.fullmatch(str(weights)):
             return "name"
-        raise WeightsError(f"{weights} does not exist; pass a weights name such as "
-                           "IMAGENET1K_V1 (python -m resnet_jax.weights lists them), "
-                           "hf-hub:timm/NAME, a .pth or .safetensors file, a hub snapshot's "
-                           "folder, or a training run's work directory")
+        close = weights_table.close_name(str(weights))
+        meant = (f"did you mean {close}? (weights names are in capitals: python -m "
+                 "resnet_jax.weights lists them)" if close else
+                 "pass a weights name such as IMAGENET1K_V1 (python -m resnet_jax.weights "
+                 "lists them), hf-hub:timm/NAME, a .pth or .safetensors file, a hub "
+                 "snapshot's folder, or a training run's work directory")
+        raise WeightsError(f"{weights} does not exist; {meant}")
     if path.is_file():
         return "file"
     inside = path / SAFETENSORS_FILE
@@ -228,6 +238,9 @@ def _source_kind(weights: str, path: Path) -> str:
     if (path / workdir.CONFIG_FILE).is_file() or (path / workdir.CHECKPOINT_DIR).is_dir():
         return "run"
     shown = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+    if weights_table.models_named(str(weights)):
+        shown += (f"; {weights} is also a weights name, read as this folder: to use the "
+                  "weights, run from another folder")
     raise WeightsError(f"{path} is neither a training run's work directory (config.json, "
                        f"checkpoints/) nor a hub snapshot ({SAFETENSORS_FILE}, config.json); "
                        f"found {shown}")
@@ -315,19 +328,27 @@ def _from_name(model: str | None, name: str) -> Weights:
 
 
 def _fetch(entry: Entry, path: Path) -> None:
-    raw = _download(entry.url, entry.resize)
+    raw = _download(entry.url)
     digest = hashlib.sha256(raw).hexdigest()
     if not entry.matches(digest):
-        raise WeightsError(f"{entry.url} arrived damaged (SHA-256 {digest[:12]}..., expected "
-                           f"{entry.sha256[:12]}...); try again")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise WeightsError(f"{entry.url} arrived with SHA-256 {digest[:12]}..., not the "
+                           f"{entry.sha256[:12]}... {entry.table} names: try again (a download "
+                           "cut short), or, if the file is right, fix the entry's sha256")
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per writer
-    partial.write_bytes(raw)
-    partial.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(raw)
+        partial.replace(path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise WeightsError(f"cannot keep the download as {path} ({error.strerror}); point "
+                           "RESNET_JAX_CACHE at a folder you can write") from None
 
 
 def _from_hub(model: str | None, name: str) -> Weights:
     """A Hub repository's safetensors weights, with its timm config.json."""
+    name = HUB_PREFIX + name.split(":", 1)[1]  # timm's other spelling, hf_hub:, too
     folder, revision = hub.snapshot(name, model)
     loaded = _from_file(model, folder / SAFETENSORS_FILE)
     entry = weights_table.hub_entry(name.removeprefix(HUB_PREFIX))
@@ -335,7 +356,7 @@ def _from_hub(model: str | None, name: str) -> Weights:
                                published=entry.published if entry else None)
 
 
-def _download(url: str, resize: int = 256) -> bytes:
+def _download(url: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0)
@@ -348,10 +369,10 @@ def _download(url: str, resize: int = 256) -> bytes:
             return b"".join(chunks)
     except (OSError, urllib.error.URLError) as error:
         reason = getattr(error, "reason", error)
-        sizes = "" if resize == 256 else f" with {hints.setting('resize', resize)}"
         raise WeightsError(f"cannot download {url} ({reason}); fetch that file where there is "
-                           f"network and pass its path: {hints.setting('weights', 'PATH.pth')}"
-                           f"{sizes}") from None
+                           f"network and pass its path, {hints.setting('weights', 'PATH.pth')} "
+                           "(its SHA-256 brings the table's preprocessing, classes and "
+                           "accuracy with it)") from None
 
 
 def _from_file(model: str | None, path: Path, expected: Entry | None = None) -> Weights:
@@ -364,25 +385,27 @@ def _from_file(model: str | None, path: Path, expected: Entry | None = None) -> 
         digest = hashlib.file_digest(file, "sha256").hexdigest()
     entry = weights_table.by_digest(digest)
     if expected is not None and entry is not expected:
-        raise WeightsError(f"the cached copy of {expected.model} {expected.name} ({path}) is "
-                           f"damaged (SHA-256 {digest[:12]}..., expected {expected.sha256[:12]}"
-                           "...); delete it: the next use downloads it again")
+        raise WeightsError(f"the cached copy of {expected.model} {expected.name} ({path}) has "
+                           f"SHA-256 {digest[:12]}..., not the {expected.sha256[:12]}... "
+                           f"{expected.table} names: delete it (the next use downloads it "
+                           "again), or, if the file is right, fix the entry's sha256")
     if entry is not None:
         return _from_entry(model, path, entry)
     safetensors = holds_safetensors(path)
-    state, published_cifar = ((read_safetensors(path), False) if safetensors
-                              else read_torch(path))
+    state = read_safetensors(path) if safetensors else read_torch(path)
+    published_cifar = published_cifar_layout(state)
     beside = path.with_name("config.json")  # a link to nowhere: timm_config says so
     state = torchvision_names(state)
     named = None
-    if safetensors or is_timm_config(beside) or (beside.is_symlink() and not beside.exists()):
+    timm = is_timm_config(beside) or (beside.is_symlink() and not beside.exists())
+    if timm or (safetensors and not published_cifar):
         cfg = timm_config(path)
         named, preprocessing = hub_architecture(path, cfg), _timm_preprocessing(path, cfg)
         _check_head(path, state, cfg)
     elif published_cifar:  # their test transform: ImageNet's mean and std on 32x32, no resize
         preprocessing = Preprocessing(32, 32, assumed=(
             f"the published CIFAR ResNets' (akamaster/pytorch_resnet_cifar10): {path.name} is "
-            "in their layout"))
+            "in their layout, its classifier named linear"))
     else:
         preprocessing = Preprocessing(256, 224, assumed=f"torchvision V1's: {path.name} "
                                       "carries none")
@@ -399,10 +422,16 @@ def _from_entry(model: str | None, path: Path, entry: Entry) -> Weights:
                            f"the weights table's), not a {model}'s; {leave_out}pass "
                            f"{hints.setting('model', entry.model)}")
     state = torchvision_names(read_safetensors(path) if holds_safetensors(path)
-                              else read_torch(path).state)
+                              else read_torch(path))
     preprocessing = Preprocessing(entry.resize, entry.crop, entry.mean, entry.std,
                                   entry.interpolation)
-    loaded = _from_state_dict(entry.model, state, path, preprocessing)
+    try:
+        loaded = _from_state_dict(entry.model, state, path, preprocessing)
+    except WeightsError:
+        fits = looks_like(state)
+        raise WeightsError(f"{entry.table} says {entry.name} is a {entry.model}'s, but its file "
+                           f"{path} {f'fits a {fits}' if fits else 'fits no model of this project'}"
+                           f": fix the entry's model") from None
     names = entry.class_names()
     if len(names) != loaded.model.num_classes:
         raise WeightsError(f"{entry.table} says {entry.model} {entry.name} has {len(names)} "

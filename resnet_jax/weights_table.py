@@ -8,11 +8,13 @@ license. A file whose SHA-256 matches an entry is that entry, whatever its name 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib.resources
 import json
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ from resnet_jax.models import list_models
 PACKAGE_TABLE = "weights_table.json"
 USER_TABLE = "RESNET_JAX_WEIGHTS_TABLE"  # a JSON file of further entries, same form
 HUB_PREFIX = "hf-hub:"  # timm's spelling of a Hugging Face Hub repository
+HUB_SPELLINGS = (HUB_PREFIX, "hf_hub:")  # timm takes both
+HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # ORG/REPO
+DEFAULT = "DEFAULT"  # the name of each model's default entry
 IMAGENET_CLASSES = "imagenet_classes.txt"  # ImageNet-1k's names, one a line, torchvision's order
 CLASS_SETS = ("ImageNet-1k", "CIFAR-10")
 NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's form: IMAGENET1K_V1...
@@ -106,14 +111,31 @@ def _read_tables(user_table: str, version: Any) -> tuple[Entry, ...]:
                                f"{getattr(error, 'strerror', None) or type(error).__name__}); "
                                "point it at a JSON file of weights entries, or unset it") from None
         found += _read_table(text, str(path))
-    seen: dict[tuple[str, str], str] = {}
-    for entry in found:
-        key = (entry.model, entry.name)
-        if key in seen:
-            raise WeightsError(f"{entry.table} names {entry.model} {entry.name} again ({seen[key]} "
-                               "has it already); give your entry another name")
-        seen[key] = entry.table
+    _check_together(found)
     return found
+
+
+def _check_together(found: tuple[Entry, ...]) -> None:
+    """WeightsError where two entries share a model and name, a model has two defaults, or
+    two entries claim one file (one SHA-256 the prefix of the other)."""
+    for i, entry in enumerate(found):
+        for earlier in found[:i]:
+            if earlier.model != entry.model:
+                same = ""
+            elif earlier.name == entry.name:
+                same = f"names {entry.model} {entry.name} again"
+            elif earlier.default and entry.default:
+                same = f"makes a second default for {entry.model} ({earlier.name} is one)"
+            else:
+                same = ""
+            if not same and entry.sha256 and earlier.sha256 and (
+                    entry.sha256.startswith(earlier.sha256)
+                    or earlier.sha256.startswith(entry.sha256)):
+                same = (f"claims the file of {earlier.model} {earlier.name} (SHA-256 "
+                        f"{earlier.sha256})")
+            if same:
+                raise WeightsError(f"{entry.table} {same}, as {earlier.table} does; change "
+                                   "your entry")
 
 
 def _read_table(text: str, where: str) -> tuple[Entry, ...]:
@@ -141,6 +163,10 @@ def _entry(raw: Any, where: str) -> Entry:
         problem = check(raw[key])
         if problem:
             raise WeightsError(f"{where}: {key}={json.dumps(raw[key])} {problem}")
+    if raw["sha256"] is None and not raw["name"].startswith(HUB_PREFIX):
+        raise WeightsError(f"{where}: sha256=null is for {HUB_PREFIX} names (the Hub names "
+                           "its files by their SHA-256); give the file's SHA-256, or 8 or more "
+                           "of its first hex digits")
     prep, published = raw["preprocessing"], raw["published"]
     classes = raw["classes"]
     return Entry(raw["model"], raw["name"], raw["default"], raw["source"], raw["url"],
@@ -159,10 +185,21 @@ def _model(value: Any) -> str | None:
 
 
 def _name(value: Any) -> str | None:
-    if isinstance(value, str) and (NAME.fullmatch(value) or value.startswith(HUB_PREFIX)):
+    if value == DEFAULT:
+        return "is kept for what each model's \"default\": true entry is; choose another name"
+    if isinstance(value, str) and (NAME.fullmatch(value) or (
+            value.startswith(HUB_PREFIX) and HUB_REPO.fullmatch(value[len(HUB_PREFIX):]))):
         return None
     return ("must be a name in capitals, digits and _ (as IMAGENET1K_V1), or "
             f"{HUB_PREFIX}ORG/REPO")
+
+
+def _url(value: Any) -> str | None:
+    parts = urllib.parse.urlparse(value) if isinstance(value, str) else None
+    if parts and ((parts.scheme in ("http", "https") and parts.netloc)
+                  or (parts.scheme == "file" and parts.path)):
+        return None
+    return "must be the file's address: an http://, https:// or file:// URL"
 
 
 def _flag(value: Any) -> str | None:
@@ -215,7 +252,7 @@ def _published(value: Any) -> str | None:
     return None
 
 
-_FIELDS = {"model": _model, "name": _name, "default": _flag, "source": _text, "url": _text,
+_FIELDS = {"model": _model, "name": _name, "default": _flag, "source": _text, "url": _url,
            "sha256": _sha256, "format": _text, "preprocessing": _preprocessing,
            "classes": _classes, "published": _published, "license": _text}
 
@@ -225,7 +262,7 @@ def find(model: str, name: str) -> Entry:
     WeightsError listing the model's entries where there is none."""
     own = [entry for entry in entries() if entry.model == model]
     for entry in own:
-        if entry.name == name or (name == "DEFAULT" and entry.default):
+        if entry.name == name or (name == DEFAULT and entry.default):
             return entry
     if not own:
         having = sorted({entry.model for entry in entries()}, key=list_models().index)
@@ -233,13 +270,22 @@ def find(model: str, name: str) -> Entry:
                            f"{', '.join(having)} (python -m resnet_jax.weights lists them); for "
                            f"{model}, pass a .pth or .safetensors file, or a training run's "
                            "work directory")
-    raise WeightsError(f"the weights table has no {name} weights for {model}; it has "
+    what = "default" if name == DEFAULT else f"{name} weights"
+    raise WeightsError(f"the weights table has no {what} for {model}; it has "
                        f"{', '.join(entry.name for entry in own)}")
 
 
 def models_named(name: str) -> list[str]:
-    """The models with an entry called ``name``."""
-    return [entry.model for entry in entries() if entry.name == name]
+    """The models with an entry called ``name`` (``DEFAULT``: with a default entry)."""
+    return [entry.model for entry in entries()
+            if entry.name == name or (name == DEFAULT and entry.default)]
+
+
+def close_name(text: str) -> str | None:
+    """The table's name ``text`` most likely means (another case, a letter off), or None."""
+    names = {entry.name.upper(): entry.name for entry in entries()} | {DEFAULT: DEFAULT}
+    close = difflib.get_close_matches(text.upper(), list(names), n=1, cutoff=0.8)
+    return names[close[0]] if close else None
 
 
 def by_digest(digest: str) -> Entry | None:

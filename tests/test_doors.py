@@ -468,8 +468,8 @@ def write_pth(path: Path, how: str) -> Path:
     ("zip, truncated", "is truncated or damaged (cannot be read to its end); download or copy "
                        "it again"),
     ("old format, truncated", "is truncated or damaged"),
-    ("a whole model", "holds pickled Python objects besides tensors (a torch.save of a whole "
-                      "model?), which are never run here"),
+    ("a whole model", "holds pickled Python objects besides tensors (torch.nn.modules."
+                      "linear.Linear: a torch.save of a whole model?), which are never run here"),
 ])
 def test_an_unreadable_pth_is_called_unreadable_or_truncated(tmp_path, image, capsys, how,
                                                              message):
@@ -526,7 +526,8 @@ def test_weights_files_are_read_by_what_they_hold_not_by_their_names(tmp_path, i
     assert (their_transform.resize, their_transform.crop) == (32, 32)  # no resize on CIFAR
     assert their_transform.describe() == (
         "shorter side resized to 32 (bilinear), centre crop 32 (the published CIFAR ResNets' "
-        "(akamaster/pytorch_resnet_cifar10): resnet20-0123.th is in their layout)")
+        "(akamaster/pytorch_resnet_cifar10): resnet20-0123.th is in their layout, its classifier "
+        "named linear)")
     for name in ("resnet20-0123.th", "safetensors.pth", "torch.safetensors"):
         loaded = load_weights("resnet20", str(tmp_path / name)).variables
         jax.tree.map(np.testing.assert_array_equal, loaded, reference)

@@ -144,9 +144,15 @@ def test_named_weights_are_downloaded_once_checked_and_cached(tmp_path, monkeypa
         first = load_weights("resnet18", "MINE")
         second = load_weights("resnet18", "MINE")
         assert asked == [("GET", "/r18.pth")], "fetched once, then read from the cache"
-        with pytest.raises(WeightsError, match=f"{address}/r18.pth arrived damaged "
-                                               r"\(SHA-256 \w+\.\.\., expected 00000000"):
+        with pytest.raises(WeightsError, match=f"{address}/r18.pth arrived with SHA-256 "
+                                               r"\w+\.\.\., not the 00000000\.\.\. .*table"
+                                               r"\.json, entry 2 names: try again"):
             load_weights("resnet18", "DAMAGED")
+        monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path / "table.json"))  # not a folder
+        with pytest.raises(WeightsError, match="cannot keep the download as .* point "
+                                               "RESNET_JAX_CACHE at a folder you can write"):
+            load_weights("resnet18", "MINE")
+        monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path / "cache"))
     cached = tmp_path / "cache" / "resnet18" / "MINE" / "r18.pth"
     assert [p.name for p in cached.parent.iterdir()] == ["r18.pth"], "nothing else is kept"
     assert first.class_names[0] == "tench" and first.published.top1 == 69.5
@@ -156,7 +162,7 @@ def test_named_weights_are_downloaded_once_checked_and_cached(tmp_path, monkeypa
         second.variables["params"]["conv1"]["kernel"],
         random_torchvision("resnet18").state_dict()["conv1.weight"].numpy().transpose(2, 3, 1, 0))
     cached.write_bytes(raw[:-10])
-    damaged = f"the cached copy of resnet18 MINE ({cached}) is damaged"
+    damaged = f"the cached copy of resnet18 MINE ({cached}) has SHA-256 "
     with pytest.raises(WeightsError, match=re.escape(damaged)):
         load_weights("resnet18", "MINE")
 
@@ -277,7 +283,8 @@ def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypa
 
     monkeypatch.setattr(weights_module.urllib.request, "urlopen", offline)
     with pytest.raises(WeightsError, match=r"cannot download https://\S+resnet50-\w+\.pth .*"
-                                           r"pass its path: weights='PATH.pth' with resize=232"):
+                                           r"pass its path, weights='PATH.pth' \(its SHA-256 "
+                                           "brings the table's preprocessing"):
         load_weights("resnet50", "IMAGENET1K_V2")
     with pytest.raises(WeightsError, match="does not exist"):
         load_weights("resnet50", str(tmp_path / "no" / "run"))

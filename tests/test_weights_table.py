@@ -20,7 +20,8 @@ from torchvision import models
 from torchvision.transforms import InterpolationMode
 
 from benchmarks.input_pipeline import make_photo
-from resnet_jax import predict, weights_table
+from resnet_jax import evaluate, predict, weights_table
+from resnet_jax.errors import ArgumentError
 from resnet_jax.models import list_models
 from resnet_jax.weights import WeightsError, load_weights, main
 
@@ -110,8 +111,8 @@ def own_entry(**changes):
     ({"published": {"top1": "91", "top5": None, "on": "x", "where": "y"}},
      "percentages from 0 to 100"),
     ({"licence": "MIT"}, "entry 1 has unknown licence; an entry holds exactly model, name"),
-    ({"name": "IMAGENET1K_V1", "model": "resnet18"}, "names resnet18 IMAGENET1K_V1 again ("
-                                                     "weights_table.json, entry 1 has it"),
+    ({"name": "IMAGENET1K_V1", "model": "resnet18"}, "names resnet18 IMAGENET1K_V1 again, as "
+                                                     "weights_table.json, entry 1 does"),
 ])
 def test_a_table_of_ones_own_is_checked_field_by_field_at_every_door(
         tmp_path, monkeypatch, capsys, changes, message):
@@ -124,7 +125,8 @@ def test_a_table_of_ones_own_is_checked_field_by_field_at_every_door(
     assert main([]) == 1
 
 
-def test_a_file_whose_hash_is_an_entrys_is_that_entry_whatever_its_name(tmp_path, monkeypatch):
+def test_a_file_whose_hash_is_an_entrys_is_that_entry_whatever_its_name(tmp_path, monkeypatch,
+                                                                        capsys):
     import jax
 
     from resnet_jax import create_model
@@ -143,6 +145,15 @@ def test_a_file_whose_hash_is_an_entrys_is_that_entry_whatever_its_name(tmp_path
             f"{file} is the file of resnet20 MINE (its SHA-256 is the weights table's), not a "
             "resnet32's; leave out model, or pass model='resnet20'")):
         load_weights("resnet32", str(file))
+    published = {"top1": 90.0, "top5": None, "on": "their cats and dogs", "where": "a test"}
+    write_table(tmp_path, monkeypatch, own_entry(sha256=digest, published=published))
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    Image.new("RGB", (20, 20), (200, 0, 0)).save(tmp_path / "pets" / "cat" / "0.png")
+    assert evaluate.main(["--weights", str(file), "--dataset", f"folder:{tmp_path / 'pets'}",
+                          "--crop", "16", "--resize", "16"]) == 0
+    assert re.search(r"published top-1 90% on their cats and dogs \(a test\); this folder: "
+                     r"\d+\.\d{3}% \(unlike the published setting: 1 of the 2 classes, sizes "
+                     r"as given\)\n", capsys.readouterr().out)
     write_table(tmp_path, monkeypatch, own_entry(sha256=digest, classes="CIFAR-10"))
     with pytest.raises(WeightsError, match="says resnet20 MINE has 10 classes, but its file "
                                            "holds 2"):
@@ -217,6 +228,11 @@ def test_timms_weights_come_from_the_hub_as_timm_reads_them_offline_and_without_
                         "(7x7 stem, strided shortcuts, plain blocks: resnet_jax.list_models()), "
                         "so pass one of those, e.g. hf-hub:timm/resnet50.a1_in1k")
     assert not any("resnet50d" in path for _, path in asked), "refused before any download"
+    a1 = [request for request in asked if "resnet50.a1_in1k" in request[1]]
+    assert sorted(a1) == sorted((method, f"/timm/resnet50.a1_in1k/resolve/main/{file}")
+                                for method in ("GET", "HEAD")
+                                for file in ("config.json", "model.safetensors")), (
+        "read three times, fetched once: then from the Hub cache, asking nothing")
     assert "preprocessing shorter side resized to 288 (bicubic), centre crop 288" in lines
     assert ("weights: hf-hub:timm/resnet50.a1_in1k (revision c0ffeec0ffee, "
             in online.stdout and "published top-1 81.24%, top-5 95.112% on ImageNet-1k's "
@@ -231,7 +247,8 @@ def test_timms_weights_come_from_the_hub_as_timm_reads_them_offline_and_without_
     np.testing.assert_allclose(ours["logits"], expected.numpy(), rtol=1e-4, atol=1e-4)
 
     offline = subprocess.run([sys.executable, "-c", HUB_RUN, str(photo), tmp_path / "again.npz",
-                              "hf-hub:timm/resnet34.a1_in1k"], cwd=REPO, capture_output=True,
+                              "hf-hub:timm/resnet34.a1_in1k", "hf_hub:timm/resnet50.a1_in1k"],
+                             cwd=REPO, capture_output=True,
                              text=True, env={**env, "HF_HUB_OFFLINE": "1",
                                              "HF_ENDPOINT": "http://127.0.0.1:9"}, timeout=600)
     assert offline.returncode == 0, offline.stderr[-3000:]
@@ -239,4 +256,63 @@ def test_timms_weights_come_from_the_hub_as_timm_reads_them_offline_and_without_
         "error: WeightsError: hf-hub:timm/resnet34.a1_in1k is not in the Hub cache and cannot be "
         "fetched (HF_HUB_OFFLINE, or no network); fetch it where there is network (hf download "
         "timm/resnet34.a1_in1k) and copy the cache, or pass the snapshot's folder")
+    assert offline.stdout.splitlines()[1].startswith(
+        "loaded hf-hub:timm/resnet50.a1_in1k (revision c0ffeec0ffee")  # timm's other spelling
     np.testing.assert_array_equal(np.load(tmp_path / "again.npz")["logits"], ours["logits"])
+
+
+@pytest.mark.parametrize("entries,message", [
+    ([own_entry(url="not a url")], 'url="not a url" must be the file\'s address'),
+    ([own_entry(sha256=None)], "sha256=null is for hf-hub: names"),
+    ([own_entry(name="DEFAULT")], "is kept for what each model's \"default\": true entry is"),
+    ([own_entry(name="hf-hub:timm")], "must be a name in capitals"),
+    ([own_entry(default=True)], "makes a second default for resnet20 (CIFAR10_AKAMASTER is one)"),
+    ([own_entry(sha256="12fca82f")], "claims the file of resnet20 CIFAR10_AKAMASTER"),
+    ([own_entry(), own_entry(model="resnet32", sha256="0123abcd0")], "claims the file of "
+                                                                    "resnet20 MINE"),
+])
+def test_entries_that_contradict_themselves_or_each_other_are_refused(
+        tmp_path, monkeypatch, entries, message):
+    write_table(tmp_path, monkeypatch, *entries)
+    with pytest.raises(WeightsError, match=re.escape(message)):
+        weights_table.entries()
+
+
+def test_a_name_mistyped_or_shadowed_is_told_what_it_was_taken_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError, match=re.escape(
+            "cifar10_akamaster does not exist; did you mean CIFAR10_AKAMASTER?")):
+        load_weights("resnet20", "cifar10_akamaster")
+    with pytest.raises(WeightsError, match="DEFAULT names weights of resnet18, resnet34, "):
+        load_weights(None, "DEFAULT")
+    with pytest.raises(ArgumentError, match=re.escape("weights None is not a path") + ".*"
+                       + re.escape("weights='DEFAULT'")):
+        load_weights("resnet20", None)
+    (tmp_path / "IMAGENET1K_V2").mkdir()
+    with pytest.raises(WeightsError, match="IMAGENET1K_V2 is also a weights name, read as this "
+                                           "folder: to use the weights, run from another folder"):
+        load_weights("resnet50", "IMAGENET1K_V2")
+    with pytest.raises(ArgumentError, match="classifier 'no' is not True or False"):
+        load_weights("resnet20", "DEFAULT", classifier="no")
+    with pytest.raises(WeightsError, match="resnt50, a name neither timm nor this project has: "
+                                           "did you mean resnet50"):
+        load_weights(None, "hf_hub:timm/resnt50.a1_in1k")
+
+
+def test_a_cifar_state_dict_with_a_linear_head_reads_as_theirs_in_any_wrapping(tmp_path):
+    import jax
+    from safetensors.numpy import save_file
+
+    from resnet_jax import create_model
+    from resnet_jax.torch_compat import to_torchvision
+
+    variables = create_model("resnet20").init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
+    state = {f"module.{k.replace('fc.', 'linear.')}": np.array(v)
+             for k, v in to_torchvision(variables, "resnet20").items()}
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "bare.pth")
+    save_file(state, str(tmp_path / "converted.safetensors"))
+    for name in ("bare.pth", "converted.safetensors"):
+        preprocessing = load_weights("resnet20", str(tmp_path / name)).preprocessing
+        assert (preprocessing.resize, preprocessing.crop) == (32, 32), name
+        assert preprocessing.assumed.endswith(f"{name} is in their layout, its classifier named "
+                                              "linear"), preprocessing.assumed
