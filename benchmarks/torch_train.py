@@ -196,9 +196,10 @@ def check_twin_config(config: ml_collections.ConfigDict, amp: bool,
     if config.ema_decay:
         raise ConfigError(f"ema_decay={config.ema_decay}: the PyTorch twin keeps no moving "
                           "average of the weights; pass --config.ema_decay=0")
-    if config.drop_path_rate:
-        raise ConfigError(f"drop_path_rate={config.drop_path_rate}: the PyTorch twin has no "
-                          "stochastic depth; pass --config.drop_path_rate=0")
+    if config.drop_path_rate or config.drop_rate:
+        raise ConfigError(f"drop_path_rate={config.drop_path_rate}, drop_rate="
+                          f"{config.drop_rate}: the PyTorch twin has no stochastic depth or "
+                          "head dropout; pass --config.drop_path_rate=0 --config.drop_rate=0")
     if config.dtype == "bfloat16" and not amp:
         raise ConfigError("dtype=bfloat16 computes in bfloat16 in JAX; pass --amp for the same in "
                           "PyTorch")

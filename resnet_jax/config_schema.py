@@ -158,6 +158,8 @@ KEYS: dict[str, Key] = {
     "init_from_raw": Key(FIXED, boolean, unused_when(  # a run's trained weights, not its average
         lambda c: not c["init_from"], "without init_from, which names no weights to start from")),
     "drop_path_rate": Key(FIXED, number(0, 1, below_high=True), always),  # stochastic depth
+    "drop_rate": Key(FIXED, number(0, 1, below_high=True), always),  # dropout before the head
+    "remat": Key(FREE, boolean, always),  # recompute each block in the backward pass
     "zero_init_residual": Key(FIXED, boolean, unused_when(
         lambda c: c["init_from"],
         "with init_from={init_from}: the weights replace the initialisation")),

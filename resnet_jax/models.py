@@ -248,6 +248,8 @@ class ResNet(nn.Module):
     output: str = "logits"
     feature_stages: Sequence[str] | None = None
     drop_path_rate: float = 0.0
+    drop_rate: float = 0.0  # timm's: dropout of the pooled features before the classifier
+    remat: bool = False  # each block recomputed in the backward pass (jax.checkpoint)
     input_channels: int = 3
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -302,10 +304,10 @@ class ResNet(nn.Module):
         if self.shortcut not in ("projection", "option_a"):
             raise ArgumentError(f"unknown shortcut {self.shortcut!r}; use 'projection' or "
                                 "'option_a'.")
-        rate = self.drop_path_rate
-        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
-            raise ArgumentError(f"drop_path_rate={self.drop_path_rate!r} must be a number in "
-                                "[0, 1).")
+        for field in ("drop_path_rate", "drop_rate"):
+            rate = getattr(self, field)
+            if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
+                raise ArgumentError(f"{field}={rate!r} must be a number in [0, 1).")
         if self.output not in ("logits", "features"):
             raise ArgumentError(f"unknown output {self.output!r}; use 'logits' or 'features'.")
         self._check_feature_stages()
@@ -366,6 +368,10 @@ class ResNet(nn.Module):
         if train and self.drop_path_rate and self.residual and not self.has_rng("dropout"):
             raise ArgumentError(f"drop_path_rate={self.drop_path_rate} drops residual branches "
                                 "at random in training: pass rngs={'dropout': key} to apply")
+        if (train and self.drop_rate and self.num_classes and self.output == "logits"
+                and not self.has_rng("dropout")):
+            raise ArgumentError(f"drop_rate={self.drop_rate} drops pooled features at random "
+                                "in training: pass rngs={'dropout': key} to apply")
         if mutable and not train:
             raise ArgumentError("batch_stats is mutable but train=False: BatchNorm would use "
                                 "its running statistics and return them unchanged, so nothing "
@@ -418,11 +424,12 @@ class ResNet(nn.Module):
         features, built = {"stem": x}, {"conv1", "bn1"}
         stages = zip(self.stage_sizes, self.stage_widths, strict=True)
         rates = iter(self.drop_path_rates)
+        block_cls = nn.remat(self.block_cls) if self.remat else self.block_cls
         for stage, (num_blocks, width) in enumerate(stages):
             for index in range(num_blocks):
                 name = f"layer{stage + 1}_{index}"
                 strides = 2 if stage > 0 and index == 0 else 1
-                x = self.block_cls(width, strides, conv=conv, norm=norm,
+                x = block_cls(width, strides, conv=conv, norm=norm,
                                    drop_path=next(rates), deterministic=not train,
                                    residual=self.residual, shortcut=self.shortcut,
                                    zero_init_last_bn=self.zero_init_residual,
@@ -435,6 +442,7 @@ class ResNet(nn.Module):
         x = jnp.mean(x, axis=(1, 2))
         if not self.num_classes:  # headless: the classifier's input
             return jnp.asarray(x, jnp.float32), built
+        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                      kernel_init=dense_kernel_init,
                      bias_init=torch_linear_bias_init(x.shape[-1]), name="fc")(x)
@@ -557,4 +565,5 @@ def build_model(config: Any) -> ResNet:
         zero_init_residual=config.get("zero_init_residual", False),
         dtype=jnp.dtype(config.get("dtype", "float32")),
         drop_path_rate=config.get("drop_path_rate", 0.0),
+        drop_rate=config.get("drop_rate", 0.0), remat=config.get("remat", False),
         bn_axis_name=AXIS if config.get("sync_batch_stats", True) else None)

@@ -12,6 +12,12 @@ linen models' architecture, initialisation and options (one table,
     logits = model(images)                              # running BatchNorm statistics
     model.train()                                       # batch statistics, stochastic depth
 
+As Flax's NNX tutorial writes its steps: ``model(images, rngs)`` (the rngs, optional, feed
+the dropout layers), ``nnx.view(model, deterministic=False, use_running_average=False)``
+for training and ``nnx.view(model, deterministic=True, use_running_average=True)`` for
+evaluation (every model has a head dropout, ``drop_rate``, 0 by default, so
+``deterministic`` is always a known view key).
+
 Linen variables (torchvision weights, a run's checkpoint) load into them and come back
 unchanged: :func:`load_variables`, :func:`linen_variables`.
 """
@@ -57,16 +63,19 @@ class _Layers:
                           bias_init=models.torch_linear_bias_init(in_features), rngs=self.rngs)
 
     def drop_path(self, rate: float) -> nnx.Dropout | None:
-        """timm's DropPath: nnx.Dropout of whole examples (one draw per example), drawn
-        from the ``dropout`` stream of the rngs, else their ``default`` one."""
-        if not rate:
-            return None
+        """timm's DropPath: nnx.Dropout of whole examples (one draw per example)."""
+        return self.dropout(rate, "drop_path_rate", broadcast_dims=(1, 2, 3)) if rate else None
+
+    def dropout(self, rate: float, field: str, broadcast_dims: tuple[int, ...] = ()
+                ) -> nnx.Dropout:
+        """An nnx.Dropout in eval mode (deterministic), drawing from the ``dropout`` stream
+        of the rngs, else their ``default`` one, unless rngs are given at the call."""
         stream = next((name for name in ("dropout", "default") if name in self.rngs), None)
-        if stream is None:
-            raise ArgumentError("drop_path_rate needs a 'dropout' (or 'default') stream in rngs: "
-                             "pass rngs=nnx.Rngs(0) or nnx.Rngs(params=0, dropout=1)")
-        return nnx.Dropout(rate, broadcast_dims=(1, 2, 3), deterministic=True,
-                           rngs=self.rngs[stream])
+        if stream is None and rate:
+            raise ArgumentError(f"{field} needs a 'dropout' (or 'default') stream in rngs: "
+                                "pass rngs=nnx.Rngs(0) or nnx.Rngs(params=0, dropout=1)")
+        return nnx.Dropout(rate, broadcast_dims=broadcast_dims, deterministic=True,
+                           rngs=self.rngs[stream] if stream else None)
 
 
 class _Block(nnx.Module):
@@ -94,11 +103,11 @@ class _Block(nnx.Module):
             return models.option_a_shortcut(x, self.out_features, self.strides)
         return x
 
-    def add_shortcut(self, y: jax.Array, x: jax.Array) -> jax.Array:
+    def add_shortcut(self, y: jax.Array, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
         """relu(y + shortcut(x)), or relu(y) in the plain network."""
         if self.residual:
             if self.drop_path is not None:
-                y = self.drop_path(y)
+                y = self.drop_path(y, rngs=rngs)
             y = y + self.shortcut(x)
         return nnx.relu(y)
 
@@ -115,9 +124,9 @@ class BasicBlock(_Block):
         self.bn2 = make.norm(features, last_in_block=True)
         super().__init__(in_features, features, strides, make, drop_path)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
-        return self.add_shortcut(self.bn2(self.conv2(y)), x)
+        return self.add_shortcut(self.bn2(self.conv2(y)), x, rngs)
 
 
 class Bottleneck(_Block):
@@ -137,19 +146,28 @@ class Bottleneck(_Block):
         self.bn3 = make.norm(features * self.expansion, last_in_block=True)
         super().__init__(in_features, features, strides, make, drop_path)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
         y = nnx.relu(self.bn2(self.conv2(y)))
-        return self.add_shortcut(self.bn3(self.conv3(y)), x)
+        return self.add_shortcut(self.bn3(self.conv3(y)), x, rngs)
 
 
 class Stage(nnx.List):
-    """The blocks of one stage (torchvision's ``layer1``...), indexable and callable."""
+    """The blocks of one stage (torchvision's ``layer1``...), indexable and callable; with
+    ``remat``, each block recomputed in the backward pass."""
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __init__(self, blocks: list[_Block], remat: bool = False):
+        super().__init__(blocks)
+        self.remat = nnx.static(remat)
+
+    def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
         for block in self:
-            x = block(x)
+            x = nnx.remat(_call_block)(block, x, rngs) if self.remat else block(x, rngs)
         return x
+
+
+def _call_block(block: _Block, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+    return block(x, rngs)
 
 
 _BLOCKS = {models.BasicBlock: BasicBlock, models.Bottleneck: Bottleneck}
@@ -187,8 +205,9 @@ class ResNet(nnx.Module):
                 strides = 2 if stage > 0 and index == 0 else 1
                 blocks.append(block_cls(width, features, strides, make, next(rates)))
                 width = features * block_cls.expansion
-            setattr(self, f"layer{stage + 1}", Stage(blocks))
+            setattr(self, f"layer{stage + 1}", Stage(blocks, spec.remat))
         headless = not spec.num_classes or spec.output == "features"
+        self.dropout = make.dropout(0.0 if headless else spec.drop_rate, "drop_rate")
         self.fc = nnx.data(None if headless else make.linear(width, spec.num_classes))
 
     @property
@@ -204,23 +223,29 @@ class ResNet(nnx.Module):
             x = nnx.max_pool(x, (3, 3), (2, 2), padding=models.pad(3))
         return x
 
-    def features(self, x: jax.Array) -> dict[str, jax.Array]:
+    def features(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> dict[str, jax.Array]:
         """Every stage's output, keyed ``stem``, ``layer1``... (as ``output="features"``)."""
         x = self.stem(x)
         features = {"stem": x}
         for name in self.spec.stage_names[1:]:
-            x = features[name] = getattr(self, name)(x)
+            x = features[name] = getattr(self, name)(x, rngs)
         return features
 
-    def __call__(self, x: jax.Array) -> jax.Array | dict[str, jax.Array]:
-        features = self.features(x)
+    def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None
+                 ) -> jax.Array | dict[str, jax.Array]:
+        """``rngs`` (optional, as Flax's NNX tutorial passes them) feed the dropout layers
+        in train mode, in place of the streams the model was made with."""
+        if rngs is not None and not isinstance(rngs, nnx.Rngs | nnx.RngStream | jax.Array):
+            raise ArgumentError(f"rngs must be an nnx.Rngs (or None), as model(x, rngs); got "
+                                f"{type(rngs).__name__}")
+        features = self.features(x, rngs)
         if self.spec.output == "features":
             return {name: features[name] for name in self.spec.feature_stages
                     or self.spec.stage_names}
         pooled = jnp.mean(features[self.spec.stage_names[-1]], axis=(1, 2))
         if self.fc is None:
             return jnp.asarray(pooled, jnp.float32)
-        return jnp.asarray(self.fc(pooled), jnp.float32)
+        return jnp.asarray(self.fc(self.dropout(pooled, rngs=rngs)), jnp.float32)
 
 
 def create_model(name: str, *, rngs: nnx.Rngs | None = None,

@@ -195,6 +195,11 @@ def stage_grad_norms(grads: Any) -> dict[str, jnp.ndarray]:
     return {f"grad_norm/{group}": optax.tree.norm(trees) for group, trees in groups.items()}
 
 
+def uses_dropout(config: ml_collections.ConfigDict) -> bool:
+    """Whether a training step draws dropout masks (stochastic depth, head dropout)."""
+    return bool(config.drop_path_rate or config.get("drop_rate", 0.0))
+
+
 def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
                config: ml_collections.ConfigDict, schedule: optax.Schedule,
                dropout_key: jax.Array | None = None,
@@ -203,7 +208,7 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
     ``dropout_key`` drives stochastic depth where ``config.drop_path_rate`` is set,
     ``mix_key`` MixUp and CutMix where their alphas are (train accuracy then counts the
     dominant label)."""
-    rngs = {"dropout": dropout_key} if config.drop_path_rate else None
+    rngs = {"dropout": dropout_key} if uses_dropout(config) else None
     targets = None
     if config.mixup_alpha or config.cutmix_alpha:
         images, targets, labels = mixing.mix(mix_key, images, labels, config.num_classes,
@@ -278,7 +283,7 @@ def train_steps(state: TrainState, resident: Any, count: jnp.ndarray, batches: A
                                                                   config.random_erasing)
         state, metrics = train_step(
             state, images, labels, config=config, schedule=schedule,
-            dropout_key=_device_key(key, DROPOUT_STREAM) if config.drop_path_rate else None,
+            dropout_key=_device_key(key, DROPOUT_STREAM) if uses_dropout(config) else None,
             mix_key=(_device_key(key, MIX_STREAM)
                      if config.mixup_alpha or config.cutmix_alpha else None))
         return state, {k: v.at[i].set(metrics[k]) for k, v in watched.items()}

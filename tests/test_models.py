@@ -1,8 +1,11 @@
 """The ResNet family: the paper's shapes, torchvision's sizes, and the options users rely on."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
@@ -215,3 +218,70 @@ def test_stochastic_depth_drops_residual_branches_per_example_at_timms_rates():
     with pytest.raises(ValueError, match=r"drop_path_rate=1.0 must be a number in \[0, 1\)"):
         create_model("resnet20", drop_path_rate=1.0).init(jax.random.key(0), x)
 
+
+
+def test_head_dropout_drops_pooled_features_in_training_only():
+    model = create_model("resnet20", drop_rate=0.5)
+    variables, x = init(model, size=16, batch=8)
+    np.testing.assert_array_equal(model.apply(variables, x, train=False),
+                                  create_model("resnet20").apply(variables, x, train=False))
+
+    def train_logits(seed):
+        logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.key(seed)})
+        return np.asarray(logits)
+
+    assert not np.array_equal(train_logits(1), train_logits(2))
+    with pytest.raises(ValueError, match="drop_rate=0.5 drops pooled features at random in "
+                                         "training: pass rngs={'dropout': key} to apply"):
+        model.apply(variables, x, train=True, mutable=["batch_stats"])
+    with pytest.raises(ValueError, match=r"drop_rate=1 must be a number in \[0, 1\)"):
+        create_model("resnet20", drop_rate=1).init(jax.random.key(0), x)
+
+
+def linen_gradients(remat, x, labels):
+    model = create_model("resnet20", remat=remat)
+    variables = model.init(jax.random.key(0), x)
+
+    def loss(params):
+        logits, updates = model.apply({**variables, "params": params}, x, train=True,
+                                      mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
+    return jax.grad(loss, has_aux=True)(variables["params"])
+
+
+def nnx_gradients(remat, x, labels):
+    from flax import nnx
+
+    from resnet_jax.nnx import create_model as create_nnx_model
+
+    model = create_nnx_model("resnet20", remat=remat, rngs=nnx.Rngs(0))
+    model.train()
+
+    def loss(model):
+        return optax.softmax_cross_entropy_with_integer_labels(model(x), labels).mean()
+    grads = nnx.grad(loss)(model)
+    return nnx.to_pure_dict(grads), nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+
+def test_remat_recomputes_each_block_to_the_same_gradients_linen_and_nnx():
+    x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
+    labels = jnp.arange(4)
+    for gradients in (linen_gradients, nnx_gradients):
+        plain, recomputed = gradients(False, x, labels), gradients(True, x, labels)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                     plain, recomputed)
+
+
+def test_remat_keeps_a_fifth_of_the_activations_as_the_readme_says():
+    """JAX's saved residuals of a train step at 224x224, less the parameters: what the
+    README reports, and at most 40% of the plain step's."""
+    from benchmarks.remat import saved_activations
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in ("resnet50", "resnet152"):
+        plain, remat = saved_activations(name, False), saved_activations(name, True)
+        assert remat <= 0.4 * plain
+        row = (f"| `{name}` | {plain / 2**20:.1f} MiB | {remat / 2**20:.1f} MiB | "
+               f"{remat / plain:.1%} |")
+        assert row in readme, row

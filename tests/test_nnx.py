@@ -174,3 +174,77 @@ def test_wrong_variables_and_options_are_named():
         create_model("resnet18", rngs=nnx.Rngs(0), output="features", feature_stages=["layer5"])
     with pytest.raises(ValueError, match="unknown ResNet option"):
         create_model("resnet18", rngs=nnx.Rngs(0), pretrained=True)
+
+
+# Flax's NNX tutorial (docs_nnx/mnist_tutorial), its step functions in its own shape with
+# only the model class swapped: written here, not copied.
+def tutorial_loss_fn(model, batch, rngs=None):
+    logits = model(batch["image"], rngs)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits=logits,
+                                                           labels=batch["label"]).mean()
+    return loss, logits
+
+
+@nnx.jit
+def tutorial_train_step(model, optimizer, metrics, rngs, batch):
+    grad_fn = nnx.value_and_grad(tutorial_loss_fn, has_aux=True)
+    (loss, logits), grads = grad_fn(model, batch, rngs)
+    metrics.update(loss=loss, logits=logits, labels=batch["label"])
+    optimizer.update(model, grads)
+
+
+@nnx.jit
+def tutorial_eval_step(model, metrics, batch):
+    loss, logits = tutorial_loss_fn(model, batch)
+    metrics.update(loss=loss, logits=logits, labels=batch["label"])
+
+
+def quadrant_images(count, seed):
+    """Four classes of 16x16 noise, each with a brighter quadrant of its own."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, count)
+    images = rng.normal(0, 1, (count, 16, 16, 3)).astype(np.float32)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 2)
+        images[i, row * 8:(row + 1) * 8, col * 8:(col + 1) * 8] += 1.0
+    return [{"image": images[i:i + 32], "label": labels[i:i + 32]}
+            for i in range(0, count, 32)]
+
+
+def test_flaxs_nnx_tutorial_steps_train_our_models_as_written():
+    model = create_model("resnet20", num_classes=4, drop_rate=0.1, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adamw(0.005, 0.9), wrt=nnx.Param)
+    metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(),
+                              loss=nnx.metrics.Average("loss"))
+    train_model = nnx.view(model, deterministic=False, use_running_average=False)
+    eval_model = nnx.view(model, deterministic=True, use_running_average=True)
+    rngs = nnx.Rngs(0)
+
+    def test_metrics():
+        metrics.reset()
+        for batch in quadrant_images(256, seed=1):
+            tutorial_eval_step(eval_model, metrics, batch)
+        return {k: float(v) for k, v in metrics.compute().items()}
+
+    before = test_metrics()
+    losses = []
+    for batch in quadrant_images(640, seed=0):
+        metrics.reset()
+        tutorial_train_step(train_model, optimizer, metrics, rngs, batch)
+        losses.append(float(metrics.compute()["loss"]))
+    after = test_metrics()
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    assert after["accuracy"] > 0.6 > 0.25 + 0.1 and after["loss"] < before["loss"]
+    assert not model.training, "the views train; the model itself stays as it was made"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d",
+                                  "resnet50_cifar"])
+def test_every_model_takes_the_tutorials_call_and_views(name):
+    model = create_model(name, num_classes=4, rngs=nnx.Rngs(0))
+    batch = {"image": jax.ShapeDtypeStruct((2, 32, 32, 3), np.float32),
+             "label": jax.ShapeDtypeStruct((2,), np.int32)}
+    for view in (nnx.view(model, deterministic=False, use_running_average=False),
+                 nnx.view(model, deterministic=True, use_running_average=True)):
+        loss, logits = nnx.eval_shape(tutorial_loss_fn, view, batch, nnx.Rngs(1))
+        assert logits.shape == (2, 4) and loss.shape == ()

@@ -232,11 +232,11 @@ def test_a_run_diverging_before_its_first_checkpoint_says_so(tmp_path):
 
 def test_stochastic_depth_and_batch_augmentations_train_reproducibly_and_only_when_asked(
         tmp_path):
-    """Stochastic depth, MixUp, CutMix and random erasing: drawn from (seed, step), so two
-    runs are one, and a run without them another."""
+    """Stochastic depth, head dropout, MixUp, CutMix and random erasing: drawn from (seed,
+    step), so two runs are one, and a run without them another (remat on alongside)."""
     runs = {}
-    on = {"drop_path_rate": 0.3, "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
-          "random_erasing": 0.5, "label_smoothing": 0.1}
+    on = {"drop_path_rate": 0.3, "drop_rate": 0.2, "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+          "random_erasing": 0.5, "label_smoothing": 0.1, "remat": True}
     for name, options in (("off", {}), ("on", on), ("again", on)):
         train_and_evaluate(tiny_config(num_train_steps=4, eval_every_steps=4, **options),
                            tmp_path / name)
@@ -245,8 +245,9 @@ def test_stochastic_depth_and_batch_augmentations_train_reproducibly_and_only_wh
     assert runs["on"] == runs["again"] and runs["on"] != runs["off"]
     from benchmarks import torch_train
 
-    with pytest.raises(ConfigError, match="the PyTorch twin has no stochastic depth"):
-        torch_train.check_twin_config(tiny_config(drop_path_rate=0.3), amp=False)
+    with pytest.raises(ConfigError, match="the PyTorch twin has no stochastic depth or head "
+                                          "dropout"):
+        torch_train.check_twin_config(tiny_config(drop_rate=0.3), amp=False)
 
 
 
