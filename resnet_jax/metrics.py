@@ -13,6 +13,11 @@ from typing import Any
 from resnet_jax import workdir
 from resnet_jax.progress import warn
 
+# What a researcher watches when a run goes wrong, in every log row: the global gradient
+# norm (after the devices' mean), the parameter norm before the step, and the norm of the
+# step's update over it.
+NORMS = ("train_grad_norm", "train_param_norm", "train_update_ratio")
+
 
 class Throughput:
     """Training images per second over windows of steps, each ended by the caller once the
@@ -127,7 +132,9 @@ class MetricWriter:
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path,
                 labels: tuple[str, ...] = ("",)) -> None:
-    """Loss and accuracy against epoch, train and test; several runs share the axes.
+    """Loss and accuracy against epoch, train and test, and (where the rows hold them) the
+    gradient and parameter norms and the update-to-parameter ratio; several runs share the
+    axes.
 
     ``records`` is one run's metrics, or a list of runs' metrics with one label each.
     """
@@ -137,7 +144,9 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path,
     import matplotlib.pyplot as plt
 
     runs = records if records and isinstance(records[0], list) else [records]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    normed = any(NORMS[0] in row for run in runs for row in run)
+    fig, axes = plt.subplots(1, 3 if normed else 2, figsize=(16.5 if normed else 11, 4))
+    loss_ax, acc_ax = axes[:2]
     for index, (run, label) in enumerate(zip(runs, labels, strict=True)):
         prefix = f"{label} " if label else ""
         line = "-" if index == 0 else "--"  # later runs dashed, so overlapping curves show
@@ -148,9 +157,16 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path,
                          label=f"{prefix}{split}", markersize=3)
             acc_ax.plot(epochs, [100 * r[f"{split}_accuracy"] for r in rows], style,
                         label=f"{prefix}{split}", markersize=3)
+        for name in NORMS if normed else ():
+            rows = [r for r in run if name in r]
+            axes[2].plot([r["epoch"] for r in rows], [r[name] for r in rows], line,
+                         label=f"{prefix}{name.removeprefix('train_').replace('_', ' ')}")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (loss_ax, acc_ax):
+    if normed:
+        axes[2].set(xlabel="epoch", yscale="log", title="gradient and parameter norms, "
+                    "update / parameters")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -24,6 +24,7 @@ from flax.training import train_state
 from jax import lax
 
 from resnet_jax import ema, erasing, mixing
+from resnet_jax.metrics import NORMS
 from resnet_jax.models import ResNet
 from resnet_jax.parallel import AXIS, on_every_device
 from resnet_jax.pipelines.base import Pipeline, step_key
@@ -48,10 +49,18 @@ DTYPES = ("float32", "bfloat16")
 
 def metric_names(config: ml_collections.ConfigDict, params: Any) -> list[str]:
     """The train metrics the step reports, in the order they are logged."""
-    names = ["train_loss", "train_accuracy", "learning_rate"]
+    names = ["train_loss", "train_accuracy", "learning_rate", *NORMS]
     if config.log_grad_norms:
         names += list(stage_grad_norms(params))
     return names
+
+
+def step_norms(grads: Any, params: Any, new_params: Any) -> dict[str, jnp.ndarray]:
+    """The NORMS of one step."""
+    param_norm = optax.tree.norm(params)
+    update = jax.tree.map(jnp.subtract, new_params, params)
+    return {"train_grad_norm": optax.tree.norm(grads), "train_param_norm": param_norm,
+            "train_update_ratio": optax.tree.norm(update) / param_norm}
 
 
 def zero_metric_sums(names: list[str]) -> dict[str, jax.Array]:
@@ -234,9 +243,11 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, *,
     }
     if config.log_grad_norms:
         metrics.update(stage_grad_norms(grads))
-    sums = {name: total + jnp.stack([metrics[name], 1.0])
-            for name, total in state.metric_sums.items()}
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats, metric_sums=sums)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    metrics.update(step_norms(grads, state.params, new_state.params))
+    new_state = new_state.replace(metric_sums={
+        name: total + jnp.stack([metrics[name], 1.0])
+        for name, total in state.metric_sums.items()})
     if config.ema_decay:
         new_state = new_state.replace(ema=ema.update(
             state.ema, new_state.params, batch_stats, state.step, decay=config.ema_decay,

@@ -149,8 +149,8 @@ def test_a_run_writes_metrics_summary_plot_and_tensorboard(tmp_path, capfd):
     assert [r["step"] for r in rows] == [4, 8, 12, 16, 20, 24]
     for key in ("epoch", "train_loss", "train_accuracy", "learning_rate", "images_per_sec",
                 "tflops", "mfu", "grad_norm/stem", "grad_norm/stage1", "grad_norm/stage3",
-                "grad_norm/head"):
-        assert key in rows[0], key
+                "grad_norm/head", "train_grad_norm", "train_param_norm", "train_update_ratio"):
+        assert all(key in row for row in rows), key
     image_flops = 6 * summarize(build_model(config), (8, 8, 3)).total_macs
     for row in rows:  # 6 FLOPs per forward multiply-accumulate, at the run's image size
         assert row["tflops"] == pytest.approx(row["images_per_sec"] * image_flops / 1e12)
@@ -173,6 +173,29 @@ def test_a_run_writes_metrics_summary_plot_and_tensorboard(tmp_path, capfd):
     assert again["top1"] == 100 * summary["final_test_accuracy"]
     assert again["top5"] == 100 * summary["final_test_top5_accuracy"]
     assert again["loss"] == summary["final_test_loss"] and again["examples"] == 100
+
+
+def test_the_norms_a_researcher_watches_are_the_steps_own(tmp_path):
+    """Plain SGD's first step moves the parameters by lr x the gradient: the logged update
+    ratio is lr x grad norm / parameter norm, and the parameter norm is the initial one."""
+    import optax
+
+    from resnet_jax.checkpoints import restore
+    from resnet_jax.training import create_train_state
+
+    config = tiny_config(num_train_steps=1, log_every_steps=1, eval_every_steps=1,
+                         checkpoint_every_steps=1, weight_decay=0.0, momentum=0.0)
+    train_and_evaluate(config, tmp_path)
+    row = next(r for r in metric_rows(tmp_path) if "train_grad_norm" in r)
+    assert row["train_update_ratio"] == pytest.approx(
+        row["learning_rate"] * row["train_grad_norm"] / row["train_param_norm"], rel=1e-5)
+    start = create_train_state(config, build_model(config), (8, 8, 3))
+    assert row["train_param_norm"] == pytest.approx(float(optax.tree.norm(start.params)),
+                                                    rel=1e-6)
+    moved = optax.tree.norm(jax.tree.map(lambda a, b: a - b, restore(tmp_path)[1]["params"],
+                                         start.params))
+    assert row["train_update_ratio"] == pytest.approx(
+        float(moved) / row["train_param_norm"], rel=1e-4)
 
 
 def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
