@@ -13,6 +13,7 @@ def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
     config.drop_path_rate = 0.0  # stochastic depth (timm's), rising linearly to the last block
     config.drop_rate = 0.0  # dropout of the pooled features before the classifier (timm's)
     config.remat = False  # True: each block recomputed in the backward pass (less memory)
+    config.profile_steps = (0, 0)  # (FIRST, LAST): a jax.profiler trace of those steps
     config.init_from = ""  # fine-tune: IMAGENET1K_V1 (a torchvision name), PATH.pth or a run
     config.init_from_raw = False  # init_from a run keeping a moving average: its trained weights
     config.dtype = "float32"  # or "bfloat16" (compute; parameters stay float32)

@@ -239,6 +239,7 @@ KEYS: dict[str, Key] = {
         "under pipeline=streaming, which runs one step per compiled call (a call's images are "
         "held on the devices at once)")),
     "log_grad_norms": Key(FREE, boolean, always),
+    "profile_steps": Key(FREE, sequence(integer(0, INT32_MAX), 2), always),  # (0, 0): off
     "peak_tflops": Key(FREE, number(0), always),  # per device, for mfu; 0: the device kind's
     "compile_cache_dir": Key(FREE, directory, always),  # compiled programs kept; "": none
     "seed": Key(FIXED, integer(0, INT32_MAX), always),
@@ -269,6 +270,16 @@ def _value_problems(config: Mapping[str, Any]) -> list[str]:
             fix = "" if "--config." in problem else f"; set --config.{key}"
             problems.append(f"{key}={config[key]!r} {problem}{fix}")
     return problems
+
+
+def _profile_problems(config: Mapping[str, Any]) -> list[str]:
+    """A profiling window that is not a window of the run's steps after the first."""
+    start, end = config["profile_steps"]
+    if (start, end) == (0, 0) or 1 <= start < end <= config["num_train_steps"]:
+        return []
+    return [f"profile_steps=({start}, {end}) is not a window of this run's steps: give (FIRST, "
+            f"LAST) with 1 <= FIRST < LAST <= num_train_steps={config['num_train_steps']} "
+            "(step 0's call compiles), or (0, 0) for none"]
 
 
 def _ramps(config: Mapping[str, Any]) -> bool:
@@ -322,6 +333,7 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
                         f"{config[crop_key]}; the centre crop must fit in the resized image: "
                         f"set --config.eval_resize={config[crop_key]} or more")
     problems += _ramp_problems(config)
+    problems += _profile_problems(config)
     stride = create_model(config["model"]).total_stride
     for key in ("image_size", "eval_image_size", "min_image_size"):
         if 0 < config[key] < stride:

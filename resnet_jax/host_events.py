@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,8 +33,9 @@ class HostEvents:
 
     def __init__(self, config: ml_collections.ConfigDict, calls: TrainCalls,
                  manager: ocp.CheckpointManager, writer: MetricWriter | None,
-                 measure: utilisation.Meter, stop: StopRequests):
+                 measure: utilisation.Meter, stop: StopRequests, trace_dir: Path):
         self.config, self.calls, self.manager, self.writer = config, calls, manager, writer
+        self.profile = ProfileWindow(tuple(config.get("profile_steps", (0, 0))), trace_dir)
         self.measure, self.stop = measure, stop
         self.meters = {calls.pipeline.image_shape[0]: measure}
         pipeline = calls.pipeline
@@ -53,6 +55,7 @@ class HostEvents:
         self.bar = progress_bar(step, self.config.num_train_steps)
         self.recent = [first]
         self.throughput.restart()
+        self.profile.begin(first[0], self.bar)  # where the first call began
 
     def dispatched(self, step: int, count: int, watched: dict[str, jax.Array]) -> None:
         self.recent.append((step, count, watched))
@@ -63,6 +66,7 @@ class HostEvents:
         """The events due at ``step``; (state, whether a signal asked the run to stop, in
         which case a checkpoint of ``step`` has been saved)."""
         config, last = self.config, self.config.num_train_steps
+        self.profile.stop_at(step, state, self.bar)
         log_now = _due(step, config.log_every_steps, last)
         save_now = _due(step, config.checkpoint_every_steps, last)
         eval_now = _due(step, config.eval_every_steps, last)
@@ -91,6 +95,7 @@ class HostEvents:
                 self.save(state, record.get("test_accuracy"))
         if interrupted:
             self.bar.write(f"stop requested by a signal: checkpoint saved at step {step}")
+        self.profile.start_at(step)
         return state, interrupted
 
     def meter(self, side: int) -> utilisation.Meter:
@@ -134,9 +139,45 @@ class HostEvents:
                              self.description)
 
     def finish(self) -> None:
-        """Wait for the last checkpoint to be written."""
+        """Wait for the last checkpoint to be written (and end a trace a stop cut short)."""
+        self.profile.stop_at(None, None, self.bar)
         with showing(self.bar, "saving checkpoint"):
             self.manager.wait_until_finished()
+
+
+class ProfileWindow:
+    """A jax.profiler trace of the steps of ``window`` (FIRST, LAST; (0, 0): none) into
+    ``trace_dir`` (the run's TensorBoard folder: its profile tab, or Perfetto). The calls
+    end at both edges (:func:`resnet_jax.train_calls.next_event`), so the trace holds those
+    steps' calls and no evaluation or checkpoint."""
+
+    def __init__(self, window: tuple[int, int], trace_dir: Path):
+        self.first, self.last = window
+        self.trace_dir, self.tracing = trace_dir, False
+
+    def begin(self, step: int, bar: Any) -> None:
+        """Say where a window already begun (a resumed run) is not traced."""
+        if self.first and step >= self.first:
+            bar.write(f"warning: profile_steps=({self.first}, {self.last}) begins before step "
+                      f"{step}, where this run goes on: nothing is traced; pass a later window",
+                      file=sys.stderr)
+            self.first = 0
+
+    def start_at(self, step: int) -> None:
+        if self.first and step == self.first and jax.process_index() == 0:
+            jax.profiler.start_trace(str(self.trace_dir))
+            self.tracing = True
+
+    def stop_at(self, step: int | None, state: Any, bar: Any) -> None:
+        """End the trace at its last step (``None``: wherever the run stopped)."""
+        if not self.tracing or (step is not None and step != self.last):
+            return
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        self.tracing = False
+        end = self.last if step is not None else "the stop"
+        bar.write(f"profile of steps {self.first} to {end}: {self.trace_dir} (TensorBoard's "
+                  "profile tab, or Perfetto)", file=sys.stderr)
 
 
 def _due(step: int, every: int, last: int) -> bool:

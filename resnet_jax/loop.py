@@ -41,7 +41,12 @@ from resnet_jax.start import (
 )
 from resnet_jax.train_calls import FirstCall, TrainCalls, first_call
 from resnet_jax.training import create_train_state
-from resnet_jax.workdir import read_data_description, write_config, write_data_description
+from resnet_jax.workdir import (
+    TENSORBOARD_DIR,
+    read_data_description,
+    write_config,
+    write_data_description,
+)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
@@ -85,7 +90,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         manager = manager or open_checkpoints()
         clock, writer = open_run_files(workdir, config, pipeline, first, started,
                                        settled.data_seconds, cleanup)
-        events = HostEvents(config, calls, manager, writer, measure, stop)
+        events = HostEvents(config, calls, manager, writer, measure, stop,
+                            workdir / TENSORBOARD_DIR)
         state, interrupted = train_loop(config, calls, first, events)
         clock.tick(int(state.step))
         if jax.process_count() > 1:

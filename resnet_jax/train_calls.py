@@ -46,7 +46,9 @@ def steps_per_call(config: ml_collections.ConfigDict, pipeline: Pipeline) -> tup
 def next_event(step: int, config: ml_collections.ConfigDict) -> int:
     """The first step after ``step`` at which the host logs, evaluates, saves or ends."""
     cadences = (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps)
-    return min([config.num_train_steps] + [(step // every + 1) * every for every in cadences])
+    profiled = [edge for edge in config.get("profile_steps", (0, 0)) if edge > step]
+    return min([config.num_train_steps, *profiled]
+               + [(step // every + 1) * every for every in cadences])
 
 
 def padded(batches: Any, capacity: int) -> Any:

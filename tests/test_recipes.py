@@ -314,7 +314,7 @@ PROBES = {
     "compile_cache_dir": "/tmp/xla",
     "sync_batch_stats": True, "parallel": "shard_map", "steps_per_call": 10,
     "log_grad_norms": True, "peak_tflops": 100.0, "seed": 7, "drop_path_rate": 0.1,
-    "drop_rate": 0.2, "remat": True,
+    "drop_rate": 0.2, "remat": True, "profile_steps": (2, 4),
 }
 # The smoke config, and the same with one of the settings that decide what the others do
 # changed (a streaming run's eval_resize fits the probe's image size).

@@ -1,6 +1,7 @@
 """Training runs end to end: learning, determinism, devices, resume, outputs, divergence."""
 
 import json
+import re
 import signal
 import time
 
@@ -196,6 +197,23 @@ def test_the_norms_a_researcher_watches_are_the_steps_own(tmp_path):
                                          start.params))
     assert row["train_update_ratio"] == pytest.approx(
         float(moved) / row["train_param_norm"], rel=1e-4)
+
+
+def test_profile_steps_traces_that_window_into_the_runs_tensorboard_folder(tmp_path, capfd):
+    from resnet_jax.config_schema import ConfigError, validate
+
+    train_and_evaluate(tiny_config(num_train_steps=12, profile_steps=(5, 7)), tmp_path / "run")
+    traces = list((tmp_path / "run" / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
+    assert (f"profile of steps 5 to 7: {tmp_path / 'run' / 'tensorboard'} (TensorBoard's "
+            "profile tab, or Perfetto)") in capfd.readouterr().err
+    train_and_evaluate(tiny_config(num_train_steps=16, profile_steps=(5, 7)), tmp_path / "run")
+    assert ("warning: profile_steps=(5, 7) begins before step 12, where this run goes on: "
+            "nothing is traced; pass a later window") in capfd.readouterr().err
+    for window in ((0, 3), (7, 5), (10, 30)):
+        with pytest.raises(ConfigError, match=re.escape(
+                f"profile_steps={window} is not a window of this run's steps")):
+            validate(tiny_config(profile_steps=window), num_devices=1)
 
 
 def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
