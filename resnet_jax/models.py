@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from resnet_jax import arguments, hints
 from resnet_jax.errors import ArgumentError, ResNetWarning
@@ -72,7 +73,9 @@ def torch_like_batch_norm(train: bool = False, axis_name: str | None = None,
 
 def option_a_shortcut(x: jnp.ndarray, features: int, strides: int) -> jnp.ndarray:
     """The paper's parameter-free shortcut: subsample, and zero-pad the new channels."""
-    x = x[:, ::strides, ::strides, :]
+    # lax.slice sizes its output as the strided 3x3 convolution beside it does, (n - 1) // s
+    # + 1, so the two agree for symbolic sizes too (jax.export), where x[:, ::s] does not
+    x = lax.slice(x, (0, 0, 0, 0), x.shape, (1, strides, strides, 1))
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
 
@@ -345,7 +348,15 @@ class ResNet(nn.Module):
         if x.ndim != 4 or x.shape[-1] != channels:
             raise ArgumentError(f"ResNet expects images shaped (batch, height, width, {channels}) "
                                 f"(NHWC), got shape {tuple(x.shape)}; {_layout_hint(x, channels)}.")
-        if min(x.shape[1:3]) < self.total_stride:
+        try:  # side by side: symbolic sides (jax.export) compare with a constant, not each other
+            small = any(side < self.total_stride for side in x.shape[1:3])
+        except jax.errors.InconclusiveDimensionOperation:
+            raise ArgumentError(f"the symbolic image sides {x.shape[1]} and {x.shape[2]} may be "
+                                f"below this network's total stride of {self.total_stride}; "
+                                "give them constraints, e.g. jax.export.symbolic_shape('b, h, "
+                                f"w', constraints=('h >= {self.total_stride}', 'w >= "
+                                f"{self.total_stride}'))") from None
+        if small:
             raise ArgumentError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than this "
                              f"network's total stride of {self.total_stride}: its last stage "
                              "would see less than one pixel; use images of at least "
