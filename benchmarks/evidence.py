@@ -365,7 +365,8 @@ def run(parser: ArgumentParser, args: Any, parts: list[str]) -> None:
         signal.signal(signal.SIGINT, raise_stop)
     planned_seconds = 0.0  # --plan: the estimates of the parts it would run
     for name, estimate, why, basis in planned:
-        left = deadline - time.time() - planned_seconds
+        now = started if args.plan else time.time()  # a plan's sums do not hang on its speed
+        left = deadline - now - planned_seconds
         if why is None and not fits(name, estimate, left):
             why = (f"about {estimate / 60:.1f} min ({basis}) does not fit in the "
                    f"{max(left, 0) / 60:.1f} min left")

@@ -175,7 +175,9 @@ def evaluate(model: torch.nn.Module, on_device: DeviceData, batch_size: int,
 TWIN_IGNORES = {"log_grad_norms": "logs no gradient norms", "parallel": "trains on one device",
                 "steps_per_call": "runs its steps one at a time",
                 "checkpoint_every_steps": "saves no checkpoints",
-                "keep_checkpoints": "saves no checkpoints"}
+                "keep_checkpoints": "saves no checkpoints",
+                "remat": "keeps every activation (PyTorch's own memory)",
+                "profile_steps": "writes no jax.profiler trace"}
 
 
 def check_twin_config(config: ml_collections.ConfigDict, amp: bool,

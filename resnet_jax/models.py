@@ -108,6 +108,10 @@ RELATIONS: tuple[tuple[Callable[[Mapping[str, Any]], Any], str, tuple[str, Any]]
     (lambda o: o["drop_path_rate"] and not o["residual"],
      "drop_path_rate={drop_path_rate} with residual=False: the plain net has no residual branch "
      "to drop", ("drop_path_rate", 0)),
+    (lambda o: o.get("drop_rate") and (not o.get("num_classes", 1)
+                                       or o.get("output", "logits") == "features"),
+     "drop_rate={drop_rate} without a classifier (num_classes=0 or output='features'): there "
+     "is no head to drop features before", ("drop_rate", 0)),
     (lambda o: o["zero_init_residual"] and not o["residual"],
      "zero_init_residual=True with residual=False zeroes every block's output (the plain net "
      "has no shortcut around the zeroed scale)", ("zero_init_residual", False)),
@@ -307,6 +311,8 @@ class ResNet(nn.Module):
         if self.shortcut not in ("projection", "option_a"):
             raise ArgumentError(f"unknown shortcut {self.shortcut!r}; use 'projection' or "
                                 "'option_a'.")
+        if not isinstance(self.remat, bool):
+            raise ArgumentError(f"remat={self.remat!r} must be True or False.")
         for field in ("drop_path_rate", "drop_rate"):
             rate = getattr(self, field)
             if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:

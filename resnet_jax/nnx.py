@@ -235,9 +235,13 @@ class ResNet(nnx.Module):
                  ) -> jax.Array | dict[str, jax.Array]:
         """``rngs`` (optional, as Flax's NNX tutorial passes them) feed the dropout layers
         in train mode, in place of the streams the model was made with."""
-        if rngs is not None and not isinstance(rngs, nnx.Rngs | nnx.RngStream | jax.Array):
+        if rngs is not None and not isinstance(rngs, nnx.Rngs):
             raise ArgumentError(f"rngs must be an nnx.Rngs (or None), as model(x, rngs); got "
                                 f"{type(rngs).__name__}")
+        if rngs is not None and not ("dropout" in rngs or "default" in rngs):
+            raise ArgumentError("rngs feed the dropout layers from their 'dropout' (or "
+                                "'default') stream, which these lack: pass nnx.Rngs(0) or "
+                                "nnx.Rngs(dropout=1)")
         features = self.features(x, rngs)
         if self.spec.output == "features":
             return {name: features[name] for name in self.spec.feature_stages

@@ -1,5 +1,6 @@
 """The ResNet family: the paper's shapes, torchvision's sizes, and the options users rely on."""
 
+import re
 from pathlib import Path
 
 import jax
@@ -285,3 +286,19 @@ def test_remat_keeps_a_fifth_of_the_activations_as_the_readme_says():
         row = (f"| `{name}` | {plain / 2**20:.1f} MiB | {remat / 2**20:.1f} MiB | "
                f"{remat / plain:.1%} |")
         assert row in readme, row
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"remat": "no"}, "remat='no' must be True or False"),
+    ({"drop_rate": 0.5, "num_classes": 0}, "drop_rate=0.5 without a classifier"),
+    ({"drop_rate": 0.5, "output": "features"}, "there is no head to drop features before"),
+])
+def test_remat_and_drop_rate_are_checked_when_the_model_is_made(options, message):
+    from flax import nnx
+
+    from resnet_jax.nnx import create_model as create_nnx_model
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        create_model("resnet20", **options).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        create_nnx_model("resnet20", rngs=nnx.Rngs(0), **options)

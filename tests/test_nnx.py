@@ -1,7 +1,10 @@
 """The native NNX modules: torchvision's layout, linen's variables and numbers, NNX's modes
 and optimizer."""
 
+import re
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -236,6 +239,10 @@ def test_flaxs_nnx_tutorial_steps_train_our_models_as_written():
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
     assert after["accuracy"] > 0.6 > 0.25 + 0.1 and after["loss"] < before["loss"]
     assert not model.training, "the views train; the model itself stays as it was made"
+    for rngs, message in ((jnp.ones(3), "rngs must be an nnx.Rngs (or None)"),
+                          (nnx.Rngs(params=0), "which these lack: pass nnx.Rngs(0)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            train_model(quadrant_images(32, seed=2)[0]["image"], rngs)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d",

@@ -289,6 +289,8 @@ def test_stochastic_depth_and_batch_augmentations_train_reproducibly_and_only_wh
     with pytest.raises(ConfigError, match="the PyTorch twin has no stochastic depth or head "
                                           "dropout"):
         torch_train.check_twin_config(tiny_config(drop_rate=0.3), amp=False)
+    with pytest.raises(ConfigError, match="remat=True has no effect in the PyTorch twin"):
+        torch_train.check_twin_config(tiny_config(remat=True), amp=False, chosen={"remat"})
 
 
 
