@@ -105,8 +105,10 @@ sys.modules['torch'] = sys.modules['torchvision'] = None
 sys.path.insert(0, 'tests')
 from helpers import tiny_config
 from resnet_jax import evaluate, predict
+from resnet_jax import pretrained
 from resnet_jax.weights import initial_variables, load_weights
 kernel = load_weights('resnet20', {str(weights)!r}).variables['params']['conv1']['kernel']
+assert pretrained(None, 'CIFAR10_MINE')[0].num_classes == 10  # downloaded here, once
 for weights in ({str(weights)!r}, 'CIFAR10_MINE'):
     assert predict.main([{str(image)!r}, '--weights', weights, '--model', 'resnet20']) == 0
     assert evaluate.main(['--weights', weights, '--model', 'resnet20', '--dataset',
