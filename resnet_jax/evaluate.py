@@ -46,6 +46,7 @@ from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.parallel import placement, replicated  # noqa: E402
 from resnet_jax.predict import read_batches  # noqa: E402
 from resnet_jax.weights import Weights, load_weights, run_data  # noqa: E402
+from resnet_jax.weights_table import Published  # noqa: E402
 
 SYNSET = re.compile(r"n\d{8}")  # an ImageNet (WordNet) class folder: n01440764
 
@@ -242,12 +243,9 @@ def format_result(result: dict[str, Any]) -> str:
     if result["skipped"]:
         lines.append(f"skipped   {len(result['skipped'])} unreadable: "
                      + "; ".join(result["skipped"][:5]))
-    published = result["published"]
-    if published:
-        top5 = "" if published["top5"] is None else f", top-5 {published['top5']:g}%"
-        lines.append(f"published top-1 {published['top1']:g}%{top5} on {published['on']} "
-                     f"({published['where']}); this {result['data'].split(':')[0]}: "
-                     f"{result['top1']:.3f}%" + (
+    if result["published"]:
+        lines.append(f"{Published(**result['published']).describe()}; this "
+                     f"{result['data'].split(':')[0]}: {result['top1']:.3f}%" + (
                          f" (unlike the published setting: {', '.join(result['unlike_published'])})"
                          if result["unlike_published"] else ""))
     return "\n".join(lines)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from resnet_jax import hints
 from resnet_jax.errors import WeightsError
-from resnet_jax.models import list_models
-from resnet_jax.weight_files import SAFETENSORS_FILE, timm_difference
+from resnet_jax.weight_files import SAFETENSORS_FILE, timm_model
 from resnet_jax.weights_table import HUB_PREFIX, HUB_REPO
 
 FILES = ("config.json", SAFETENSORS_FILE)
@@ -26,10 +25,9 @@ def snapshot(name: str, model: str | None) -> tuple[Path, str]:
     if not HUB_REPO.fullmatch(repo):
         raise WeightsError(f"{name} is not a Hub repository's name; write it as timm does: "
                            "hf-hub:timm/resnet50.a1_in1k")
-    architecture = repo.split("/")[1].split(".")[0]
-    if repo.startswith("timm/") and architecture not in list_models():
-        raise WeightsError(f"{name} holds timm's {architecture}, {timm_difference(architecture)}")
-    if model and repo.startswith("timm/") and architecture != model:
+    timm = repo.startswith("timm/")
+    architecture = timm_model(repo.split("/")[1], name) if timm else None
+    if model and timm and architecture != model:
         raise WeightsError(f"{name} holds timm's {architecture}, not a {model}; leave out "
                            f"{hints.name('model')}, or pass {hints.setting('model', architecture)}")
     paths = [_download(repo, file) for file in FILES]

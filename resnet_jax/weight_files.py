@@ -77,6 +77,13 @@ def holds_safetensors(path: Path) -> bool:
     return path.suffix == ".safetensors"
 
 
+def read_state(path: Path) -> tuple[dict[str, Any], bool]:
+    """The state dict a file holds, read by its bytes (safetensors or torch.save's), and
+    whether it is safetensors."""
+    safetensors = holds_safetensors(path)
+    return (read_safetensors(path) if safetensors else read_torch(path)), safetensors
+
+
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a safetensors file, read without torch."""
     try:
@@ -115,9 +122,15 @@ def hub_architecture(path: Path, cfg: dict[str, Any] | None) -> str | None:
     named = (cfg or {}).get("architecture")
     if named is None:
         return None
-    named = named.split(".")[0]
+    return timm_model(named, str(path.parent))
+
+
+def timm_model(architecture: str, holder: str) -> str:
+    """This project's model of timm's ``architecture`` (``resnet50.a1_in1k``: its tag left
+    out); WeightsError, saying how timm's differs, where this project has none."""
+    named = architecture.split(".")[0]
     if named not in list_models():
-        raise WeightsError(f"{path.parent} holds timm's {named}, {timm_difference(named)}")
+        raise WeightsError(f"{holder} holds timm's {named}, {timm_difference(named)}")
     return named
 
 

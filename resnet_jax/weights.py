@@ -41,12 +41,10 @@ from resnet_jax.torch_compat import from_torchvision, looks_like, state_dict_pro
 from resnet_jax.weight_files import (
     SAFETENSORS_FILE,
     TIMM_DEFAULTS,
-    holds_safetensors,
     hub_architecture,
     is_timm_config,
     published_cifar_layout,
-    read_safetensors,
-    read_torch,
+    read_state,
     timm_config,
     torchvision_names,
 )
@@ -391,8 +389,7 @@ def _from_file(model: str | None, path: Path, expected: Entry | None = None) -> 
                            "again), or, if the file is right, fix the entry's sha256")
     if entry is not None:
         return _from_entry(model, path, entry)
-    safetensors = holds_safetensors(path)
-    state = read_safetensors(path) if safetensors else read_torch(path)
+    state, safetensors = read_state(path)
     published_cifar = published_cifar_layout(state)
     beside = path.with_name("config.json")  # a link to nowhere: timm_config says so
     state = torchvision_names(state)
@@ -416,13 +413,10 @@ def _from_file(model: str | None, path: Path, expected: Entry | None = None) -> 
 def _from_entry(model: str | None, path: Path, entry: Entry) -> Weights:
     """The file of a table entry, with all the entry says of it."""
     if model and model != entry.model:
-        leave_out = ("" if hints.current() == hints.CONFIG
-                     else f"leave out {hints.name('model')}, or ")
         raise WeightsError(f"{path} is the file of {entry.model} {entry.name} (its SHA-256 is "
-                           f"the weights table's), not a {model}'s; {leave_out}pass "
+                           f"the weights table's), not a {model}'s; {_leave_out_model()}pass "
                            f"{hints.setting('model', entry.model)}")
-    state = torchvision_names(read_safetensors(path) if holds_safetensors(path)
-                              else read_torch(path))
+    state = torchvision_names(read_state(path)[0])
     preprocessing = Preprocessing(entry.resize, entry.crop, entry.mean, entry.std,
                                   entry.interpolation)
     try:
@@ -440,6 +434,12 @@ def _from_entry(model: str | None, path: Path, entry: Entry) -> Weights:
     return dataclasses.replace(loaded, class_names=names, published=entry.published,
                                names_known=True,
                                source=f"{entry.model} {entry.name} ({entry.source}; {path})")
+
+
+def _leave_out_model() -> str:
+    """'leave out model, or ' where the door may leave it out (a config file always names
+    one)."""
+    return "" if hints.current() == hints.CONFIG else f"leave out {hints.name('model')}, or "
 
 
 def _check_head(path: Path, state: dict[str, Any], cfg: dict[str, Any] | None) -> None:
@@ -464,10 +464,8 @@ def _chosen_model(model: str | None, named: str | None, state: dict[str, Any],
                            f"holds a {looks}'s weights: the snapshot contradicts itself; fix "
                            "the architecture in its config.json")
     if model and named and model != named:
-        leave_out = ("" if hints.current() == hints.CONFIG  # a config file always names one
-                     else f"leave out {hints.name('model')}, or ")
-        raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; {leave_out}"
-                           f"pass {hints.setting('model', named)}")
+        raise WeightsError(f"{path.parent} holds timm's {named}, not a {model}; "
+                           f"{_leave_out_model()}pass {hints.setting('model', named)}")
     if model or named:
         return model or named
     fit = (f"its layers fit a {looks}: pass {hints.setting('model', looks)}" if looks else
