@@ -15,7 +15,7 @@ import os
 import sys
 
 if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is one line too
-    from resnet_jax.command_line import exit_on_stop_signals
+    from resnet_jax.signals import exit_on_stop_signals
 
     exit_on_stop_signals()
 
@@ -56,9 +56,9 @@ def run(command: TrainCommand) -> int:
     from absl import logging
 
     from resnet_jax.command_line import one_line_warnings
-    from resnet_jax.interrupts import StartInterrupted
-    from resnet_jax.loop import train_and_evaluate
     from resnet_jax.parallel import devices_line, nvidia_gpu_present
+    from resnet_jax.train.interrupts import StartInterrupted
+    from resnet_jax.train.loop import train_and_evaluate
 
     logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the progress bar
     if jax.process_index() == 0:

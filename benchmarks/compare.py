@@ -14,9 +14,7 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from resnet_jax.command_line import ArgumentParser
-from resnet_jax.config_schema import changed_fixed_keys
-from resnet_jax.metrics import plot_curves
-from resnet_jax.workdir import (
+from resnet_jax.runs.workdir import (
     SUMMARY_FILE,
     WorkdirError,
     read_config,
@@ -24,6 +22,8 @@ from resnet_jax.workdir import (
     read_summary,
     read_twin_config,
 )
+from resnet_jax.train.config_schema import changed_fixed_keys
+from resnet_jax.train.metrics import plot_curves
 
 ROWS = [("final test accuracy", "final_test_accuracy"),
         ("best test accuracy", "best_test_accuracy"),
@@ -76,7 +76,7 @@ def run_problem(jax_run: Path, torch_run: Path) -> str | None:
         return f"{jax_run} is not a train.py run (it has no config.json){swapped}"
     if torch_config is not None:
         return (f"{torch_run} is a train.py run; the second run must be the PyTorch twin's "
-                "(python -m benchmarks.torch_train)")
+                "(python -m torch_side.train)")
     if summaries[0].get("interrupted") or summaries[0]["steps"] != jax_config["num_train_steps"]:
         return (f"{jax_run} is unfinished (step {summaries[0]['steps']} of "
                 f"{jax_config['num_train_steps']}); finish it with its train.py command first")

@@ -38,10 +38,10 @@ if not __package__:  # run as a file (python benchmarks/degradation.py): import 
 
 from resnet_jax.command_line import ArgumentParser
 from resnet_jax.errors import ConfigError, ResNetError
-from resnet_jax.interrupts import StartInterrupted
-from resnet_jax.loop import train_and_evaluate
-from resnet_jax.start import check_config
-from resnet_jax.workdir import read_metrics
+from resnet_jax.runs.workdir import read_metrics
+from resnet_jax.train.interrupts import StartInterrupted
+from resnet_jax.train.loop import train_and_evaluate
+from resnet_jax.train.start import check_config
 
 KINDS = ("plain", "residual")
 # The keys each net's config takes from the experiment itself, not from --set.

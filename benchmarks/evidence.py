@@ -43,18 +43,18 @@ if not __package__:  # run as a file (python benchmarks/evidence.py): import fro
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 if __name__ == "__main__":  # Ctrl-C while it loads or plans: one line (parts: see run_part)
-    from resnet_jax.command_line import exit_on_stop_signals
+    from resnet_jax.signals import exit_on_stop_signals
 
     exit_on_stop_signals()
 
 from benchmarks.evidence_parts import PARTS, TORCH_IN_PROCESS, Context  # noqa: E402
 from benchmarks.evidence_report import RESULTS
-from resnet_jax import hints
+from resnet_jax import hints, signals
 from resnet_jax.command_line import ArgumentParser
 from resnet_jax.data import dataset_name_problem, resolved_dataset
+from resnet_jax.data.pipelines import describe_source
 from resnet_jax.errors import DataError
-from resnet_jax.pipelines import describe_source
-from resnet_jax.workdir import write_atomically
+from resnet_jax.runs.workdir import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_MINUTES = 10_080
@@ -228,7 +228,7 @@ class StopSignal(Exception):
     """SIGINT or SIGTERM reached the evidence command."""
 
     def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(signals.name(signum))
         self.signum = signum
 
 
@@ -361,8 +361,7 @@ def run(parser: ArgumentParser, args: Any, parts: list[str]) -> None:
     print(f"{device['count']} x {device['kind']} ({device['platform']}), code {commit[:12]}, "
           f"{args.minutes:g} minutes")
     if not args.plan:  # parts will run: a stop signal stops them first
-        signal.signal(signal.SIGTERM, raise_stop)
-        signal.signal(signal.SIGINT, raise_stop)
+        signals.on_stop(raise_stop)
     planned_seconds = 0.0  # --plan: the estimates of the parts it would run
     for name, estimate, why, basis in planned:
         now = started if args.plan else time.time()  # a plan's sums do not hang on its speed

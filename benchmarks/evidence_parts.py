@@ -64,8 +64,8 @@ def measure_row(model: str, size: int, batch: int, dtype: str, what: str,
                 steps_per_call: int | None, timing: dict[str, int]) -> dict[str, Any]:
     """One throughput row: images/s, and for JAX the TFLOP/s and mfu they make."""
     from benchmarks import throughput
-    from resnet_jax import utilisation
     from resnet_jax.models import build_model
+    from resnet_jax.train import utilisation
 
     row = {"model": model, "image_size": size, "batch": batch, "dtype": dtype, "what": what,
            "steps_per_call": steps_per_call}
@@ -151,7 +151,7 @@ def train_py(args: list[str]) -> None:
 
 def paper_schedule(ctx: Context) -> dict[str, Any]:
     """The paper's whole ResNet-20 recipe (64k steps) through train.py on CIFAR-10."""
-    from resnet_jax.workdir import read_summary
+    from resnet_jax.runs.workdir import read_summary
 
     run_dir = ctx.work / "resnet20"
     if ctx.smoke:
@@ -178,8 +178,8 @@ def streaming(ctx: Context) -> dict[str, Any]:
     ResNet-50 bf16 training fed by it, against the same training on synthetic data."""
     from benchmarks import input_pipeline, throughput
     from configs import imagenet_resnet50
-    from resnet_jax.loop import train_and_evaluate
-    from resnet_jax.workdir import read_metrics
+    from resnet_jax.runs.workdir import read_metrics
+    from resnet_jax.train.loop import train_and_evaluate
 
     workers = 0 if ctx.smoke else max(1, (os.cpu_count() or 2) - 2)  # smoke: a thread
     images, batch, size, steps = (20, 8, 32, 3) if ctx.smoke else (2000, 256, 224, 300)

@@ -7,7 +7,7 @@ in total, on ImageNet-sized JPEGs that it generates once into FOLDER.
 Per worker: one process decoding, cropping (random-resized, to 224), flipping (and with
 --auto-augment, TrivialAugmentWide or RandAugment) and batching, as each grain worker
 does. In total: the streaming pipeline itself
-(resnet_jax.pipelines.streaming) with N worker processes, batches taken as fast as
+(resnet_jax.data.pipelines.streaming) with N worker processes, batches taken as fast as
 it makes them.
 """
 
@@ -77,7 +77,7 @@ def generate(folder: Path, images: int, seed: int = 0) -> None:
 def per_worker_rate(folder: Path, seconds: float, size: int = 224,
                     auto_augment: str = "") -> float:
     """Images/s of one process running the training transform on the folder's files."""
-    from resnet_jax.pipelines import autoaugment, images
+    from resnet_jax.data.pipelines import autoaugment, images
 
     files = sorted(p for p in (folder / "train").rglob("*.jpg") if p.is_file())
     datas = [f.read_bytes() for f in files[:256]]
@@ -97,7 +97,7 @@ def pipeline_rate(folder: Path, workers: int, batch: int, seconds: float,
     """Images/s delivered by the streaming pipeline with ``workers`` processes, cropping to
     ``size``."""
     from configs import imagenet_resnet50
-    from resnet_jax.pipelines import build_pipeline
+    from resnet_jax.data.pipelines import build_pipeline
 
     config = imagenet_resnet50.get_config()
     config.unlock()

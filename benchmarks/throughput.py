@@ -37,20 +37,21 @@ import numpy as np
 if not __package__:  # run as a file (python benchmarks/throughput.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks.torch_models import torch_model
-from benchmarks.torch_required import F, torch
 from configs import smoke
-from resnet_jax import create_model, utilisation
+from resnet_jax import create_model
 from resnet_jax.command_line import ArgumentParser, at_least, check_out
-from resnet_jax.config_schema import ConfigError, validate
-from resnet_jax.loop import train_and_evaluate, train_state
-from resnet_jax.metrics import Throughput
+from resnet_jax.data.pipelines import datasets
+from resnet_jax.data.pipelines.in_memory import InMemory
 from resnet_jax.models import build_model
-from resnet_jax.pipelines import datasets
-from resnet_jax.pipelines.in_memory import InMemory
-from resnet_jax.train_calls import compiled_loops
-from resnet_jax.training import parallel_train
-from resnet_jax.workdir import read_metrics
+from resnet_jax.runs.workdir import read_metrics
+from resnet_jax.train import utilisation
+from resnet_jax.train.config_schema import ConfigError, validate
+from resnet_jax.train.loop import train_and_evaluate, train_state
+from resnet_jax.train.metrics import Throughput
+from resnet_jax.train.train_calls import chosen_steps_problem, compiled_loops
+from resnet_jax.train.training import parallel_train
+from torch_side.models import torch_model
+from torch_side.required import F, torch
 
 FULL_ROWS = [("resnet20", 32, 128), ("resnet20", 32, 1024), ("resnet18_cifar", 32, 512),
              ("resnet50", 224, 128)]
@@ -222,9 +223,9 @@ def main() -> None:
     rows = [(m, args.image_size or s, args.batch_size or b) for m, s, b in rows]
     timing = {"warmup": args.warmup, "windows": args.windows, "window_steps": args.window_steps}
     check_out(parser, Path(args.out))
-    if (args.steps_per_call or 1) > 1 and not compiled_loops():
-        parser.error(f"--steps-per-call {args.steps_per_call} has no effect on a CPU, which runs "
-                     "one train step per compiled call; leave it out")
+    if chosen_steps_problem(args.steps_per_call or 1):
+        parser.error(f"--steps-per-call {args.steps_per_call} "
+                     f"{chosen_steps_problem(args.steps_per_call)}; leave it out")
     steps_per_call = args.steps_per_call or (100 if compiled_loops() else 1)
     for model, size, batch in rows:  # refuse what the trainer would refuse, before measuring
         try:

@@ -5,7 +5,7 @@
         [--seeds 0 1 2] [--no-amp] [--no-channels_last] [--no-compile] [--config.key=value ...]
 
 For each seed, trains the config with train.py, then with the PyTorch twin
-(benchmarks/torch_train.py, with --amp --channels_last --compile unless --no-amp
+(torch_side/train.py, with --amp --channels_last --compile unless --no-amp
 ... say otherwise), each in its own process, one after the other on the same
 device, from the same initial weights on the same batches; --config.KEY=VALUE
 overrides go to both (a relative data path is made absolute first; those of
@@ -37,17 +37,18 @@ from typing import Any
 if not __package__:  # run as a file (python benchmarks/time_to_accuracy.py): import from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks.torch_train import TWIN_IGNORES, check_twin_config
+from resnet_jax import signals
 from resnet_jax.command_line import ArgumentParser, at_least, load_config
-from resnet_jax.config_schema import ConfigError
 from resnet_jax.data import resolved_dataset
-from resnet_jax.workdir import (
+from resnet_jax.runs.workdir import (
     create,
     read_config,
     read_metrics,
     read_segments,
     remove_if_empty,
 )
+from resnet_jax.train.config_schema import ConfigError
+from torch_side.train import TWIN_IGNORES, check_twin_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,14 +140,14 @@ def train_in_process(command: list[str], name: str) -> None:
     """Run a trainer to the end in its own process (the whole device to itself). A stop
     signal goes to it too, and this script ends once it has stopped."""
     process = subprocess.Popen(command, cwd=REPO)
-    forward = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+    forward = signals.handled(lambda signum, frame: process.send_signal(signum),
+                              which=(signal.SIGTERM,))  # Ctrl-C reaches the trainer by itself
     try:
-        code = process.wait()
+        with forward:
+            code = process.wait()
     except KeyboardInterrupt:  # Ctrl-C reached the trainer too: let it save and stop
         code = process.wait()
         code = code or 130
-    finally:
-        signal.signal(signal.SIGTERM, forward)
     if code == 1:  # a refusal: the trainer's own line above says what to fix
         raise SystemExit(1)
     if code:
@@ -176,7 +177,7 @@ def run_both(config: str, overrides: list[str], workdir: Path, seeds: list[int],
         train_in_process([sys.executable, "train.py", "--config", config, *overrides,
                           f"--config.seed={seed}", "--workdir", str(jax_dir)], f"JAX seed {seed}")
         print(f"== seed {seed}: PyTorch", flush=True)
-        torch_run([sys.executable, "-m", "benchmarks.torch_train", "--config", config,
+        torch_run([sys.executable, "-m", "torch_side.train", "--config", config,
                    *twin_overrides(overrides), f"--config.seed={seed}", "--workdir",
                    str(torch_dir), *torch_flags], torch_dir, f"PyTorch seed {seed}")
         segments = read_segments(jax_dir)

@@ -19,7 +19,7 @@ and each epoch's batches; compute is bfloat16 (torchvision's command runs float3
 """
 
 from configs import imagenet_resnet50
-from resnet_jax.ema import torchvision_decay
+from resnet_jax.train.ema import torchvision_decay
 
 EPOCHS = 600
 WARMUP_EPOCHS = 5

@@ -9,7 +9,7 @@ import ml_collections
 
 from configs import paper_cifar
 from resnet_jax.errors import WorkdirError
-from resnet_jax.workdir import read_config
+from resnet_jax.runs.workdir import read_config
 
 
 def get_config(workdir: str) -> ml_collections.ConfigDict:

@@ -1,13 +1,64 @@
-"""ResNet in JAX/Flax (linen and NNX), with exact torchvision weight parity."""
+"""ResNet in JAX/Flax (linen and NNX), with exact torchvision weight parity.
+
+The package by audience: :mod:`resnet_jax.models` (linen and NNX modules, the torchvision
+conversion, the layer table), :mod:`resnet_jax.data` (datasets and input pipelines),
+:mod:`resnet_jax.runs` (a run's work directory and checkpoints), :mod:`resnet_jax.weights`
+(weights by name, file, Hub repository or run), :mod:`resnet_jax.train` (the trainer), and
+here the commands (predict, evaluate, export) with what every layer shares.
+"""
 
 import importlib
+import importlib.abc
 import importlib.util
+import sys
 
 # Each name is imported on first use: the command lines start (and take stop signals) before
 # JAX loads, and Orbax and the image libraries are not needed for the models alone.
 _HOMES = {"BasicBlock": "models", "Bottleneck": "models", "ResNet": "models",
-          "create_model": "models", "list_models": "models", "restore": "checkpoints",
+          "create_model": "models", "list_models": "models", "restore": "runs.checkpoints",
           "pretrained": "weights"}
+
+# Modules that moved into the sub-packages, under the names the README has always used: each
+# old name is the same module object as the new one (``python -m`` runs it too).
+MOVED = {"resnet_jax.nnx": "resnet_jax.models.nnx",
+         "resnet_jax.torch_compat": "resnet_jax.models.torch_compat",
+         "resnet_jax.summary": "resnet_jax.models.layer_table",
+         "resnet_jax.pipelines": "resnet_jax.data.pipelines",
+         "resnet_jax.ema": "resnet_jax.train.ema"}
+
+
+def _new_name(name: str) -> str | None:
+    for old, new in MOVED.items():
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old):]
+    return None
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old module name and loads it as the module it moved to."""
+
+    def find_spec(self, name, path=None, target=None):
+        new = _new_name(name)
+        if new is None:
+            return None
+        spec = importlib.util.find_spec(new)
+        return importlib.util.spec_from_loader(
+            name, self, origin=spec.origin,
+            is_package=spec.submodule_search_locations is not None)
+
+    def create_module(self, spec):
+        return importlib.import_module(_new_name(spec.name))
+
+    def exec_module(self, module):
+        pass  # the module ran under its new name
+
+    def get_code(self, name):
+        new = _new_name(name)
+        return importlib.util.find_spec(new).loader.get_code(new)
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModules())
 
 
 def __getattr__(name: str):

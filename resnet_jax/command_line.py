@@ -7,9 +7,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
-import os
 import re
-import signal
 import sys
 import traceback
 import warnings
@@ -20,6 +18,7 @@ from typing import Any, NoReturn
 from absl import flags
 from ml_collections import config_flags
 
+from resnet_jax import hints
 from resnet_jax.errors import ConfigError, ResNetError, ResNetWarning
 from resnet_jax.progress import warn
 
@@ -105,12 +104,9 @@ def _flag_problem(error: Exception, argv: list[str]) -> str:
     if message:
         return message
     if isinstance(error, AttributeError | KeyError):  # ml_collections: a key the config lacks
-        from resnet_jax.workdir import SPLIT_KEYS
-
         key, _, hint = _unquote(str(error)).partition("\n")
-        if key in SPLIT_KEYS:
-            return (f"config key {key} is now {' and '.join(SPLIT_KEYS[key])}, each its own "
-                    "choice; set those instead")
+        if hints.split_key(key):
+            return hints.split_key(key)
         hint = f" {hint.strip()}" if hint.strip() else ""
         return f"unknown config key {key}.{hint} (the config file lists valid keys)"
     if isinstance(error, flags.Error | TypeError | ValueError):
@@ -207,7 +203,7 @@ def _flag_argument(argv: list[str], name: str) -> str | None:
 
 def chosen_config_keys() -> set[str]:
     """The config keys given on the command line (``--config.KEY=...``): what
-    :func:`resnet_jax.config_schema.validate` calls the keys the user chose."""
+    :func:`resnet_jax.train.config_schema.validate` calls the keys the user chose."""
     return set(config_flags.get_override_values(FLAGS["config"]))
 
 
@@ -271,33 +267,6 @@ def one_line_warnings() -> Iterator[None]:
         warnings.simplefilter("default", ResNetWarning)  # each once in a command
         shown, warnings.showwarning = warnings.showwarning, show
         yield
-
-
-def exit_on_stop_signals() -> None:
-    """From now on Ctrl-C or SIGTERM ends the command at once, in one line, with the exit
-    status 128 + the signal's number: for a command that has written nothing (yet). Installed
-    first, before the heavy libraries load."""
-    def stop(signum: int, frame: object) -> None:
-        ends_a_bar = "\n" if sys.stderr.isatty() or _open_progress_bars() else ""
-        print(f"{ends_a_bar}error: stopped by {signal.Signals(signum).name}; nothing was written",
-              file=sys.stderr, flush=True)
-        os._exit(128 + signum)  # XLA threads cut short can crash a normal teardown
-
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, stop)
-
-
-def _open_progress_bars() -> bool:
-    """Whether a tqdm bar is open (it may hold the line unfinished, even off a terminal)."""
-    bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
-    return bool(getattr(bars, "_instances", None))
-
-
-def ignore_stop_signals() -> None:
-    """The command's work is done and its results are printed: a late Ctrl-C or SIGTERM
-    (during the interpreter's shutdown, say) no longer turns it into a failure."""
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, signal.SIG_IGN)
 
 
 def check_out(parser: argparse.ArgumentParser, out: Path) -> None:

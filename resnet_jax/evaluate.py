@@ -15,7 +15,7 @@ readable image counts once.
 from __future__ import annotations
 
 if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is one line too
-    from resnet_jax.command_line import exit_on_stop_signals
+    from resnet_jax.signals import exit_on_stop_signals
 
     exit_on_stop_signals()
 
@@ -34,19 +34,22 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from resnet_jax import data, evaluation, folders, hints, workdir  # noqa: E402
+from resnet_jax import data, hints  # noqa: E402
 from resnet_jax.command_line import (  # noqa: E402
     ArgumentParser,
     add_checkpoint_options,
     at_least,
-    ignore_stop_signals,
     one_line_warnings,
 )
+from resnet_jax.data import folders  # noqa: E402
 from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.parallel import placement, replicated  # noqa: E402
 from resnet_jax.predict import read_batches  # noqa: E402
+from resnet_jax.runs import workdir  # noqa: E402
+from resnet_jax.signals import ignore_stop_signals  # noqa: E402
+from resnet_jax.train import scoring  # noqa: E402
 from resnet_jax.weights import Weights, load_weights, run_data  # noqa: E402
-from resnet_jax.weights_table import Published  # noqa: E402
+from resnet_jax.weights.table import Published  # noqa: E402
 
 SYNSET = re.compile(r"n\d{8}")  # an ImageNet (WordNet) class folder: n01440764
 
@@ -122,8 +125,8 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
     ``flip``, of the logits averaged over each image and its mirror."""
     files, labels = folder_labels(root, weights)
     devices = jax.local_device_count()
-    batch_size = evaluation.batch_size(batch_size, len(files), devices)
-    p_eval = evaluation.parallel_eval(weights.model.apply, _as_read, "pmap", flip)
+    batch_size = scoring.batch_size(batch_size, len(files), devices)
+    p_eval = scoring.parallel_eval(weights.model.apply, _as_read, "pmap", flip)
     variables = jax.device_put(weights.variables, replicated(jax.local_devices()))
     skipped: list[str] = []
     read: set[str] = set()  # the class folders with a readable image
@@ -145,7 +148,7 @@ def evaluate_folder(weights: Weights, root: Path, batch_size: int = 64,
 
     started = time.perf_counter()
     with tqdm(total=len(files), unit="img", desc="evaluating", file=sys.stderr) as bar:
-        sums = evaluation.totals(p_eval, variables, None, batches())
+        sums = scoring.totals(p_eval, variables, None, batches())
     seconds = time.perf_counter() - started
     unread = sorted(set(folders.class_folders(root)) - read)
     if unread and read:
@@ -177,8 +180,8 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
     flips): the latest checkpoint's top-1 is the run's final test accuracy (its
     ``ema_final_test_accuracy`` where it keeps a moving average of the weights, which is
     then what is evaluated; ``raw``: the trained weights)."""
-    from resnet_jax.checkpoints import run_directory
-    from resnet_jax.pipelines import evaluation_pipeline
+    from resnet_jax.data.pipelines import evaluation_pipeline
+    from resnet_jax.runs.checkpoints import run_directory
 
     config = ml_collections.ConfigDict(workdir.read_config(run_directory(run_dir)))
     weights = load_weights(None, str(run_dir), step=step, raw=raw)
@@ -186,16 +189,16 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
     pipeline = evaluation_pipeline(config, weights.preprocessing.mean, weights.preprocessing.std)
     try:
         _check_same_data(run_data(run_dir), pipeline, config.dataset)
-        batch_size = evaluation.batch_size(batch_size or config.eval_batch_size,
+        batch_size = scoring.batch_size(batch_size or config.eval_batch_size,
                                            pipeline.eval_examples, jax.device_count())
         where = placement(config)
         variables, resident = jax.device_put((weights.variables, pipeline.resident()), where)
-        p_eval = evaluation.parallel_eval(weights.model.apply, pipeline.prepare_eval,
+        p_eval = scoring.parallel_eval(weights.model.apply, pipeline.prepare_eval,
                                           config.parallel, flip)
         started = time.perf_counter()
         batches = tqdm(pipeline.eval_batches(batch_size), unit="batch", desc="evaluating",
                        total=-(-pipeline.eval_examples // batch_size), file=sys.stderr)
-        sums = evaluation.totals(p_eval, variables, resident, batches)
+        sums = scoring.totals(p_eval, variables, resident, batches)
     finally:
         pipeline.close()
     seconds = time.perf_counter() - started
@@ -212,7 +215,7 @@ def evaluate_run(run_dir: Path, batch_size: int | None = None, step: int | None 
 def _result(sums: dict[str, float], classes: int, data_name: str) -> dict[str, Any]:
     """Top-1 and top-5 in percent (top-5 None among five classes or fewer), the mean loss
     and the examples counted; a DataError when none could be read."""
-    metrics = evaluation.test_metrics(sums, classes)
+    metrics = scoring.test_metrics(sums, classes)
     if not metrics["eval_examples"]:
         raise data.DataError(f"no image of {data_name} could be read; check the files")
     top5 = metrics.get("test_top5_accuracy")

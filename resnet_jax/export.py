@@ -15,7 +15,7 @@
 - ``export.json``: the preprocessing that makes those images (resize, crop, mean, std,
   interpolation), the class names, the input signature and where the weights came from.
 
-An NNX model exports through its linen variables (:func:`resnet_jax.nnx.linen_variables`,
+An NNX model exports through its linen variables (:func:`resnet_jax.models.nnx.linen_variables`,
 string keys, which any serialiser takes) and the linen model, whose logits are the NNX
 model's bit for bit.
 """

@@ -66,3 +66,15 @@ def setting(key: str, value: Any) -> str:
     if which == CONFIG:
         return f"{spelled}={value}"
     return spelled if value is True else f"{spelled} {value}"
+
+
+# Config keys that became several, each its own choice (a saved run's old key reads as all).
+SPLIT_KEYS = {"decay_norm_and_bias": ("decay_norm", "decay_bias")}
+
+
+def split_key(key: str) -> str | None:
+    """What became of ``key`` if it is a config key that was split, as an error says it."""
+    if key not in SPLIT_KEYS:
+        return None
+    return (f"config key {key} is now {' and '.join(SPLIT_KEYS[key])}, each its own choice; "
+            "set those instead")

@@ -4,7 +4,7 @@
 
 ``--weights``: a torchvision weights name, a torchvision ``.pth`` state dict, or a
 training run's work directory (its model is read from the run). A folder stands for the
-images under it, at any depth (the walker of :mod:`resnet_jax.folders`). The images go
+images under it, at any depth (the walker of :mod:`resnet_jax.data.folders`). The images go
 through the weights' own evaluation transform, in batches. ``--json`` prints only a
 JSON list on stdout: ``{"image": path, "top5": [[index, name, probability], ...]}``
 per image (``{"image": path, "error": why}`` for a file that cannot be read).
@@ -13,7 +13,7 @@ per image (``{"image": path, "error": why}`` for a file that cannot be read).
 from __future__ import annotations
 
 if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is one line too
-    from resnet_jax.command_line import exit_on_stop_signals
+    from resnet_jax.signals import exit_on_stop_signals
 
     exit_on_stop_signals()
 
@@ -29,17 +29,22 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from resnet_jax import folders, hints  # noqa: E402
+from resnet_jax import hints  # noqa: E402
 from resnet_jax.command_line import (  # noqa: E402
     ArgumentParser,
     add_checkpoint_options,
     at_least,
-    ignore_stop_signals,
     one_line_warnings,
 )
-from resnet_jax.errors import DataError, ResNetError  # noqa: E402
-from resnet_jax.pipelines.images import UnreadableImage  # noqa: E402
-from resnet_jax.weights import Preprocessing, Weights, WeightsError, load_weights  # noqa: E402
+from resnet_jax.data import folders  # noqa: E402
+from resnet_jax.data.pipelines.images import UnreadableImage  # noqa: E402
+from resnet_jax.errors import (  # noqa: E402
+    DataError,
+    ResNetError,
+    WeightsError,  # noqa: E402
+)
+from resnet_jax.signals import ignore_stop_signals  # noqa: E402
+from resnet_jax.weights import Preprocessing, Weights, load_weights  # noqa: E402
 
 
 def log_probabilities(weights: Weights, flip: bool = False) -> Any:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from configs import smoke
-from resnet_jax.config_schema import ignored
+from resnet_jax.train.config_schema import ignored
 
 REPO = Path(__file__).resolve().parents[1]
 

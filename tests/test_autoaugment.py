@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, autoaugment
 
 from benchmarks.input_pipeline import make_photo
-from resnet_jax.pipelines import autoaugment as ours
+from resnet_jax.data.pipelines import autoaugment as ours
 
 HEIGHT, WIDTH = 24, 32
 PHOTO = Image.fromarray(make_photo(np.random.default_rng(0), HEIGHT, WIDTH))

@@ -9,7 +9,7 @@ from PIL import Image
 
 from configs import smoke
 from resnet_jax import data
-from resnet_jax.pipelines import datasets, images
+from resnet_jax.data.pipelines import datasets, images
 
 
 def config_for(dataset, **overrides):
@@ -152,7 +152,8 @@ def test_local_sources_do_not_import_tensorflow(tmp_path):
     import sys
 
     root = write_image_folder(tmp_path / "images")
-    code = ("import sys; from configs import smoke; from resnet_jax.pipelines import datasets; "
+    code = ("import sys; from configs import smoke; "
+            "from resnet_jax.data.pipelines import datasets; "
             f"c = smoke.get_config(); c.dataset = 'folder:{root}'; datasets.load_dataset(c); "
             "c.dataset = 'synthetic'; datasets.load_dataset(c); "
             "print('tensorflow' in sys.modules)")
@@ -179,7 +180,7 @@ def test_class_folders_are_read_at_any_depth_hidden_ones_left_out_loose_images_n
 
 def test_images_smaller_than_the_network_takes_are_refused_naming_the_way_out(tmp_path):
     root = write_image_folder(tmp_path / "images", size=3)
-    from resnet_jax.pipelines import build_pipeline
+    from resnet_jax.data.pipelines import build_pipeline
 
     with pytest.raises(data.DataError, match="the images are 3x3, smaller than resnet20's total "
                        "stride of 4: stream them resized"):

@@ -3,6 +3,7 @@ read through one layer by train.py, evaluate, predict, init_from and the library
 the same damage gets the same answer everywhere, in the words of the door it came in by,
 and nothing on disk changes."""
 
+import importlib
 import json
 import re
 import shutil
@@ -23,9 +24,9 @@ from helpers import REPO, run_train_in_process, tiny_config
 from ml_collections import ConfigDict
 from PIL import Image
 
-from resnet_jax import create_model, evaluate, folders, hints, predict, pretrained, restore
-from resnet_jax import nnx as resnet_nnx
-from resnet_jax.config_schema import validate
+from resnet_jax import create_model, evaluate, hints, predict, pretrained, restore
+from resnet_jax.data import folders
+from resnet_jax.data.pipelines import datasets, sources
 from resnet_jax.errors import (
     ArgumentError,
     CheckpointError,
@@ -35,9 +36,10 @@ from resnet_jax.errors import (
     ResNetWarning,
     WeightsError,
 )
-from resnet_jax.loop import train_and_evaluate
-from resnet_jax.pipelines import datasets, sources
-from resnet_jax.torch_compat import to_torchvision
+from resnet_jax.models import nnx as resnet_nnx
+from resnet_jax.models.torch_compat import to_torchvision
+from resnet_jax.train.config_schema import validate
+from resnet_jax.train.loop import train_and_evaluate
 from resnet_jax.weights import Weights, initial_variables, load_weights
 
 
@@ -741,9 +743,10 @@ def test_integer_pixels_are_refused_before_they_reach_the_first_convolution():
     lambda: resnet_nnx.create_model("resnet20", rngs=nnx.Rngs(0), variables={"fc.weight": 1}),
     lambda: resnet_nnx.create_model("resnet20", rngs=nnx.Rngs(params=0), drop_path_rate=0.1),
     lambda: to_torchvision({"params": {}}, "resnet20"),
-    lambda: __import__("resnet_jax.torch_compat").torch_compat.from_torchvision(
+    lambda: importlib.import_module("resnet_jax.models.torch_compat").from_torchvision(
         torch.nn.Linear(2, 2), "resnet20"),
-    lambda: __import__("resnet_jax.summary").summary.summarize(create_model("resnet20"), (2,)),
+    lambda: importlib.import_module("resnet_jax.models.layer_table").summarize(
+        create_model("resnet20"), (2,)),
     lambda: create_model("resnet20", dtype="bf16"),
     lambda: resnet_nnx.load_variables(create_model("resnet20"), {}),
     lambda: resnet_nnx.linen_variables(create_model("resnet20")),
@@ -764,7 +767,7 @@ def test_every_error_a_user_can_cause_through_the_library_is_a_resnet_error(call
 
 
 def test_a_state_dict_that_does_not_fit_as_given_says_how_to_make_it_fit():
-    from resnet_jax.torch_compat import from_torchvision
+    from resnet_jax.models.torch_compat import from_torchvision
 
     state = {k: torch.from_numpy(v) for k, v in resnet20_state_dict().items()}
     cases = [({"state_dict": state, "epoch": 3}, "pass checkpoint['state_dict']"),
@@ -922,7 +925,7 @@ def test_a_recorded_config_that_predates_a_key_reads_it_as_off(run, tmp_path):
 
 
 def test_a_resume_says_how_many_steps_it_trains_again_up_to_the_new_end(tmp_path):
-    from resnet_jax.report import resume_line
+    from resnet_jax.train.report import resume_line
 
     (tmp_path / "segments.json").write_text(json.dumps([{"first_step": 0, "last_step": 175,
                                                          "wall_seconds": 9.0}]))

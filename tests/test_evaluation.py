@@ -11,8 +11,8 @@ from helpers import tiny_config
 from PIL import Image
 
 from resnet_jax import data, evaluate, predict
-from resnet_jax.config_schema import ConfigError
-from resnet_jax.loop import train_and_evaluate
+from resnet_jax.train.config_schema import ConfigError
+from resnet_jax.train.loop import train_and_evaluate
 from resnet_jax.weights import Preprocessing, Weights
 
 CLASSES = {"cat": (200, 40, 40), "dog": (40, 200, 40), "frog": (40, 40, 200)}
@@ -154,8 +154,8 @@ def test_test_time_flips_average_the_logits_of_each_image_and_its_mirror():
     import jax
 
     from resnet_jax import create_model
-    from resnet_jax.evaluation import parallel_eval
     from resnet_jax.parallel import replicated
+    from resnet_jax.train.scoring import parallel_eval
 
     model = create_model("resnet20", num_classes=7, stage_sizes=(1, 1, 1))
     images = np.random.default_rng(0).standard_normal((8, 8, 8, 3), dtype=np.float32)

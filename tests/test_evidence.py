@@ -238,7 +238,7 @@ def test_the_wheelhouse_lists_what_a_machine_without_network_lacks(tmp_path):
     """A GPU machine's image with JAX, Flax and PyTorch but not the data libraries."""
     from importlib import metadata
 
-    from benchmarks import wheelhouse
+    from tools import wheelhouse
 
     freeze = tmp_path / "freeze.txt"
     image = ("absl-py==2.1.0\ncloudpickle==3.0\netils==1.7\nflax==0.12.8\njax==0.11.2\n"
@@ -262,7 +262,7 @@ def test_the_wheelhouse_lists_what_a_machine_without_network_lacks(tmp_path):
 
 
 def test_the_wheelhouse_adds_skips_matches_jax_plugins_and_quotes_a_bad_line(tmp_path, capsys):
-    from benchmarks import wheelhouse
+    from tools import wheelhouse
 
     freeze = tmp_path / "freeze.txt"
     freeze.write_text("absl-py==2.1.0\nnumpy==2.1.0\njax==0.4.30\njaxlib==0.4.30\n"
@@ -311,7 +311,7 @@ def test_the_wheelhouse_adds_skips_matches_jax_plugins_and_quotes_a_bad_line(tmp
         assert capsys.readouterr().err.strip() == (
             f"error: --have {freeze}: line 3, {line!r}, is not pip freeze's name==version, pip "
             "list's name and version, nor a package name; fix or remove it (see python -m "
-            "benchmarks.wheelhouse --help)")
+            "tools.wheelhouse --help)")
     freeze.write_text("Package    Version   Editable project location\n---------- --------- ----\n"
                       "numpy      2.1.0\nresnet-jax 0.1.0     /work\nfoo @ file:///x.whl\nbar\n")
     assert wheelhouse.installed_versions(freeze.read_text()) == {

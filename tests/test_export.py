@@ -15,10 +15,10 @@ from flax import nnx
 from helpers import REPO
 
 from resnet_jax import create_model
-from resnet_jax import nnx as resnet_nnx
 from resnet_jax.errors import ArgumentError
 from resnet_jax.export import INFO_FILE, export_model, load_jax_export, main
-from resnet_jax.torch_compat import to_torchvision
+from resnet_jax.models import nnx as resnet_nnx
+from resnet_jax.models.torch_compat import to_torchvision
 
 SHAPES = [(1, 32, 32), (3, 40, 48)]  # two batch sizes, two image sizes
 

@@ -9,8 +9,8 @@ import torch
 from helpers import tiny_config
 from torchvision.transforms import v2
 
-from resnet_jax import erasing, mixing
-from resnet_jax.config_schema import ConfigError
+from resnet_jax.train import erasing, mixing
+from resnet_jax.train.config_schema import ConfigError
 
 CLASSES = 5
 
@@ -80,7 +80,7 @@ def test_one_of_the_two_per_batch_and_the_dominant_label():
 
 def test_the_pytorch_twin_refuses_them():
     """(A run with them: test_training's reproducibility test.)"""
-    from benchmarks import torch_train
+    from torch_side import train as torch_train
 
     for option in ("mixup_alpha", "cutmix_alpha", "random_erasing"):
         with pytest.raises(ConfigError, match="the PyTorch twin neither mixes batches"):

@@ -36,7 +36,7 @@ def test_resnext_and_wide_resnet_have_torchvisions_parameter_count(name):
     with torch.device("meta"):  # shapes only
         theirs = sum(p.numel() for p in getattr(torchvision.models, name)().parameters())
     assert count(abstract_variables(create_model(name), 64)["params"]) == theirs
-    from resnet_jax.summary import summarize
+    from resnet_jax.models.layer_table import summarize
 
     published = torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta["_ops"]  # GMACs
     assert summarize(create_model(name), (224, 224, 3)).total_macs / 1e9 == pytest.approx(
@@ -254,7 +254,7 @@ def linen_gradients(remat, x, labels):
 def nnx_gradients(remat, x, labels):
     from flax import nnx
 
-    from resnet_jax.nnx import create_model as create_nnx_model
+    from resnet_jax.models.nnx import create_model as create_nnx_model
 
     model = create_nnx_model("resnet20", remat=remat, rngs=nnx.Rngs(0))
     model.train()
@@ -296,7 +296,7 @@ def test_remat_keeps_a_fifth_of_the_activations_as_the_readme_says():
 def test_remat_and_drop_rate_are_checked_when_the_model_is_made(options, message):
     from flax import nnx
 
-    from resnet_jax.nnx import create_model as create_nnx_model
+    from resnet_jax.models.nnx import create_model as create_nnx_model
 
     with pytest.raises(ValueError, match=re.escape(message)):
         create_model("resnet20", **options).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

@@ -11,10 +11,10 @@ import pytest
 import torch
 from flax import nnx
 
-from benchmarks.torch_parity import randomised_torchvision
 from resnet_jax import create_model as create_linen_model
-from resnet_jax.nnx import create_model, linen_variables, load_variables
-from resnet_jax.torch_compat import from_torchvision, to_torchvision
+from resnet_jax.models.nnx import create_model, linen_variables, load_variables
+from resnet_jax.models.torch_compat import from_torchvision, to_torchvision
+from torch_side.parity import randomised_torchvision
 
 # The CIFAR layouts, each shortcut and block kind once, and the deepest bar resnet1202 (the
 # other depths stack the same blocks); the ImageNet models are compared beside torchvision

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from resnet_jax import parallel
-from resnet_jax.pipelines import datasets, normalize, step_key
-from resnet_jax.pipelines.base import epoch_permutation, train_indices
-from resnet_jax.pipelines.in_memory import InMemory, augment, eval_batches
+from resnet_jax.data.pipelines import datasets, normalize, step_key
+from resnet_jax.data.pipelines.base import epoch_permutation, train_indices
+from resnet_jax.data.pipelines.in_memory import InMemory, augment, eval_batches
 
 
 def small_pipeline(augment=True, **options):

@@ -21,10 +21,11 @@ from torchvision.datasets.folder import pil_loader
 
 from benchmarks.input_pipeline import make_photo
 from resnet_jax import weights as weights_module
+from resnet_jax.errors import WeightsError
 from resnet_jax.evaluate import evaluate_run
-from resnet_jax.loop import train_and_evaluate
 from resnet_jax.models import list_models
-from resnet_jax.weights import WeightsError, load_weights, pretrained
+from resnet_jax.train.loop import train_and_evaluate
+from resnet_jax.weights import load_weights, pretrained
 
 SIZES = [(375, 500), (500, 375), (224, 224), (180, 320), (600, 200)]
 TORCHVISION_EVAL = transforms.Compose([
@@ -297,7 +298,7 @@ def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypa
 
 def test_fine_tuning_starts_from_other_weights_with_a_new_head(tmp_path, capfd):
     from resnet_jax import create_model
-    from resnet_jax.torch_compat import to_torchvision
+    from resnet_jax.models.torch_compat import to_torchvision
 
     source = create_model("resnet20", num_classes=4).init(jax.random.key(7),
                                                          np.zeros((1, 8, 8, 3), np.float32))

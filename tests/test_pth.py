@@ -14,9 +14,9 @@ import torch
 import torchvision
 from helpers import REPO
 
-from resnet_jax import pth
 from resnet_jax.data import CIFAR10_CLASSES
 from resnet_jax.errors import WeightsError
+from resnet_jax.weights import pth
 
 
 def odd_tensors() -> dict[str, torch.Tensor]:
@@ -85,7 +85,7 @@ def test_predict_evaluate_and_init_from_read_the_published_cifar_layout_without_
     from PIL import Image
 
     from resnet_jax import create_model
-    from resnet_jax.torch_compat import to_torchvision
+    from resnet_jax.models.torch_compat import to_torchvision
 
     variables = create_model("resnet20").init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
     state = {f"module.{k.replace('fc.', 'linear.')}": torch.from_numpy(np.array(v))
@@ -142,7 +142,7 @@ print('kernel sum', float(kernel.sum()))
 
 
 def test_imagenets_class_names_ship_with_the_package_as_torchvision_lists_them():
-    from resnet_jax.weights_table import class_set_names
+    from resnet_jax.weights.table import class_set_names
 
     expected = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
     assert class_set_names("ImageNet-1k") == list(expected)

@@ -11,7 +11,9 @@ import optax
 import pytest
 
 from resnet_jax import create_model, list_models
-from resnet_jax.config_schema import (
+from resnet_jax.parallel import PARALLEL
+from resnet_jax.runs.workdir import read_config
+from resnet_jax.train.config_schema import (
     KEYS,
     ConfigError,
     always,
@@ -19,17 +21,15 @@ from resnet_jax.config_schema import (
     ignored,
     validate,
 )
-from resnet_jax.parallel import PARALLEL
-from resnet_jax.report import mfu_summary
-from resnet_jax.training import (
+from resnet_jax.train.report import mfu_summary
+from resnet_jax.train.training import (
     OPTIMIZERS,
     SCHEDULES,
     cross_entropy,
     learning_rate_schedule,
     make_optimizer,
 )
-from resnet_jax.utilisation import Meter, peak_tflops
-from resnet_jax.workdir import read_config
+from resnet_jax.train.utilisation import Meter, peak_tflops
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.stem not in ("__init__", "recorded"))
@@ -190,7 +190,7 @@ def test_the_moving_average_follows_torchvisions_model_ema_step_by_step():
     import torch
     from torch.optim.swa_utils import AveragedModel
 
-    from resnet_jax import ema
+    from resnet_jax.train import ema
 
     decay, every, steps_per_epoch, epochs = 0.8, 2, 4, 3
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
@@ -273,7 +273,7 @@ def test_the_old_joint_decay_key_is_named_and_old_runs_read_as_split(tmp_path):
     config = load("smoke")
     with config.unlocked():
         config.decay_norm_and_bias = False
-    with pytest.raises(ConfigError, match="'decay_norm_and_bias' is now decay_norm and "
+    with pytest.raises(ConfigError, match="config key decay_norm_and_bias is now decay_norm and "
                                           "decay_bias, each its own choice"):
         validate(config, num_devices=1)
     saved = {**load("smoke").to_dict(), "decay_norm_and_bias": False}

@@ -14,8 +14,8 @@ import pytest
 from helpers import metric_rows, run_train_in_process, run_train_py, tiny_config
 
 from resnet_jax import restore
-from resnet_jax.checkpoints import CheckpointError
-from resnet_jax.loop import train_and_evaluate
+from resnet_jax.runs.checkpoints import CheckpointError
+from resnet_jax.train.loop import train_and_evaluate
 
 
 def wait_while_running(process, condition, timeout=120.0) -> bool:

@@ -23,8 +23,8 @@ from test_reliability import (
 )
 
 from benchmarks.input_pipeline import make_photo
-from resnet_jax.loop import train_and_evaluate
-from resnet_jax.pipelines import build_pipeline, images
+from resnet_jax.data.pipelines import build_pipeline, images
+from resnet_jax.train.loop import train_and_evaluate
 
 CLASSES = ("ant", "bee", "cat")
 BAD_TRAIN = ("bee/corrupt.jpg", "cat/truncated.jpg", "ant/notes.png")
@@ -198,7 +198,7 @@ def ffcv_resolution(epoch, min_res, max_res, end_ramp, start_ramp):
 
 def test_progressive_resizing_is_ffcvs_and_a_resume_mid_ramp_equals_a_straight_run(
         folder, tmp_path):
-    from resnet_jax.pipelines.base import ramp_size
+    from resnet_jax.data.pipelines.base import ramp_size
 
     for epoch in range(90):  # rn50_88_epochs.yaml's ramp, and a longer one
         assert ramp_size(epoch, 160, 192, (65, 76)) == ffcv_resolution(epoch, 160, 192, 76, 65)
@@ -312,7 +312,7 @@ def test_a_tfds_array_record_dataset_streams_without_tensorflow(tmp_path):
     check = f'''
 import sys
 from configs import smoke
-from resnet_jax.pipelines import build_pipeline
+from resnet_jax.data.pipelines import build_pipeline
 config = smoke.get_config()
 config.update(dataset="tiny_photos", data_dir="{data_dir}", pipeline="streaming",
               num_classes=2, image_size=16, eval_resize=16, batch_size=8)

@@ -4,7 +4,7 @@ import pytest
 
 from resnet_jax import create_model
 from resnet_jax.models import BasicBlock, Bottleneck
-from resnet_jax.summary import main, summarize
+from resnet_jax.models.layer_table import main, summarize
 
 
 @pytest.mark.parametrize("name,size,gmacs,rel", [

@@ -12,9 +12,10 @@ import torch
 import torchvision
 from flax import nnx as flax_nnx
 
-from benchmarks.torch_parity import randomised_torchvision
-from resnet_jax import create_model, nnx
-from resnet_jax.torch_compat import from_torchvision, looks_like, to_torchvision
+from resnet_jax import create_model
+from resnet_jax.models import nnx
+from resnet_jax.models.torch_compat import from_torchvision, looks_like, to_torchvision
+from torch_side.parity import randomised_torchvision
 
 DEPTHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -217,7 +218,7 @@ def test_variables_of_another_model_are_refused():
 
 
 def test_importing_the_bridge_does_not_import_torch():
-    code = "import sys, resnet_jax.torch_compat; print('torch' in sys.modules)"
+    code = "import sys, resnet_jax.models.torch_compat; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"

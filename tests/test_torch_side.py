@@ -10,13 +10,13 @@ import pytest
 import torch
 from helpers import metric_rows, tiny_config
 
-from benchmarks import torch_train
 from resnet_jax import create_model
-from resnet_jax.config_schema import ConfigError
-from resnet_jax.loop import train_and_evaluate
-from resnet_jax.pipelines import step_key
-from resnet_jax.pipelines.in_memory import augment, augmentation_draws
-from resnet_jax.summary import summarize
+from resnet_jax.data.pipelines import step_key
+from resnet_jax.data.pipelines.in_memory import augment, augmentation_draws
+from resnet_jax.models.layer_table import summarize
+from resnet_jax.train.config_schema import ConfigError
+from resnet_jax.train.loop import train_and_evaluate
+from torch_side import train as torch_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_the_twin_refuses_what_it_cannot_follow_before_writing(tmp_path, overrid
 
 def test_a_mistyped_config_key_is_one_line_as_in_train_py(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.torch_train", "--config", "configs/smoke.py",
+        [sys.executable, "-m", "torch_side.train", "--config", "configs/smoke.py",
          "--workdir", str(tmp_path / "run"), "--config.num_train_step=4"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 from helpers import metric_rows, run_train_in_process, run_train_py, tiny_config
 
-from resnet_jax import restore, train_calls
+from resnet_jax import restore
+from resnet_jax.data.pipelines import build_pipeline, normalize
 from resnet_jax.errors import CheckpointError, ConfigError, TrainingDiverged
 from resnet_jax.evaluate import evaluate_run
-from resnet_jax.loop import train_and_evaluate
 from resnet_jax.models import build_model
-from resnet_jax.pipelines import build_pipeline, normalize
-from resnet_jax.summary import summarize
-from resnet_jax.training import create_train_state, mean_metrics, parallel_train
+from resnet_jax.models.layer_table import summarize
+from resnet_jax.train import train_calls
+from resnet_jax.train.loop import train_and_evaluate
+from resnet_jax.train.training import create_train_state, mean_metrics, parallel_train
 
 
 def test_a_tiny_model_overfits_a_fixed_batch():
@@ -181,8 +182,8 @@ def test_the_norms_a_researcher_watches_are_the_steps_own(tmp_path):
     ratio is lr x grad norm / parameter norm, and the parameter norm is the initial one."""
     import optax
 
-    from resnet_jax.checkpoints import restore
-    from resnet_jax.training import create_train_state
+    from resnet_jax.runs.checkpoints import restore
+    from resnet_jax.train.training import create_train_state
 
     config = tiny_config(num_train_steps=1, log_every_steps=1, eval_every_steps=1,
                          checkpoint_every_steps=1, weight_decay=0.0, momentum=0.0)
@@ -200,7 +201,7 @@ def test_the_norms_a_researcher_watches_are_the_steps_own(tmp_path):
 
 
 def test_profile_steps_traces_that_window_into_the_runs_tensorboard_folder(tmp_path, capfd):
-    from resnet_jax.config_schema import ConfigError, validate
+    from resnet_jax.train.config_schema import ConfigError, validate
 
     train_and_evaluate(tiny_config(num_train_steps=12, profile_steps=(5, 7)), tmp_path / "run")
     traces = list((tmp_path / "run" / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
@@ -284,7 +285,7 @@ def test_stochastic_depth_and_batch_augmentations_train_reproducibly_and_only_wh
         runs[name] = [(r["train_loss"], r["train_accuracy"]) for r in metric_rows(tmp_path / name)
                       if "train_loss" in r]
     assert runs["on"] == runs["again"] and runs["on"] != runs["off"]
-    from benchmarks import torch_train
+    from torch_side import train as torch_train
 
     with pytest.raises(ConfigError, match="the PyTorch twin has no stochastic depth or head "
                                           "dropout"):

@@ -20,10 +20,10 @@ from torchvision import models
 from torchvision.transforms import InterpolationMode
 
 from benchmarks.input_pipeline import make_photo
-from resnet_jax import evaluate, predict, weights_table
+from resnet_jax import evaluate, predict
 from resnet_jax.errors import ArgumentError
 from resnet_jax.models import list_models
-from resnet_jax.weights import WeightsError, load_weights, main
+from resnet_jax.weights import WeightsError, load_weights, main, table
 
 TORCHVISION_MODELS = [name for name in list_models() if name in models.list_models()]
 
@@ -31,7 +31,7 @@ TORCHVISION_MODELS = [name for name in list_models() if name in models.list_mode
 def test_python_m_resnet_jax_weights_prints_the_table_the_readme_shows(capsys):
     assert main([]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 1 + len(weights_table.entries())
+    assert len(printed) == 1 + len(table.entries())
     assert printed[0].split()[:2] == ["model", "weights"]
     assert any(re.match(r"resnet20 +CIFAR10_AKAMASTER \(DEFAULT\) +91\.73 ", line)
                for line in printed)
@@ -42,7 +42,7 @@ def test_python_m_resnet_jax_weights_prints_the_table_the_readme_shows(capsys):
 @pytest.mark.parametrize("model", TORCHVISION_MODELS)
 def test_torchvisions_entries_are_torchvisions_own_table(model):
     table = models.get_model_weights(model)
-    ours = {entry.name: entry for entry in weights_table.entries()
+    ours = {entry.name: entry for entry in table.entries()
             if entry.model == model and entry.source == "torchvision"}
     assert sorted(ours) == sorted(weights.name for weights in table)
     for theirs in table:
@@ -63,7 +63,7 @@ def test_timms_entries_are_timms_pretrained_cfg_at_its_test_size():
     from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg
 
-    hub = [entry for entry in weights_table.entries() if entry.name.startswith("hf-hub:")]
+    hub = [entry for entry in table.entries() if entry.name.startswith("hf-hub:")]
     assert {entry.name for entry in hub} >= {f"hf-hub:timm/resnet50.{tag}"
                                              for tag in ("tv_in1k", "tv2_in1k", "a1_in1k")}
     for entry in hub:
@@ -78,7 +78,7 @@ def test_timms_entries_are_timms_pretrained_cfg_at_its_test_size():
 
 
 def test_every_hash_in_a_file_name_is_its_entrys_sha256():
-    for entry in weights_table.entries():
+    for entry in table.entries():
         named = re.search(r"-([0-9a-f]{8,})\.(pth|th)$", entry.url)
         assert (named[1] if named else None) == entry.sha256, entry.name
 
@@ -112,7 +112,7 @@ def own_entry(**changes):
      "percentages from 0 to 100"),
     ({"licence": "MIT"}, "entry 1 has unknown licence; an entry holds exactly model, name"),
     ({"name": "IMAGENET1K_V1", "model": "resnet18"}, "names resnet18 IMAGENET1K_V1 again, as "
-                                                     "weights_table.json, entry 1 does"),
+                                                     "table.json, entry 1 does"),
 ])
 def test_a_table_of_ones_own_is_checked_field_by_field_at_every_door(
         tmp_path, monkeypatch, capsys, changes, message):
@@ -130,7 +130,7 @@ def test_a_file_whose_hash_is_an_entrys_is_that_entry_whatever_its_name(tmp_path
     import jax
 
     from resnet_jax import create_model
-    from resnet_jax.torch_compat import to_torchvision
+    from resnet_jax.models.torch_compat import to_torchvision
     variables = create_model("resnet20", num_classes=2).init(jax.random.key(1),
                                                             np.zeros((1, 8, 8, 3)))
     file = tmp_path / "anything.bin"
@@ -275,7 +275,7 @@ def test_entries_that_contradict_themselves_or_each_other_are_refused(
         tmp_path, monkeypatch, entries, message):
     write_table(tmp_path, monkeypatch, *entries)
     with pytest.raises(WeightsError, match=re.escape(message)):
-        weights_table.entries()
+        table.entries()
 
 
 def test_a_name_mistyped_or_shadowed_is_told_what_it_was_taken_for(tmp_path, monkeypatch):
@@ -304,7 +304,7 @@ def test_a_cifar_state_dict_with_a_linear_head_reads_as_theirs_in_any_wrapping(t
     from safetensors.numpy import save_file
 
     from resnet_jax import create_model
-    from resnet_jax.torch_compat import to_torchvision
+    from resnet_jax.models.torch_compat import to_torchvision
 
     variables = create_model("resnet20").init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
     state = {f"module.{k.replace('fc.', 'linear.')}": np.array(v)

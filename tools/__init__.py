@@ -1,0 +1,1 @@
+"""Tools around the project: the wheelhouse for an offline accelerator machine."""
