@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -49,87 +47,24 @@ if __name__ == "__main__":  # Ctrl-C while it loads or plans: one line (parts: s
 
 from benchmarks.evidence_parts import PARTS, TORCH_IN_PROCESS, Context  # noqa: E402
 from benchmarks.evidence_report import RESULTS
+from benchmarks.evidence_results import (
+    code_identity,
+    device_info,
+    kind_folder,
+    read_result,
+    record,
+    result_path,
+)
 from resnet_jax import hints, signals
 from resnet_jax.command_line import ArgumentParser
 from resnet_jax.data import dataset_name_problem, resolved_dataset
 from resnet_jax.data.pipelines import describe_source
 from resnet_jax.errors import DataError
-from resnet_jax.runs.workdir import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_MINUTES = 10_080
 SMOKE_SECONDS = 60.0  # a part's estimate at smoke size, before it has been timed
 STOP_GRACE = 90.0  # seconds a part has after the deadline to save a checkpoint and stop
-PROBE = ("import json, jax; d = jax.devices(); print(json.dumps({'kind': d[0].device_kind, "
-         "'count': len(d), 'platform': d[0].platform, 'jax': jax.__version__}))")
-
-
-def code_identity(given: str | None) -> str:
-    """The last commit that touched anything outside benchmarks/results/: ``given``, else
-    git's; SystemExit where neither is there."""
-    if given:
-        return given
-    done = subprocess.run(["git", "log", "-1", "--format=%H", "--", ".",
-                           ":(exclude)benchmarks/results"], cwd=REPO, capture_output=True,
-                          text=True, check=False)
-    if done.returncode or not done.stdout.strip():
-        raise SystemExit("error: no git history here to name the code measured; pass --commit "
-                         "SHA, where SHA is what `git log -1 --format=%H -- . "
-                         "':(exclude)benchmarks/results'` prints in the repository")
-    return done.stdout.strip()
-
-
-def device_info() -> dict[str, Any]:
-    """This machine's accelerators, asked of JAX in a process of its own (so that this one
-    holds no device memory), with the driver and library versions."""
-    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"error: JAX cannot start here: {done.stderr.strip()[-300:]}")
-    info = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**info, "driver": _nvidia_driver(), "versions": _versions()}
-
-
-def _nvidia_driver() -> str | None:
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, check=False, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "torchvision", "grain")
-    return {"python": ".".join(map(str, sys.version_info[:3])),
-            **{name: version(name) for name in names}}
-
-
-def kind_folder(kind: str) -> str:
-    """A device kind as a folder name: 'NVIDIA H200' -> 'nvidia-h200'."""
-    return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-") or "unknown"
-
-
-def result_path(out: Path, kind: str, part: str) -> Path:
-    return out / kind_folder(kind) / f"{part}.json"
-
-
-def read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def plan(parts: list[str], out: Path, device: dict[str, Any], commit: str, minutes: float,
          again: bool, data: str | None, smoke: bool) -> list[tuple[str, float, str | None, str]]:
     """Per part: (name, estimated seconds, why it does not run (None if it does), where the
@@ -241,20 +176,6 @@ def part_work(args: Any, kind: str, name: str, commit: str) -> Path:
     there by an interrupted call of the same code resumes, never another code's."""
     return args.work / kind_folder(kind) / name / (commit[:12] + ("-smoke" if args.cpu_smoke
                                                                   else ""))
-
-
-def record(out: Path, device: dict[str, Any], name: str, commit: str, started: float,
-           figures: dict[str, Any], smoke: bool) -> Path:
-    path = result_path(out, device["kind"], name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"part": name, "device": {k: device[k] for k in ("kind", "count", "platform")},
-             "driver": device["driver"], "versions": device["versions"], "commit": commit,
-             "command": shlex.join(["python", "-m", "benchmarks.evidence", *sys.argv[1:]]),
-             "started": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(
-                 timespec="seconds"),
-             "seconds": round(time.time() - started, 1), "smoke": smoke, "figures": figures}
-    write_atomically(path, json.dumps(entry, indent=1) + "\n")
-    return path
 
 
 def check_inputs(parser: ArgumentParser, args: Any) -> list[str]:

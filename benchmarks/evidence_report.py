@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from resnet_jax.runs.workdir import write_atomically
+from resnet_jax.files import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

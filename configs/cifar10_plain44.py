@@ -1,9 +1,9 @@
 """Plain-44 on CIFAR-10: ResNet-44 without its shortcuts, the paper's recipe (degradation)."""
 
-from configs import paper_cifar
+from configs import base
 
 
 def get_config():
-    config = paper_cifar.get_config("resnet44")
+    config = base.get_config("resnet44")
     config.residual = False
     return config

@@ -1,7 +1,7 @@
-"""ResNet-44 on CIFAR-10, the paper's recipe (configs/paper_cifar.py)."""
+"""ResNet-44 on CIFAR-10, the paper's recipe (configs/base.py)."""
 
-from configs import paper_cifar
+from configs import base
 
 
 def get_config():
-    return paper_cifar.get_config("resnet44")
+    return base.get_config("resnet44")

@@ -8,7 +8,7 @@ run can be cut short from the command line (--config.num_train_steps=...)."""
 
 import os
 
-from configs import paper_cifar
+from configs import base
 
 TRAIN_EXAMPLES = 1_281_167  # ImageNet-1k (ILSVRC 2012) training images
 EPOCHS = 90
@@ -27,7 +27,7 @@ def train_epochs(config, batch_size: int, epochs: int) -> int:
 
 
 def get_config(model: str = "resnet50"):
-    config = paper_cifar.get_config(model)
+    config = base.get_config(model)
     config.num_classes = 1000
     config.dtype = "bfloat16"
     config.dataset = "imagenet2012"  # or "folder:PATH" (PATH/train/<class>/, PATH/val/<class>/)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ml_collections
 
-from configs import paper_cifar
+from configs import base
 from resnet_jax.errors import WorkdirError
 from resnet_jax.runs.workdir import read_config
 
@@ -16,7 +16,7 @@ def get_config(workdir: str) -> ml_collections.ConfigDict:
     saved = read_config(Path(workdir).expanduser())
     if saved is None:
         raise FileNotFoundError(f"{workdir}/config.json")
-    config = paper_cifar.get_config()
+    config = base.get_config()
     for key, value in saved.items():
         value = tuple(value) if isinstance(value, list) else value
         try:

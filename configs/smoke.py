@@ -1,10 +1,10 @@
 """A one-minute CPU check of the whole pipeline: synthetic data, ResNet-20."""
 
-from configs import paper_cifar
+from configs import base
 
 
 def get_config():
-    config = paper_cifar.get_config("resnet20")
+    config = base.get_config("resnet20")
     config.dataset = "synthetic"
     config.synthetic_examples = (512, 200)
     config.batch_size = 64

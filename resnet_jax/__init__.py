@@ -15,7 +15,7 @@ import sys
 # Each name is imported on first use: the command lines start (and take stop signals) before
 # JAX loads, and Orbax and the image libraries are not needed for the models alone.
 _HOMES = {"BasicBlock": "models", "Bottleneck": "models", "ResNet": "models",
-          "create_model": "models", "list_models": "models", "restore": "runs.checkpoints",
+          "create_model": "models", "list_models": "models", "restore": "runs.trained",
           "pretrained": "weights"}
 
 # Modules that moved into the sub-packages, under the names the README has always used: each

@@ -41,7 +41,7 @@ from resnet_jax.command_line import (  # noqa: E402
     at_least,
     one_line_warnings,
 )
-from resnet_jax.data import folders  # noqa: E402
+from resnet_jax.data import description, folders  # noqa: E402
 from resnet_jax.errors import ResNetError  # noqa: E402
 from resnet_jax.parallel import placement, replicated  # noqa: E402
 from resnet_jax.predict import read_batches  # noqa: E402
@@ -226,7 +226,7 @@ def _result(sums: dict[str, float], classes: int, data_name: str) -> dict[str, A
 
 def _check_same_data(saved: dict[str, Any], pipeline: Any, dataset: str) -> None:
     """The run's evaluation data must be what it evaluated while training."""
-    change = data.description_change(saved, {"class_names": pipeline.class_names,
+    change = description.change(saved, {"class_names": pipeline.class_names,
                                              "eval_examples": pipeline.eval_examples})
     if change:
         raise data.DataError(f"{dataset} has changed since the run trained on it ({change}); "

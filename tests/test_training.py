@@ -182,7 +182,7 @@ def test_the_norms_a_researcher_watches_are_the_steps_own(tmp_path):
     ratio is lr x grad norm / parameter norm, and the parameter norm is the initial one."""
     import optax
 
-    from resnet_jax.runs.checkpoints import restore
+    from resnet_jax.runs.trained import restore
     from resnet_jax.train.training import create_train_state
 
     config = tiny_config(num_train_steps=1, log_every_steps=1, eval_every_steps=1,

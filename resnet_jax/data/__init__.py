@@ -1,6 +1,6 @@
 """What a dataset is called, for every pipeline: the names ``config.dataset`` takes,
-published statistics and class names, and how a run's data description tells the same
-data again (a class-per-folder tree's rules are :mod:`resnet_jax.data.folders`').
+published statistics and class names (a class-per-folder tree's rules are
+:mod:`resnet_jax.data.folders`'; a run's record of its data, :mod:`resnet_jax.data.description`).
 
 Names (``config.dataset``):
   - a TFDS name (``cifar10``, ``cifar100``, ``imagenet2012``, ...), read from ``config.data_dir``
@@ -14,14 +14,10 @@ The loaders are :mod:`resnet_jax.data.pipelines.datasets` (in memory) and
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from resnet_jax.arguments import MAX_IMAGE_SIDE
 from resnet_jax.errors import DataError
 from resnet_jax.quiet import absl_logs_quiet
 
@@ -44,65 +40,6 @@ def resolved_dataset(name: str) -> str:
     if not prefix or not path:
         return name
     return prefix + str(Path(path).expanduser().resolve())
-
-
-def description_change(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
-    """How the data described by ``now`` differs from the description a run saved (see
-    dataset.json; the keys both hold are compared), or None if it does not."""
-    def both(key: str) -> bool:
-        return key in saved and key in now
-
-    change = both("class_names") and class_change(saved["class_names"], now["class_names"])
-    if change:
-        return change
-    for key, what in (("train_examples", "training images"), ("eval_examples",
-                                                              "evaluation images")):
-        if both(key) and saved[key] != now[key]:
-            return f"{saved[key]} {what} then, {now[key]} now"
-    for key in ("mean", "std"):
-        if both(key) and not np.allclose(saved[key], now[key], rtol=1e-6):
-            return (f"the training images' per-channel {key} was {_rounded(saved[key])}, now "
-                    f"{_rounded(now[key])}")
-    return None
-
-
-def description_problem(saved: Any) -> str | None:
-    """What makes a run's data description (dataset.json) unusable for inference (a field
-    missing, or of the wrong kind), or None."""
-    if not isinstance(saved, dict):
-        return f"holds a JSON {type(saved).__name__}, not the run's data description"
-    names = saved.get("class_names")
-    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
-        return "class_names must be a list of the class names (two or more)"
-    for key in ("mean", "std"):
-        values = saved.get(key)
-        if not (isinstance(values, list) and len(values) == 3
-                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                        and v <= 1 and (v >= 0 if key == "mean" else v > 0) for v in values)):
-            interval = "[0, 1]" if key == "mean" else "(0, 1]"
-            return f"{key} must be three numbers in {interval}, one per channel"
-    for key in ("image_size", "eval_resize", "eval_image_size"):
-        value = saved.get(key, 1 if key == "eval_image_size" else None)
-        if not (isinstance(value, int) and not isinstance(value, bool)
-                and 1 <= value <= MAX_IMAGE_SIDE):
-            return f"{key} must be a whole number of pixels from 1 to {MAX_IMAGE_SIDE}"
-    return None
-
-
-def _rounded(values: list[float]) -> str:
-    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
-
-
-def class_change(trained: list[str], found: list[str]) -> str | None:
-    """How the classes ``found`` in the data now differ from those a run ``trained`` on
-    (in order), or None if they are the same."""
-    if list(found) == list(trained):
-        return None
-    gone = [name for name in trained if name not in found]
-    new = [name for name in found if name not in trained]
-    if not gone and not new:
-        return "the same classes in another order"
-    return f"classes only in the run: {listed(gone)}; only in the data now: {listed(new)}"
 
 
 def listed(names: list[str]) -> str:

@@ -1,6 +1,7 @@
 """Orbax checkpoints under ``WORKDIR/checkpoints`` (the train state, item ``default``, the
 input pipeline's position, item ``pipeline``, and a copy of the run's dataset.json, item
-``dataset``), and restore for inference."""
+``dataset``): written by the trainer, read by resume, and by the readers of a run's trained
+weights (:mod:`resnet_jax.runs.trained`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
@@ -23,11 +23,9 @@ from resnet_jax import arguments, hints
 from resnet_jax.errors import (
     CheckpointError,
     CheckpointMismatch,
-    ResNetError,
     ResNetWarning,
     WorkdirError,
 )
-from resnet_jax.models import ResNet, build_model, variables_problem
 from resnet_jax.parallel import replicated
 from resnet_jax.progress import warn
 from resnet_jax.quiet import absl_logs_quiet, damage_quiet
@@ -326,83 +324,6 @@ def _reader(directory: Path) -> Iterator[Any]:
     with absl_logs_quiet(), ocp.CheckpointManager(directory, options=options,
                                                   item_handlers=_item_handlers()) as manager:
         yield manager
-
-
-def restore(run_dir: str | Path, step: int | None = None,
-            raw: bool = False) -> tuple[ResNet, dict[str, Any]]:
-    """The model and its ``{'params', 'batch_stats'}`` from a training run, for inference,
-    on this process's first device (any device count may have trained it): the moving
-    average of the weights where the run keeps one (``ema_decay``), the trained weights
-    themselves where it does not or with ``raw``.
-
-    ``step`` defaults to the newest readable checkpoint (a newer unreadable one is passed
-    over with a ResNetWarning; nothing is moved). Errors are ResNetErrors: a
-    ``run_dir`` that is no run, a ``step`` that is missing or unreadable (the message lists
-    the readable ones), ``raw`` for a run that keeps no average.
-    """
-    model, variables, _ = read_weights(run_dir, step, raw)
-    _say_averaged(run_dir, raw)
-    return model, variables
-
-
-def _say_averaged(run_dir: str | Path, raw: bool) -> None:
-    """A ResNetWarning where the weights handed out are a run's moving average."""
-    if not raw and (workdir.read_config(Path(run_dir)) or {}).get("ema_decay"):
-        warnings.warn(ResNetWarning(f"{run_dir} keeps a moving average of its weights: these "
-                                    "are the average (raw=True: the trained weights)"),
-                      stacklevel=3)
-
-
-def read_weights(run_dir: str | Path, step: int | None = None,
-                 raw: bool = False) -> tuple[ResNet, dict[str, Any], int]:
-    """:func:`restore`, with the step of the checkpoint read."""
-    step, raw = arguments.step(step), arguments.switch("raw", raw)
-    path = run_directory(run_dir)
-    config = ml_collections.ConfigDict(workdir.read_config(path))
-    edited = f"{path / workdir.CONFIG_FILE} was edited or replaced; put back the run's own"
-    try:
-        model = build_model(config).clone(bn_axis_name=None)
-    except (ResNetError, AttributeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"the model of {path / workdir.CONFIG_FILE} cannot be made "
-                              f"({error}): {edited}") from None
-    step, saved = read_checkpoint(run_dir, step)
-    averaged = saved.get("ema") is not None
-    if averaged != bool(config.get("ema_decay")):
-        raise CheckpointError(f"config.json names ema_decay={config.get('ema_decay')}, but the "
-                              f"checkpoint of step {step} keeps {'a' if averaged else 'no'} "
-                              f"moving average of the weights: {edited}")
-    if raw and not averaged:
-        raise CheckpointError(f"{hints.setting('raw', True)} picks a run's trained weights over "
-                              f"the moving average it keeps; {run_dir} keeps none (ema_decay=0): "
-                              f"leave out {hints.name('raw')}")
-    variables = (dict(saved["ema"]) if averaged and not raw
-                 else {"params": saved["params"], "batch_stats": saved["batch_stats"]})
-    problem = variables_problem(model, variables)
-    if problem:
-        raise CheckpointError(f"the checkpoint of step {step} under {run_dir} does not fit the "
-                              f"{config.model} its config.json names ({problem}): config.json "
-                              "was edited or replaced; put back the run's own")
-    return model, variables, step
-
-
-def saved_data_description(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's dataset.json, or the copy its newest readable checkpoint keeps of it (with
-    a ResNetWarning where the file is there but unreadable); None if neither is there.
-    WorkdirError where the file and the copy disagree: the file was edited or replaced."""
-    path = Path(run_dir) / workdir.DATA_FILE
-    saved, copy = workdir.read_data_description(Path(run_dir)), latest_json_item(run_dir, DATA)
-    if saved is None:
-        if path.exists() and copy is not None:
-            warnings.warn(ResNetWarning(f"{path} cannot be read as JSON; read the copy the "
-                                        "run's checkpoints keep"), stacklevel=2)
-        return copy
-    differing = sorted(key for key in saved.keys() & (copy or {}).keys()
-                       if saved[key] != copy[key])
-    if differing:
-        raise WorkdirError(f"{path} differs from the copy the run's checkpoints keep (in "
-                           f"{', '.join(differing)}): it was edited or replaced; put back the "
-                           "run's own (or delete it: the copy is read)")
-    return saved
 
 
 def latest_json_item(run_dir: str | Path, item: str) -> dict[str, Any] | None:

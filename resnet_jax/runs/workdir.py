@@ -20,6 +20,7 @@ import ml_collections
 
 from resnet_jax import hints
 from resnet_jax.errors import WorkdirError
+from resnet_jax.files import PARTIAL_SUFFIX, write_atomically
 from resnet_jax.progress import warn
 
 CONFIG_FILE = "config.json"
@@ -33,18 +34,9 @@ TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 SET_ASIDE_DIR = "unreadable_checkpoints"
 LOCK_FILE = ".lock"
-PARTIAL_SUFFIX = ".partial"
 # Keys every resnet_jax config.json holds: a config.json without them is somebody else's.
 IDENTIFYING_KEYS = ("model", "dataset", "batch_size", "seed")
 
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-    """Replace ``path`` by ``text`` whole: a kill at any moment leaves the old or the new file."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def _is_leftover(name: str) -> bool:

@@ -17,137 +17,55 @@ boundaries that a shortened run will not reach, which are named in a warning.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
 from resnet_jax import data, hints, parallel, weights
-from resnet_jax.arguments import MAX_IMAGE_SIDE
 from resnet_jax.data import pipelines
 from resnet_jax.data.pipelines import autoaugment
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model, list_models, relation_problems
 from resnet_jax.train import train_calls, training
-
-Check = Callable[[Any], "str | None"]  # a value's problem ("must be ..."), or None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and value == value  # not NaN
-
-
-def integer(low: int, high: int | None = None) -> Check:
-    def check(value: Any) -> str | None:
-        if _is_int(value) and value >= low and (high is None or value <= high):
-            return None
-        return f"must be an integer {_range(low, high)}"
-    return check
-
-
-def number(low: float, high: float | None = None, *, below_high: bool = False) -> Check:
-    def check(value: Any) -> str | None:
-        ok = _is_number(value) and value >= low and value != float("inf")
-        if ok and high is not None:
-            ok = value < high if below_high else value <= high
-        return None if ok else f"must be a finite number {_range(low, high, below_high)}"
-    return check
-
-
-def _range(low: float, high: float | None, below_high: bool = False) -> str:
-    if high is None:
-        return f">= {low}"
-    return f"in [{low}, {high}{')' if below_high else ']'}"
-
-
-def one_of(choices: Callable[[], Any]) -> Check:
-    def check(value: Any) -> str | None:
-        valid = list(choices())
-        if value in valid:
-            return None
-        close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        shown = ["'' (off)" if v == "" else str(v) for v in valid]
-        return f"must be one of: {', '.join(shown)}{hint}"
-    return check
-
-
-def boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be True or False"
-
-
-def text(value: Any) -> str | None:
-    return None if isinstance(value, str) else "must be a string"
-
-
-def directory(value: Any) -> str | None:
-    """A directory path, or "" for none."""
-    problem = text(value)
-    if problem or not value:
-        return problem
-    return "is a file; give a directory" if Path(value).expanduser().is_file() else None
-
-
-def dataset(value: Any) -> str | None:
-    return text(value) or data.dataset_name_problem(value)
-
-
-def sequence(item: Check, length: int | None = None) -> Check:
-    def check(value: Any) -> str | None:
-        if not isinstance(value, tuple | list) or (length is not None and len(value) != length):
-            return f"must be a tuple of {length or 'any number of'} values"
-        problems = ((v, item(v)) for v in value)
-        return next((f"has {v!r}, which {problem}" for v, problem in problems if problem), None)
-    return check
-
-
-Unused = Callable[[Mapping[str, Any]], "str | None"]  # why a key has no effect here, or None
-
-
-def always(config: Mapping[str, Any]) -> None:
-    """The key takes effect under every setting."""
-    return None
-
-
-def unused_when(test: Callable[[Mapping[str, Any]], Any], why: str) -> Unused:
-    """No effect where ``test(config)`` holds; ``why`` (formatted with the config) says so."""
-    def unused(config: Mapping[str, Any]) -> str | None:
-        return why.format(**config) if test(config) else None
-    return unused
-
-
-@dataclasses.dataclass(frozen=True)
-class Key:
-    fixed: bool  # True: part of the experiment; False: free to change on resume
-    check: Check
-    unused: Unused  # where the key's value has no effect (a chosen one there is refused)
-
-
-FIXED, FREE = True, False
-INT32_MAX = 2**31 - 1  # the step counter is int32
-STEPS = integer(1, INT32_MAX)
-POSITIVE = integer(1)
-SIDE, SIDE_OR_OFF = integer(1, MAX_IMAGE_SIDE), integer(0, MAX_IMAGE_SIDE)  # image sides
-IN_MEMORY = "under pipeline={pipeline}, which "
-NOT_SGD = unused_when(lambda c: c["optimizer"] != "sgd", "with optimizer={optimizer}, which has "
-                      "no momentum (Adam's moment decay is fixed)")
-NOT_PIECEWISE = "under schedule={schedule}; only the piecewise schedule has boundaries"
-NO_DECAY = unused_when(lambda c: not c["weight_decay"], "with weight_decay=0, which decays nothing")
-NO_MOMENTUM = unused_when(lambda c: not c["momentum"],
-                          "with momentum=0, without which Nesterov's step is plain SGD's")
+from resnet_jax.train.key_checks import (
+    FIXED,
+    FREE,
+    IN_MEMORY,
+    INT32_MAX,
+    NO_DECAY,
+    NO_MOMENTUM,
+    NOT_PIECEWISE,
+    NOT_SGD,
+    POSITIVE,
+    SIDE,
+    SIDE_OR_OFF,
+    STEPS,
+    Key,
+    always,
+    boolean,
+    dataset,
+    directory,
+    either,
+    integer,
+    number,
+    one_of,
+    sequence,
+    text,
+    unused_when,
+)
 
 
 def _no_warmup(config: Mapping[str, Any]) -> str | None:
     if config["schedule"] == "onecycle":
         return "under schedule=onecycle, which has a warm-up of its own"
     return None if config["warmup_steps"] else "with warmup_steps=0, which has no warm-up"
+
+
+_no_warmup.why = ("under schedule=onecycle, which has a warm-up of its own; with warmup_steps=0, "
+                  "which has no warm-up")
 
 
 KEYS: dict[str, Key] = {
@@ -211,7 +129,7 @@ KEYS: dict[str, Key] = {
     # The optimizer and its schedule.
     "optimizer": Key(FIXED, one_of(lambda: training.OPTIMIZERS), always),
     "momentum": Key(FIXED, number(0, 1, below_high=True), NOT_SGD),
-    "nesterov": Key(FIXED, boolean, lambda c: NOT_SGD(c) or NO_MOMENTUM(c)),
+    "nesterov": Key(FIXED, boolean, either(NOT_SGD, NO_MOMENTUM)),
     "learning_rate": Key(FIXED, number(0), always),
     "schedule": Key(FIXED, one_of(lambda: training.SCHEDULES), always),
     "lr_boundaries": Key(FIXED, sequence(integer(0, INT32_MAX)), unused_when(
@@ -254,7 +172,7 @@ def _key_problems(config: Mapping[str, Any]) -> list[str]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown config key {key!r}{hint}; remove it")
     replaced = {new for old in config if old in hints.SPLIT_KEYS for new in hints.SPLIT_KEYS[old]}
-    problems += [f"the config lacks {key!r}; add it (configs/paper_cifar.py lists every key)"
+    problems += [f"the config lacks {key!r}; add it (configs/base.py lists every key)"
                  for key in KEYS if key not in config and key not in replaced]
     return problems
 

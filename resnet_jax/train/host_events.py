@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from resnet_jax.data import description
 from resnet_jax.data.pipelines import Pipeline
 from resnet_jax.errors import TrainingDiverged
 from resnet_jax.models import build_model
@@ -22,7 +23,6 @@ from resnet_jax.runs import checkpoints
 from resnet_jax.train import scoring, utilisation
 from resnet_jax.train.interrupts import StopRequests
 from resnet_jax.train.metrics import MetricWriter, Throughput
-from resnet_jax.train.start import data_description
 from resnet_jax.train.train_calls import TrainCalls
 from resnet_jax.train.training import AveragedTrainState, mean_metrics
 
@@ -44,7 +44,7 @@ class HostEvents:
                                                config.parallel, config.eval_flip)
         self.eval_batch = scoring.batch_size(config.eval_batch_size, pipeline.eval_examples,
                                                 jax.device_count())
-        self.description = data_description(config, pipeline)  # kept in every checkpoint too
+        self.description = description.describe(config, pipeline)  # kept in every checkpoint too
         self.throughput = Throughput(config.batch_size)
         self.recent: list = []  # the calls since the loss was last checked
         self.shown: dict[str, str] = {}  # the latest metrics, on the bar

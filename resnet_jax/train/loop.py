@@ -22,6 +22,7 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from resnet_jax import hints, weights
+from resnet_jax.data import description
 from resnet_jax.data.pipelines import build_pipeline
 from resnet_jax.models import build_model
 from resnet_jax.parallel import placement
@@ -41,10 +42,7 @@ from resnet_jax.train.report import Ending, finish_run, report_finished, resume_
 from resnet_jax.train.start import (
     check_config,
     check_previous_run,
-    check_same_data,
     claim_workdir,
-    data_description,
-    restore_data_description,
     use_compile_cache,
 )
 from resnet_jax.train.train_calls import FirstCall, TrainCalls, first_call
@@ -136,7 +134,7 @@ def settle(config: ml_collections.ConfigDict, workdir: Path, chosen: Collection[
         pipeline = build_pipeline(config)
         cleanup.callback(pipeline.close)
         if latest is not None:
-            check_same_data(workdir, pipeline, config)
+            description.check_same(workdir, pipeline, config)
         data_seconds = time.time() - data_started
         start_from = weights.initial_variables(config) if latest is None else None
     return Settled(config, None, pipeline, data_seconds, latest, start_from, warnings)
@@ -146,7 +144,7 @@ def finished(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]
     """A finished run started again: its summary (and its dataset.json, if lost, written
     back from the checkpoints' copy)."""
     if jax.process_index() == 0 and read_data_description(workdir) is None:
-        restore_data_description(workdir)
+        description.restore(workdir)
     return report_finished(workdir, config)
 
 
@@ -174,7 +172,7 @@ def open_run_files(workdir: Path, config: ml_collections.ConfigDict, pipeline: A
     writes = jax.process_index() == 0
     if writes:
         write_config(workdir, config)
-        write_data_description(workdir, data_description(config, pipeline))
+        write_data_description(workdir, description.describe(config, pipeline))
     start = first.recent[0]
     clock = RunClock(workdir if writes else None, start, started,
                      data_seconds + first.fetch_seconds, first.compile_seconds)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from resnet_jax.files import write_atomically
 from resnet_jax.progress import warn
 from resnet_jax.runs import workdir
 
@@ -113,7 +114,7 @@ class MetricWriter:
                  f"dropped it (what it held is lost; the rows after step {resume_step}, where "
                  "the run resumes, are logged again)")
         kept = [r for r in found.rows if r["step"] <= resume_step]
-        workdir.write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.tensorboard = SummaryWriter(str(Path(run_dir) / workdir.TENSORBOARD_DIR))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:

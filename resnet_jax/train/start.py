@@ -6,19 +6,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
 import jax
 import ml_collections
 
-from resnet_jax import data
-from resnet_jax.data.pipelines import Pipeline
-from resnet_jax.errors import ConfigError, DataError, WorkdirError
-from resnet_jax.progress import warn
-from resnet_jax.runs import checkpoints
+from resnet_jax.errors import ConfigError, WorkdirError
 from resnet_jax.runs.workdir import (
     CHECKPOINT_DIR,
-    DATA_FILE,
     Lock,
     check_ownership,
     checkpoints_removed,
@@ -27,7 +21,6 @@ from resnet_jax.runs.workdir import (
     read_config,
     read_metrics_file,
     remove_if_empty,
-    write_data_description,
 )
 from resnet_jax.train import config_schema
 from resnet_jax.train.train_calls import chosen_steps_problem
@@ -96,41 +89,3 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
     return latest
 
 
-def check_same_data(workdir: Path, pipeline: Pipeline, config: ml_collections.ConfigDict) -> None:
-    """A resumed run's data must be the data it trained on (classes, image counts and, in
-    memory, statistics: see dataset.json, or its copy in the checkpoints)."""
-    saved = checkpoints.saved_data_description(workdir)
-    if saved is None:
-        if jax.process_index() == 0:
-            warn(f"{workdir} has no {DATA_FILE}, nor a copy in its checkpoints (they "
-                 "predate it): the data cannot be checked against the run's; resuming on the "
-                 "data as it is")
-        return
-    change = data.description_change(saved, data_description(config, pipeline))
-    if change:
-        raise DataError(f"the data has changed since the run in {workdir} trained on it "
-                        f"({change}); restore the data, or pass a new --workdir")
-
-
-def data_description(config: ml_collections.ConfigDict, pipeline: Pipeline) -> dict[str, Any]:
-    """What inference needs to know of the run's data (classes, statistics, image sizes; in
-    memory, evaluation images are used at their size: no resize beyond it), and what tells
-    the same data again (where it is, how many images each split holds)."""
-    streaming = config.pipeline == "streaming"
-    return {"dataset": config.dataset, "class_names": list(pipeline.class_names),
-            "mean": list(pipeline.mean), "std": list(pipeline.std),
-            "image_size": config.image_size, "eval_image_size": pipeline.eval_image_shape[0],
-            "eval_resize": config.eval_resize if streaming else config.image_size,
-            "train_examples": pipeline.train_examples, "eval_examples": pipeline.eval_examples}
-
-
-def restore_data_description(workdir: Path) -> None:
-    """dataset.json, lost from a finished run, written back from its checkpoints' copy."""
-    copy = checkpoints.latest_json_item(workdir, checkpoints.DATA)
-    if copy is None:
-        warn(f"{workdir / DATA_FILE} is missing and the run's checkpoints predate the "
-             "copy they now keep: predict and evaluate cannot use this run")
-        return
-    write_data_description(workdir, copy)
-    warn(f"{workdir / DATA_FILE} was missing; wrote it back from the latest "
-         "checkpoint's copy")

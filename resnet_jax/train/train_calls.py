@@ -59,6 +59,10 @@ def pipeline_limit_problem(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+pipeline_limit_problem.why = ("under pipeline=streaming, which runs one step per compiled call "
+                              "(a call's images are held on the devices at once)")
+
+
 def chosen_steps_problem(steps: int) -> str | None:
     """Why ``steps`` per call, chosen by the user, has no effect on this backend, or None."""
     if steps > 1 and not compiled_loops():

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from resnet_jax import data, hints
+from resnet_jax import hints
+from resnet_jax.data import description
 from resnet_jax.errors import ArgumentError, WeightsError
 from resnet_jax.models import create_model
 from resnet_jax.models.torch_compat import from_torchvision, looks_like, state_dict_problems
@@ -254,7 +255,8 @@ def _from_state_dict(model: str, state: dict[str, Any], path: Path,
 
 def from_run(run_dir: Path, model_name: str | None, step: int | None,
               raw: bool = False) -> Weights:
-    from resnet_jax.runs.checkpoints import read_weights, run_directory
+    from resnet_jax.runs.checkpoints import run_directory
+    from resnet_jax.runs.trained import read_weights
 
     if not (run_dir / workdir.CONFIG_FILE).exists():
         raise WeightsError(f"{run_dir} holds checkpoints but no {workdir.CONFIG_FILE}, which "
@@ -296,14 +298,12 @@ def run_data(run_dir: Path) -> dict[str, Any]:
     """What a run saved about its data (class names, statistics, image sizes): its
     dataset.json, else the copy in its newest readable checkpoint; every field inference
     reads checked (WeightsError naming the first that is missing or broken)."""
-    from resnet_jax.runs.checkpoints import saved_data_description
-
-    saved = saved_data_description(run_dir)
+    saved = description.saved(run_dir)
     if saved is None:
         raise WeightsError(f"{run_dir / workdir.DATA_FILE} is missing or unreadable, and the "
                            "run's checkpoints keep no copy of it (they predate it); put it back "
                            "from a copy of the run")
-    problem = data.description_problem(saved)
+    problem = description.problem(saved)
     if problem:
         raise WeightsError(f"{run_dir / workdir.DATA_FILE}: {problem}; put the file back from a "
                            "copy of the run (or delete it: it is read from the checkpoints' copy)")

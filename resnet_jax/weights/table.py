@@ -82,7 +82,7 @@ def class_set_names(class_set: str) -> list[str]:
     """The class names of a class set of CLASS_SETS, in its label order."""
     if class_set == "CIFAR-10":
         return list(data.CIFAR10_CLASSES)
-    text = importlib.resources.files("resnet_jax").joinpath(IMAGENET_CLASSES).read_text()
+    text = importlib.resources.files("resnet_jax.weights").joinpath(IMAGENET_CLASSES).read_text()
     return text.splitlines()
 
 
@@ -100,7 +100,7 @@ def entries() -> tuple[Entry, ...]:
 @functools.lru_cache(maxsize=4)
 def _read_tables(user_table: str, version: Any) -> tuple[Entry, ...]:
     """The tables; ``version`` (the user table's time and size) keys the cache."""
-    package = importlib.resources.files("resnet_jax").joinpath(PACKAGE_TABLE)
+    package = importlib.resources.files("resnet_jax.weights").joinpath(PACKAGE_TABLE)
     found = _read_table(package.read_text(), PACKAGE_TABLE)
     if user_table:
         path = Path(user_table).expanduser()

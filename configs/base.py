@@ -1,4 +1,6 @@
-"""He et al. (2015), section 4.2: the CIFAR-10 recipe shared by ResNet-20/32/44/56/110."""
+"""The base of every config: each key with its default, which is the paper's CIFAR-10 recipe
+(He et al. 2015, section 4.2, shared by ResNet-20/32/44/56/110); the other configs change
+some keys of it."""
 
 import ml_collections
 
