@@ -9,6 +9,7 @@ here the commands (predict, evaluate, export) with what every layer shares.
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 
@@ -35,13 +36,17 @@ def _new_name(name: str) -> str | None:
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds an old module name and loads it as the module it moved to."""
+    """Finds an old module name and loads it as the module it moved to. The import system
+    gives that module the old name's spec, so this loader reads the code of either name."""
+
+    def __init__(self) -> None:
+        self.moved_specs: dict[str, importlib.machinery.ModuleSpec] = {}
 
     def find_spec(self, name, path=None, target=None):
         new = _new_name(name)
         if new is None:
             return None
-        spec = importlib.util.find_spec(new)
+        spec = self.moved_specs.setdefault(new, importlib.util.find_spec(new))
         return importlib.util.spec_from_loader(
             name, self, origin=spec.origin,
             is_package=spec.submodule_search_locations is not None)
@@ -53,8 +58,8 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass  # the module ran under its new name
 
     def get_code(self, name):
-        new = _new_name(name)
-        return importlib.util.find_spec(new).loader.get_code(new)
+        new = _new_name(name) or name
+        return self.moved_specs[new].loader.get_code(new)
 
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):

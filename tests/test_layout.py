@@ -111,3 +111,14 @@ def test_no_module_is_too_long_to_read():
 ])
 def test_the_old_module_names_are_the_moved_modules(old, new):
     assert importlib.import_module(old) is importlib.import_module(new)
+
+
+@pytest.mark.parametrize("name", ["resnet_jax.summary", "resnet_jax.models.layer_table"])
+def test_both_command_names_run_after_the_old_one_was_imported(name, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    importlib.import_module("resnet_jax.summary")
+    monkeypatch.setattr(sys, "argv", [name, "resnet20", "--input-size", "32"])
+    runpy.run_module(name, run_name="__main__")
+    assert "layer1_0/conv1" in capsys.readouterr().out

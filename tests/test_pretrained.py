@@ -267,7 +267,7 @@ def test_a_hub_snapshot_names_its_model_and_crop_mode(tmp_path):
 
 def test_the_readmes_model_table_is_torchvisions():
     rows = re.findall(r"^\| `(\w+)` \| ([\d,]+) \| ([\d.]+) \|$",
-                      (REPO / "README.md").read_text(), re.MULTILINE)
+                      (REPO / "docs" / "models.md").read_text(), re.MULTILINE)
     assert [row[0] for row in rows] == [name for name in list_models()
                                         if name in models.list_models()]
     for name, params, gmacs in rows:

@@ -21,9 +21,10 @@ from torchvision.transforms import InterpolationMode
 
 from benchmarks.input_pipeline import make_photo
 from resnet_jax import evaluate, predict
-from resnet_jax.errors import ArgumentError
+from resnet_jax.errors import ArgumentError, WeightsError
 from resnet_jax.models import list_models
-from resnet_jax.weights import WeightsError, load_weights, main, table
+from resnet_jax.weights import load_weights, table
+from resnet_jax.weights.__main__ import main
 
 TORCHVISION_MODELS = [name for name in list_models() if name in models.list_models()]
 
@@ -36,16 +37,16 @@ def test_python_m_resnet_jax_weights_prints_the_table_the_readme_shows(capsys):
     assert any(re.match(r"resnet20 +CIFAR10_AKAMASTER \(DEFAULT\) +91\.73 ", line)
                for line in printed)
     assert main(["--markdown"]) == 0
-    assert capsys.readouterr().out in (REPO / "README.md").read_text()
+    assert capsys.readouterr().out in (REPO / "docs" / "weights.md").read_text()
 
 
 @pytest.mark.parametrize("model", TORCHVISION_MODELS)
 def test_torchvisions_entries_are_torchvisions_own_table(model):
-    table = models.get_model_weights(model)
+    theirs_table = models.get_model_weights(model)
     ours = {entry.name: entry for entry in table.entries()
             if entry.model == model and entry.source == "torchvision"}
-    assert sorted(ours) == sorted(weights.name for weights in table)
-    for theirs in table:
+    assert sorted(ours) == sorted(weights.name for weights in theirs_table)
+    for theirs in theirs_table:
         entry = ours[theirs.name]
         transform = theirs.transforms()
         assert entry.url == theirs.url and theirs.url.endswith(f"-{entry.sha256}.pth")
@@ -56,7 +57,7 @@ def test_torchvisions_entries_are_torchvisions_own_table(model):
         assert (entry.published.top1, entry.published.top5) == (metrics["acc@1"],
                                                                 metrics["acc@5"])
         assert entry.class_names() == theirs.meta["categories"]
-        assert entry.default == (table.DEFAULT is theirs)
+        assert entry.default == (theirs_table.DEFAULT is theirs)
 
 
 def test_timms_entries_are_timms_pretrained_cfg_at_its_test_size():
@@ -112,7 +113,7 @@ def own_entry(**changes):
      "percentages from 0 to 100"),
     ({"licence": "MIT"}, "entry 1 has unknown licence; an entry holds exactly model, name"),
     ({"name": "IMAGENET1K_V1", "model": "resnet18"}, "names resnet18 IMAGENET1K_V1 again, as "
-                                                     "table.json, entry 1 does"),
+                                                     "weights_table.json, entry 1 does"),
 ])
 def test_a_table_of_ones_own_is_checked_field_by_field_at_every_door(
         tmp_path, monkeypatch, capsys, changes, message):
