@@ -20,12 +20,12 @@ from torchvision import models, transforms
 from torchvision.datasets.folder import pil_loader
 
 from benchmarks.input_pipeline import make_photo
-from resnet_jax import weights as weights_module
 from resnet_jax.errors import WeightsError
 from resnet_jax.evaluate import evaluate_run
 from resnet_jax.models import list_models
 from resnet_jax.train.loop import train_and_evaluate
 from resnet_jax.weights import load_weights, pretrained
+from resnet_jax.weights import sources as weight_sources
 
 SIZES = [(375, 500), (500, 375), (224, 224), (180, 320), (600, 200)]
 TORCHVISION_EVAL = transforms.Compose([
@@ -282,7 +282,7 @@ def test_without_network_or_cache_the_error_names_the_address(tmp_path, monkeypa
     def offline(url, timeout):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(weights_module.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(weight_sources.urllib.request, "urlopen", offline)
     with pytest.raises(WeightsError, match=r"cannot download https://\S+resnet50-\w+\.pth .*"
                                            r"pass its path, weights='PATH.pth' \(its SHA-256 "
                                            "brings the table's preprocessing"):
