@@ -11,7 +11,7 @@
 - validation: resolution 256 from a centre crop of 224/256 of the image, lr_tta (logits of
   each image and its mirror)
 
-Where this differs from the source (see the README's "Modern ImageNet recipes"): no
+Where this differs from the source (see docs/imagenet.md, "Where we differ from the sources"): no
 BlurPool (use_blurpool 1 in FFCV); the resolution and the rate change by step where FFCV
 changes them by epoch (the rate per iteration, as FFCV); evaluation resizes the shorter
 side to 292 (256 / (224/256), rounded) then crops 256, where FFCV crops 224/256 of the

@@ -28,7 +28,7 @@ HEAVY_FIRST = ("test_training.py", "test_reliability.py", "test_torch_compat.py"
                "test_streaming.py", "test_evidence.py", "test_bad_input.py",
                "test_torch_side.py", "test_doors.py", "test_degradation.py",
                "test_pretrained.py", "test_evaluation.py", "test_models.py", "test_nnx.py",
-               "test_time_to_accuracy.py", "test_setup.py")
+               "test_time_to_accuracy.py", "test_setup.py", "test_docs.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -276,7 +276,7 @@ def test_remat_recomputes_each_block_to_the_same_gradients_linen_and_nnx():
 
 def test_remat_keeps_a_fifth_of_the_activations_as_the_readme_says():
     """JAX's saved residuals of a train step at 224x224, less the parameters: what the
-    README reports, and at most 40% of the plain step's."""
+    benchmarks guide reports, and at most 40% of the plain step's."""
     from benchmarks.remat import saved_activations
 
     readme = (Path(__file__).parents[1] / "docs" / "benchmarks.md").read_text()

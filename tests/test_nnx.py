@@ -27,7 +27,7 @@ def loss_of(logits, labels):
 
 
 def nnx_training(model, tx, batches):
-    """The README's NNX training step, run over ``batches``."""
+    """The NNX training step of docs/models.md, run over ``batches``."""
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     @nnx.jit

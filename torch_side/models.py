@@ -2,7 +2,7 @@
 
 The ImageNet layout is torchvision's own ResNet. The CIFAR layouts (the
 paper's option-A nets, the CIFAR-stem projection nets, and their plain
-counterparts) are built here, mirroring resnet_jax/models.py layer for layer.
+counterparts) are built here, mirroring resnet_jax/models/ layer for layer.
 """
 
 from __future__ import annotations
