@@ -10,6 +10,7 @@ from pathlib import Path
 
 from configs import smoke
 from resnet_jax.train.config_schema import ignored
+from resnet_jax.train.metrics import TIMINGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,6 @@ def _flag_value(value) -> str:
     return str(value)
 
 
-TIMINGS = ("images_per_sec", "wall_seconds", "tflops", "mfu", "peak_tflops")  # vary per run
 
 
 def metric_rows(workdir: Path, drop=TIMINGS) -> list[dict]:

@@ -96,7 +96,7 @@ def test_shard_map_gives_the_same_numbers_as_pmap(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ours, theirs)
 
 
-def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
+def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path, capsys):
     """With a moving average of the weights too, evaluated beside them in every row."""
     config = tiny_config(num_train_steps=48, eval_every_steps=16, checkpoint_every_steps=8,
                          ema_decay=0.9, ema_every_steps=2)
@@ -140,6 +140,16 @@ def test_an_interrupted_run_resumes_to_exactly_the_straight_run(tmp_path):
     _, ours = restore(resumed_dir)
     _, theirs = restore(tmp_path / "straight")
     jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+    # The same claim from the command that checks a change of code: python -m tools.same_runs.
+    from tools import same_runs
+
+    assert same_runs.main([str(resumed_dir), str(tmp_path / "straight")]) == 0
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    rows[1]["train_loss"] += 1e-6
+    metrics_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert same_runs.main([str(resumed_dir), str(tmp_path / "straight")]) == 1
+    assert f"1 differ (step {rows[1]['step']} train_loss: " in capsys.readouterr().out
 
 
 def test_a_run_writes_metrics_summary_plot_and_tensorboard(tmp_path, capfd):

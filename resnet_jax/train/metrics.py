@@ -18,6 +18,9 @@ from resnet_jax.runs import workdir
 # norm (after the devices' mean), the parameter norm before the step, and the norm of the
 # step's update over it.
 NORMS = ("train_grad_norm", "train_param_norm", "train_update_ratio")
+# The keys of a metrics row measured by the clock: they differ from run to run of the same
+# code, where every other value is the same bit for bit.
+TIMINGS = ("images_per_sec", "wall_seconds", "tflops", "mfu", "peak_tflops")
 
 
 class Throughput:
