@@ -19,13 +19,18 @@ _HOMES = {"BasicBlock": "models", "Bottleneck": "models", "ResNet": "models",
           "create_model": "models", "list_models": "models", "restore": "runs.trained",
           "pretrained": "weights"}
 
-# Modules that moved into the sub-packages, under the names the README has always used: each
-# old name is the same module object as the new one (``python -m`` runs it too).
-MOVED = {"resnet_jax.nnx": "resnet_jax.models.nnx",
-         "resnet_jax.torch_compat": "resnet_jax.models.torch_compat",
-         "resnet_jax.summary": "resnet_jax.models.layer_table",
-         "resnet_jax.pipelines": "resnet_jax.data.pipelines",
-         "resnet_jax.ema": "resnet_jax.train.ema"}
+# Modules that moved into the sub-packages, under the names they had before: each old name
+# is the same module object as the new one (``python -m`` runs it too).
+MOVED = {f"resnet_jax.{old}": f"resnet_jax.{new}" for old, new in {
+    "nnx": "models.nnx", "torch_compat": "models.torch_compat", "summary": "models.layer_table",
+    "pipelines": "data.pipelines", "folders": "data.folders",
+    "workdir": "runs.workdir", "checkpoints": "runs.checkpoints",
+    "weights_table": "weights.table", "weight_files": "weights.state_dicts", "pth": "weights.pth",
+    "hub": "weights.hub", "evaluation": "train.scoring",
+    **{name: f"train.{name}" for name in (
+        "config_schema", "training", "train_calls", "loop", "host_events", "start", "report",
+        "metrics", "utilisation", "interrupts", "ema", "mixing", "erasing")},
+}.items()}
 
 
 def _new_name(name: str) -> str | None:

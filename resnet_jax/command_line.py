@@ -7,6 +7,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import os
 import re
 import sys
 import traceback
@@ -43,6 +44,10 @@ def _config_file_error(error: BaseException, path: str | None) -> str | None:
     """One line for an error raised while loading the config file itself, else None."""
     if path is None:
         return None
+    file, _, argument = path.partition(":")
+    shape = _config_file_shape_error(str(error), file, argument)
+    if shape:
+        return shape
     if isinstance(error, OSError) and "Failed loading config file" in str(error):
         return f"cannot read config file {path} (no such file?); pass --config configs/NAME.py"
     if isinstance(error, SyntaxError) and error.filename and error.filename.endswith(path):
@@ -53,6 +58,24 @@ def _config_file_error(error: BaseException, path: str | None) -> str | None:
         return None
     return (f"config file {path} line {line} raised {type(error).__name__}: {error}; "
             "fix the file (it must define get_config())")
+
+
+def _config_file_shape_error(message: str, file: str, argument: str) -> str | None:
+    """One line for a config file that is not one: a folder, no get_config(), a get_config()
+    that returns something else than a ConfigDict or takes no ``:argument``."""
+    if Path(file).is_dir():
+        return f"config file {file} is a directory; pass --config configs/NAME.py"
+    if "has no attribute 'get_config'" in message:
+        return (f"config file {file} defines no get_config(); define one that returns an "
+                "ml_collections.ConfigDict")
+    returned = re.search(r"'(\w+)' object has no attribute 'keys'", message)
+    if returned:
+        return (f"config file {file}: get_config() returned {returned[1]}, not an "
+                "ml_collections.ConfigDict; return one")
+    if "get_config() takes 0 positional arguments" in message:
+        return (f"config file {file}: get_config() takes no argument, but --config "
+                f"{file}:{argument} passes one; leave out :{argument}")
+    return None
 
 
 def _flag_value_message(message: str) -> str:
@@ -208,10 +231,26 @@ def chosen_config_keys() -> set[str]:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a mistake on the command line as one line, ``error: ...`` (exit 2)."""
+    """argparse, with a mistake on the command line as one line, ``error: ...`` (exit 2);
+    a command run as ``python -m NAME`` is called that in its usage and errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not args and kwargs.get("prog") is None:
+            kwargs["prog"] = _command_name()
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _command_name() -> str | None:
+    """``python -m NAME`` while the module NAME runs as the program (else argparse's own
+    choice, the program file's name)."""
+    main = sys.modules.get("__main__")
+    spec, file = getattr(main, "__spec__", None), getattr(main, "__file__", None)
+    if spec is None or file is None or not sys.argv or os.path.abspath(sys.argv[0]) != file:
+        return None
+    return f"python -m {spec.name.removesuffix('.__main__')}"
 
 
 def at_least(low: int) -> Callable[[str], int]:

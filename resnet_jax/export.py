@@ -22,21 +22,30 @@ model's bit for bit.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import sys
-from pathlib import Path
-from typing import Any
+if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is one line too
+    from resnet_jax.signals import exit_on_stop_signals
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import export
+    exit_on_stop_signals()
 
-from resnet_jax import hints
-from resnet_jax.command_line import ArgumentParser, one_line_warnings
-from resnet_jax.errors import ArgumentError, ResNetError
-from resnet_jax.models import ResNet
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import export  # noqa: E402
+
+from resnet_jax import hints  # noqa: E402
+from resnet_jax.command_line import ArgumentParser, one_line_warnings  # noqa: E402
+from resnet_jax.errors import ArgumentError, ResNetError  # noqa: E402
+from resnet_jax.files import PARTIAL_SUFFIX  # noqa: E402
+from resnet_jax.models import ResNet  # noqa: E402
+from resnet_jax.signals import removed_if_stopped  # noqa: E402
 
 JAX_FILE, SAVED_MODEL, INFO_FILE = "model.jax_export", "saved_model", "export.json"
 
@@ -91,8 +100,22 @@ def save_saved_model(model: ResNet, variables: dict[str, Any], path: Path) -> No
 
 def write_export(weights: Any, out: Path) -> dict[str, Any]:
     """Both artifacts and the JSON beside them, for loaded ``weights``
-    (:func:`resnet_jax.weights.load_weights`); returns what the JSON says."""
-    out.mkdir(parents=True, exist_ok=True)
+    (:func:`resnet_jax.weights.load_weights`), into the new or empty folder ``out``, whole or
+    not at all (they are written beside it first); returns what the JSON says."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=PARTIAL_SUFFIX, dir=out.parent))
+    try:
+        with removed_if_stopped(partial):
+            info = _write_files(weights, partial)
+            if out.is_dir():
+                out.rmdir()  # empty: checked by the command before anything was written
+            partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return info
+
+
+def _write_files(weights: Any, out: Path) -> dict[str, Any]:
     (out / JAX_FILE).write_bytes(export_model(weights.model, weights.variables).serialize())
     save_saved_model(weights.model, weights.variables, out / SAVED_MODEL)
     stride = weights.model.total_stride

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Handler = Callable[[int, Any], Any] | int
+_PARTS: list[str] = []  # what a command is writing, removed if it is stopped at once
 
 
 def name(signum: int) -> str:
@@ -43,11 +45,24 @@ def exit_on_stop_signals() -> None:
     first, before the heavy libraries load."""
     def stop(signum: int, frame: object) -> None:
         ends_a_bar = "\n" if sys.stderr.isatty() or _open_progress_bars() else ""
+        for part in _PARTS:
+            shutil.rmtree(part, ignore_errors=True)
         print(f"{ends_a_bar}error: stopped by {name(signum)}; nothing was written",
               file=sys.stderr, flush=True)
         os._exit(128 + signum)  # XLA threads cut short can crash a normal teardown
 
     on_stop(stop)
+
+
+@contextlib.contextmanager
+def removed_if_stopped(folder: str | os.PathLike) -> Iterator[None]:
+    """A stop signal inside the block (under :func:`exit_on_stop_signals`) removes
+    ``folder``, which the command is writing, before it ends."""
+    _PARTS.append(os.fspath(folder))
+    try:
+        yield
+    finally:
+        _PARTS.remove(os.fspath(folder))
 
 
 def _open_progress_bars() -> bool:

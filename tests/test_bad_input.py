@@ -193,6 +193,15 @@ CASES = {
     "config file syntax error": Case(["--config={case}/broken.py"],
                                      "config file {case}/broken.py line 1: '(' was never closed",
                                      _write("broken.py", "x = (\n")),
+    "a folder for a config file": Case(["--config={case}"], "config file {case} is a "
+                                       "directory; pass --config configs/NAME.py"),
+    "a get_config that returns no config": Case(
+        ["--config={case}/five.py"], "config file {case}/five.py: get_config() returned int, "
+        "not an ml_collections.ConfigDict; return one",
+        _write("five.py", "def get_config():\n    return 5\n")),
+    "an argument for a get_config that takes none": Case(
+        ["--config=configs/smoke.py:foo"], "config file configs/smoke.py: get_config() takes no "
+        "argument, but --config configs/smoke.py:foo passes one; leave out :foo"),
     "stray argument": Case(["extra"], "unexpected arguments 'extra'"),
     "half the distributed flags": Case(
         ["--num_processes=2"],
@@ -323,6 +332,19 @@ def test_bad_input_gets_one_line_and_changes_nothing(outcomes, name):
         assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
     assert after == before, "the case's files changed"
+
+
+def test_a_config_file_without_get_config_is_named(tmp_path):
+    """In a process of its own: ml_collections keeps the config module of an earlier load in
+    the same process under the same name."""
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    result = subprocess.run([sys.executable, "train.py", f"--config={tmp_path / 'plain.py'}",
+                             f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert (result.returncode, result.stderr) == (1, f"error: config file {tmp_path / 'plain.py'} "
+                                                  "defines no get_config(); define one that "
+                                                  "returns an ml_collections.ConfigDict\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.py"]
 
 
 def test_free_keys_take_effect_on_resume(tmp_path, finished_run):
@@ -592,9 +614,17 @@ def test_a_finished_run_started_again_writes_a_lost_dataset_description_back(
     saved = (workdir / "dataset.json").read_text()
     (workdir / "dataset.json").unlink()
     train_and_evaluate(RUN_CONFIG, workdir)
-    assert (f"{workdir / 'dataset.json'} was missing; wrote it back from the latest "
-            "checkpoint's copy") in capsys.readouterr().err
+    assert (f"{workdir / 'dataset.json'} is missing; wrote the latest checkpoint's copy in its "
+            "place") in capsys.readouterr().err
     assert json.loads((workdir / "dataset.json").read_text()) == json.loads(saved)
+
+    (workdir / "dataset.json").write_text("{not json")  # damaged: set aside, never replaced
+    train_and_evaluate(RUN_CONFIG, workdir)
+    assert (f"{workdir / 'dataset.json'} cannot be read as JSON; wrote the latest checkpoint's "
+            "copy in its place (the unreadable file is kept as dataset.json.unreadable)"
+            ) in capsys.readouterr().err
+    assert json.loads((workdir / "dataset.json").read_text()) == json.loads(saved)
+    assert (workdir / "dataset.json.unreadable").read_text() == "{not json"
 
 
 def test_ctrl_c_in_predict_is_one_line(tmp_path, finished_run):

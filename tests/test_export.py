@@ -3,8 +3,10 @@ python -m resnet_jax.export's two artifacts, each read back (the SavedModel by T
 in a fresh process) to the live model's logits."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -105,3 +107,27 @@ def test_the_export_command_writes_both_artifacts_and_tensorflow_serves_them(tmp
     assert info["class_names"] == [str(i) for i in range(10)]
     with pytest.raises(SystemExit):  # nothing in a used folder is replaced
         main(["--weights", str(tmp_path / "r20.pth"), "--model", "resnet20", "--out", str(out)])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_ctrl_c_while_exporting_is_one_line_and_leaves_no_folder(tmp_path):
+    """Stopped while it writes, the command removes its unfinished folder: --out is not made,
+    and the same command then runs on a clean slate."""
+    weights = tmp_path / "r20.pth"
+    model = create_model("resnet20", num_classes=10)
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in to_torchvision(
+        model.init(jax.random.key(2), images(1, 32, 32)), "resnet20", num_classes=10).items()},
+        weights)
+    process = subprocess.Popen([sys.executable, "-m", "resnet_jax.export", "--weights",
+                                str(weights), "--model", "resnet20", "--out",
+                                str(tmp_path / "exported")], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240  # minutes of margin: a busy machine is slow to start
+    while time.monotonic() < deadline and process.poll() is None and not any(
+            p.name.startswith(".exported.") for p in tmp_path.iterdir()):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert (process.returncode, err.strip().splitlines()[-1]) == (
+        130, "error: stopped by SIGINT; nothing was written"), err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.pth"]

@@ -108,6 +108,9 @@ def test_no_module_is_too_long_to_read():
     ("resnet_jax.pipelines", "resnet_jax.data.pipelines"),
     ("resnet_jax.pipelines.images", "resnet_jax.data.pipelines.images"),
     ("resnet_jax.ema", "resnet_jax.train.ema"),
+    ("resnet_jax.checkpoints", "resnet_jax.runs.checkpoints"),
+    ("resnet_jax.loop", "resnet_jax.train.loop"),
+    ("resnet_jax.evaluation", "resnet_jax.train.scoring"),
 ])
 def test_the_old_module_names_are_the_moved_modules(old, new):
     assert importlib.import_module(old) is importlib.import_module(new)
@@ -122,3 +125,9 @@ def test_both_command_names_run_after_the_old_one_was_imported(name, monkeypatch
     monkeypatch.setattr(sys, "argv", [name, "resnet20", "--input-size", "32"])
     runpy.run_module(name, run_name="__main__")
     assert "layer1_0/conv1" in capsys.readouterr().out
+
+
+def test_the_config_base_answers_to_its_old_name_too():
+    from configs import base, paper_cifar
+
+    assert paper_cifar.get_config("resnet56").to_dict() == base.get_config("resnet56").to_dict()

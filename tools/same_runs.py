@@ -15,6 +15,10 @@ from pathlib import Path
 
 if not __package__:  # run as a file: import from the repository
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+if __name__ == "__main__":  # from the start: Ctrl-C while the libraries load is one line too
+    from resnet_jax.signals import exit_on_stop_signals
+
+    exit_on_stop_signals()
 
 import numpy as np  # noqa: E402
 from flax import traverse_util  # noqa: E402

@@ -7,6 +7,7 @@ max |difference| of eval-mode logits relative to max |logit|, float32.
 """
 
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -37,9 +38,19 @@ def randomised_torchvision(name: str, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def image_size(text: str) -> str:
+    """An argparse type: ``HxW``, each side at least 32 pixels (the nets' overall stride)."""
+    sides = text.split("x")
+    if len(sides) != 2 or not all(s.isdigit() and int(s) >= 32 for s in sides):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH with both sides of 32 "
+                                         "pixels or more (e.g. 224x224)")
+    return text
+
+
 def main() -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["224x224", "97x81"])
+    parser.add_argument("--sizes", nargs="+", type=image_size, default=["224x224", "97x81"],
+                        help="input sizes, HEIGHTxWIDTH")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(f"{'model':<10} {'input':<9} {'max|diff|':>10} {'max|logit|':>11} {'relative':>9}")

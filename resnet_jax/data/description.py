@@ -23,6 +23,7 @@ from resnet_jax.arguments import MAX_IMAGE_SIDE
 from resnet_jax.data import listed
 from resnet_jax.data.pipelines import Pipeline
 from resnet_jax.errors import DataError, ResNetWarning, WorkdirError
+from resnet_jax.files import free_name
 from resnet_jax.progress import warn
 from resnet_jax.runs import checkpoints
 from resnet_jax.runs import workdir as workdir_files
@@ -137,12 +138,20 @@ def check_same(workdir: Path, pipeline: Pipeline, config: ml_collections.ConfigD
 
 
 def restore(workdir: Path) -> None:
-    """dataset.json, lost from a finished run, written back from its checkpoints' copy."""
+    """dataset.json, lost from a finished run or unreadable, written back from its
+    checkpoints' copy; an unreadable file is set aside (``dataset.json.unreadable``), never
+    replaced."""
+    path = workdir / workdir_files.DATA_FILE
+    state = "cannot be read as JSON" if path.exists() else "is missing"
     copy = checkpoints.latest_json_item(workdir, checkpoints.DATA)
     if copy is None:
-        warn(f"{workdir / workdir_files.DATA_FILE} is missing and the run's checkpoints predate "
-             "the copy they now keep: predict and evaluate cannot use this run")
+        warn(f"{path} {state} and the run's checkpoints predate the copy they now keep: "
+             "predict and evaluate cannot use this run")
         return
+    aside = ""
+    if path.exists():
+        kept = free_name(path.with_name(path.name + ".unreadable"))
+        path.rename(kept)
+        aside = f" (the unreadable file is kept as {kept.name})"
     workdir_files.write_data_description(workdir, copy)
-    warn(f"{workdir / workdir_files.DATA_FILE} was missing; wrote it back from the latest "
-         "checkpoint's copy")
+    warn(f"{path} {state}; wrote the latest checkpoint's copy in its place{aside}")

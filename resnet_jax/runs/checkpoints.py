@@ -26,6 +26,7 @@ from resnet_jax.errors import (
     ResNetWarning,
     WorkdirError,
 )
+from resnet_jax.files import free_name
 from resnet_jax.parallel import replicated
 from resnet_jax.progress import warn
 from resnet_jax.quiet import absl_logs_quiet, damage_quiet
@@ -207,7 +208,7 @@ def _set_aside(manager: ocp.CheckpointManager, failures: dict[int, str], restore
     if jax.process_index() == 0:
         aside.mkdir(exist_ok=True)
         for step, error in failures.items():
-            destination = _free_name(aside / str(step))
+            destination = free_name(aside / str(step))
             shutil.move(Path(manager.directory) / str(step), destination)
             warn(f"checkpoint {step} cannot be read ({error}); moved it to "
                  f"{destination} and resumed from step {restored}")
@@ -342,12 +343,3 @@ def _on_one_device(saved: Any) -> Any:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
                         saved, is_leaf=lambda leaf: hasattr(leaf, "shape"))
-
-
-def _free_name(path: Path) -> Path:
-    """``path``, or ``path.1``, ``path.2``... if a checkpoint was set aside there before."""
-    candidate, n = path, 0
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}.{n}")
-    return candidate
