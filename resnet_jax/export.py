@@ -45,6 +45,7 @@ from resnet_jax.command_line import ArgumentParser, one_line_warnings  # noqa: E
 from resnet_jax.errors import ArgumentError, ResNetError  # noqa: E402
 from resnet_jax.files import PARTIAL_SUFFIX  # noqa: E402
 from resnet_jax.models import ResNet  # noqa: E402
+from resnet_jax.quiet import tensorflow_notices_off  # noqa: E402
 from resnet_jax.signals import removed_if_stopped  # noqa: E402
 
 JAX_FILE, SAVED_MODEL, INFO_FILE = "model.jax_export", "saved_model", "export.json"
@@ -77,6 +78,7 @@ def load_jax_export(path: str | Path) -> Any:
 def save_saved_model(model: ResNet, variables: dict[str, Any], path: Path) -> None:
     """A TensorFlow SavedModel of ``model`` through jax2tf, the variables as its own, with a
     ``serving_default`` signature: ``images`` -> ``logits``, batch, height and width free."""
+    tensorflow_notices_off()
     import tensorflow as tf
     from jax.experimental import jax2tf
 

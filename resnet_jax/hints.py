@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 LIBRARY, CONFIG, PREDICT, EVALUATE, EVIDENCE = ("library", "config", "predict", "evaluate",
@@ -78,3 +79,20 @@ def split_key(key: str) -> str | None:
         return None
     return (f"config key {key} is now {' and '.join(SPLIT_KEYS[key])}, each its own choice; "
             "set those instead")
+
+
+def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The choice ``word`` most likely means, or None: of those difflib finds alike, the
+    fewest edits away (resnet21 means resnet20, not resnet32)."""
+    alike = difflib.get_close_matches(word, list(choices), n=5, cutoff=cutoff)
+    return min(alike, key=lambda choice: _edits(word, choice), default=None)
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein's distance: the fewest insertions, deletions and substitutions."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
+    return row[-1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging as python_logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -72,3 +73,11 @@ def damage_quiet() -> Iterator[None]:
     drop_abandoned_reads()
     with absl_logs_quiet():
         yield
+
+
+def tensorflow_notices_off() -> None:
+    """TensorFlow's C++ start-up notices left out (its log level, and the oneDNN notice that
+    bypasses it), unless the user set them: TFDS only reads files here, and export only
+    writes a SavedModel. Call before TensorFlow loads."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

@@ -639,3 +639,13 @@ def test_ctrl_c_in_predict_is_one_line(tmp_path, finished_run):
     assert process.returncode == 128 + signal.SIGINT
     assert err.strip().splitlines()[-1] == "error: stopped by SIGINT; nothing was written"
     assert "Traceback" not in err
+
+
+def test_a_close_name_is_the_one_fewest_edits_away():
+    from resnet_jax import hints
+    from resnet_jax.models import list_models
+
+    assert hints.closest("resnet21", list_models()) == "resnet20"  # difflib alone: resnet32
+    assert hints.closest("resnet2O", list_models()) == "resnet20"
+    assert hints.closest("batch_sise", ["eval_batch_size", "batch_size"]) == "batch_size"
+    assert hints.closest("zzz", list_models()) is None

@@ -527,7 +527,8 @@ def test_weights_files_are_read_by_what_they_hold_not_by_their_names(tmp_path, i
     their_transform = load_weights("resnet20", str(tmp_path / "resnet20-0123.th")).preprocessing
     assert (their_transform.resize, their_transform.crop) == (32, 32)  # no resize on CIFAR
     assert their_transform.describe() == (
-        "shorter side resized to 32 (bilinear), centre crop 32 (the published CIFAR ResNets' "
+        "shorter side resized to 32 (bilinear), centre crop 32, ImageNet's mean and std (the "
+        "published CIFAR ResNets' "
         "(akamaster/pytorch_resnet_cifar10): resnet20-0123.th is in their layout, its classifier "
         "named linear)")
     for name in ("resnet20-0123.th", "safetensors.pth", "torch.safetensors"):
@@ -539,7 +540,8 @@ def test_weights_files_are_read_by_what_they_hold_not_by_their_names(tmp_path, i
         "resnet20: pass --model resnet20")
     assert predict.main([str(image), "--weights", str(tmp_path / "plain.pth"),
                          "--model", "resnet20", "--crop", "8", "--resize", "8"]) == 0
-    assert ("images: shorter side resized to 8 (bilinear), centre crop 8 (sizes as given; the "
+    assert ("images: shorter side resized to 8 (bilinear), centre crop 8, ImageNet's mean and "
+            "std (sizes as given; the "
             "rest torchvision V1's: plain.pth carries none)") in capsys.readouterr().err
     broken = {**state, "conv1.weight": np.full_like(state["conv1.weight"], np.nan)}
     torch.save({k: torch.from_numpy(v) for k, v in broken.items()}, tmp_path / "nan.pth")

@@ -131,3 +131,24 @@ def test_the_config_base_answers_to_its_old_name_too():
     from configs import base, paper_cifar
 
     assert paper_cifar.get_config("resnet56").to_dict() == base.get_config("resnet56").to_dict()
+
+
+def test_a_command_says_its_name_as_it_was_run():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "resnet_jax.summary", "resnet20", "--bogus"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.stderr == ("error: unrecognized arguments: --bogus (see python -m "
+                             "resnet_jax.summary --help)\n")
+
+
+def test_the_parity_script_takes_only_sizes_it_can_run():
+    import argparse
+
+    from torch_side.parity import image_size
+
+    assert image_size("97x81") == "97x81"
+    for wrong in ("abc", "8x8", "224", "224x-3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="HEIGHTxWIDTH with both sides"):
+            image_size(wrong)

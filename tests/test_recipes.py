@@ -443,8 +443,10 @@ def test_images_smaller_than_the_total_stride_are_refused(model, smallest):
     ({"residual": False, "drop_path_rate": 0.1},
      "drop_path_rate=0.1 with residual=False: the plain net has no residual branch to drop"),
     ({"schedule": "cosine", "warmup_steps": 40, "lr_boundaries": ()},
-     "warmup_steps=40 leaves no steps of num_train_steps=40 for the cosine decay"),
-    ({"warmup_steps": 41}, "warmup_steps=41 exceeds num_train_steps=40"),
+     "warmup_steps=40 leaves no steps of num_train_steps=40 for the cosine decay; set "
+     "--config.warmup_steps=39 or less"),
+    ({"warmup_steps": 41}, "warmup_steps=41 exceeds num_train_steps=40; set "
+     "--config.warmup_steps=40 or less"),
 ])
 def test_settings_that_cannot_train_as_meant_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -14,12 +14,11 @@ The loaders are :mod:`resnet_jax.data.pipelines.datasets` (in memory) and
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 from resnet_jax.errors import DataError
-from resnet_jax.quiet import absl_logs_quiet
+from resnet_jax.quiet import absl_logs_quiet, tensorflow_notices_off
 
 # Per-channel (mean, std) of the training sets, on the 0..1 scale, as commonly published.
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -93,10 +92,8 @@ def tfds_builder(name: str, data_dir: str | None) -> tuple[Any, bool]:
 
 
 def import_tfds() -> Any:
-    """tensorflow_datasets, with TensorFlow's C++ start-up notices left out (its log level, and
-    the oneDNN notice that bypasses it): TFDS only reads files here."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    """tensorflow_datasets, with TensorFlow's start-up notices left out."""
+    tensorflow_notices_off()
     import tensorflow_datasets as tfds
 
     return tfds

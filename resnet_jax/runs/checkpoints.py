@@ -231,7 +231,7 @@ def run_directory(run_dir: Any) -> Path:
     try:
         config = workdir.read_config(path)
     except WorkdirError as error:
-        raise CheckpointError(f"{str(error).split('; pass')[0]}: it is not the config of {run} "
+        raise CheckpointError(f"{str(error).split('; ')[0]}: it is not the config of {run} "
                               "(edited or replaced? put back the run's own)") from None
     if config is None:
         raise CheckpointError(f"{path} holds no config.json: it is not {run} (or its "

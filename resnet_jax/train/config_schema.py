@@ -17,7 +17,6 @@ boundaries that a shortened run will not reach, which are named in a warning.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -168,8 +167,8 @@ def _key_problems(config: Mapping[str, Any]) -> list[str]:
         if hints.split_key(key):
             problems.append(hints.split_key(key))
         elif key not in KEYS:
-            close = difflib.get_close_matches(key, list(KEYS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = hints.closest(key, KEYS)
+            hint = f" (did you mean {close!r}?)" if close else ""
             problems.append(f"unknown config key {key!r}{hint}; remove it")
     replaced = {new for old in config if old in hints.SPLIT_KEYS for new in hints.SPLIT_KEYS[old]}
     problems += [f"the config lacks {key!r}; add it (configs/base.py lists every key)"
@@ -235,12 +234,14 @@ def _relation_problems(config: Mapping[str, Any], num_devices: int) -> list[str]
         problems.append(f"lr_boundaries={tuple(config['lr_boundaries'])} must increase")
     if piecewise and config["warmup_steps"] > config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} exceeds num_train_steps="
-                        f"{config['num_train_steps']}; shorten the warm-up")
+                        f"{config['num_train_steps']}; set "
+                        f"{hints.setting('warmup_steps', config['num_train_steps'])} or less")
     decays = config["schedule"] in ("cosine", "linear")
     if decays and config["warmup_steps"] >= config["num_train_steps"]:
         problems.append(f"warmup_steps={config['warmup_steps']} leaves no steps of "
                         f"num_train_steps={config['num_train_steps']} for the "
-                        f"{config['schedule']} decay; shorten the warm-up")
+                        f"{config['schedule']} decay; set "
+                        f"{hints.setting('warmup_steps', config['num_train_steps'] - 1)} or less")
     problems += relation_problems(config)  # the model's own rules, as create_model's
     crop_key = "eval_image_size" if config["eval_image_size"] else "image_size"
     if config["pipeline"] == "streaming" and config["eval_resize"] < config[crop_key]:

@@ -5,12 +5,11 @@ a key has no effect, and :class:`Key`, which pairs them with fixed or free on re
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from resnet_jax import data
+from resnet_jax import data, hints
 from resnet_jax.arguments import MAX_IMAGE_SIDE
 
 Check = Callable[[Any], "str | None"]  # a value's problem ("must be ..."), or None
@@ -52,8 +51,8 @@ def one_of(choices: Callable[[], Any]) -> Check:
         valid = list(choices())
         if value in valid:
             return None
-        close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = hints.closest(str(value), [str(v) for v in valid])
+        hint = f" (did you mean {close!r}?)" if close else ""
         shown = ["'' (off)" if v == "" else str(v) for v in valid]
         return f"must be one of: {', '.join(shown)}{hint}"
     return check

@@ -5,7 +5,6 @@ new model."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import sys
 import warnings
@@ -89,9 +88,8 @@ def _check_arguments(model: Any, weights: Any, resize: Any, crop: Any, raw: Any,
     arguments.path("weights", weights,
                    table.DEFAULT if model in with_default else "PATH.pth")
     if model is not None and model not in list_models():
-        close = difflib.get_close_matches(str(model), list_models(), n=1)
         arguments.refuse("model", model, "a model of this project (list_models())",
-                         close[0] if close else "resnet50")
+                         hints.closest(str(model), list_models()) or "resnet50")
     arguments.pixels("resize", resize)
     arguments.pixels("crop", crop)
     arguments.switch("raw", raw)

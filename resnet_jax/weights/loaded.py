@@ -30,10 +30,13 @@ class Preprocessing:
     assumed: str = ""  # where the weights say nothing of their preprocessing: whose it is
 
     def describe(self) -> str:
+        def rounded(values: tuple[float, ...]) -> str:
+            return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+        statistics = ("ImageNet's mean and std" if (self.mean, self.std) == data.IMAGENET_STATS
+                      else f"mean {rounded(self.mean)}, std {rounded(self.std)}")
         text = (f"shorter side resized to {self.resize} ({self.interpolation}), centre crop "
-                f"{self.crop}")
-        if (self.mean, self.std) != data.IMAGENET_STATS:
-            text += f", mean {list(self.mean)}, std {list(self.std)}"
+                f"{self.crop}, {statistics}")
         return f"{text} ({self.assumed})" if self.assumed else text
 
     def __call__(self, encoded: bytes | str | os.PathLike) -> np.ndarray:

@@ -6,7 +6,6 @@ wrong with it."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -17,7 +16,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from resnet_jax import arguments, data
+from resnet_jax import arguments, data, hints
 from resnet_jax.data.pipelines import images
 from resnet_jax.errors import WeightsError
 from resnet_jax.models import list_models
@@ -167,9 +166,9 @@ def timm_difference(architecture: str) -> str:
             return difference + fix
     variant = re.fullmatch(r"(resnet|resnext|wide_resnet)(\d+)([a-z]*)(_\w+)?", architecture)
     if variant is None:
-        close = difflib.get_close_matches(architecture, list_models(), n=1, cutoff=0.8)
+        close = hints.closest(architecture, list_models(), cutoff=0.8)
         if close:
-            return f"a name neither timm nor this project has: did you mean {close[0]}?"
+            return f"a name neither timm nor this project has: did you mean {close}?"
         return "not a ResNet in torchvision's layout" + fix
     family, depth, letters, rest = variant.groups()
     if letters in TIMM_SUFFIXES:

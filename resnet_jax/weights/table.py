@@ -8,7 +8,6 @@ license. A file whose SHA-256 matches an entry is that entry, whatever its name 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import importlib.resources
 import json
@@ -18,7 +17,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from resnet_jax import data
+from resnet_jax import data, hints
 from resnet_jax.errors import WeightsError
 from resnet_jax.models import list_models
 
@@ -284,8 +283,8 @@ def models_named(name: str) -> list[str]:
 def close_name(text: str) -> str | None:
     """The table's name ``text`` most likely means (another case, a letter off), or None."""
     names = {entry.name.upper(): entry.name for entry in entries()} | {DEFAULT: DEFAULT}
-    close = difflib.get_close_matches(text.upper(), list(names), n=1, cutoff=0.8)
-    return names[close[0]] if close else None
+    close = hints.closest(text.upper(), names, cutoff=0.8)
+    return names[close] if close else None
 
 
 def by_digest(digest: str) -> Entry | None:
