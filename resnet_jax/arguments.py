@@ -56,4 +56,6 @@ def pixels(key: str, value: Any) -> int | None:
     """An image side: None (the weights' own) or a whole number from 1 to MAX_IMAGE_SIDE."""
     if value is None or (is_int(value) and 1 <= value <= MAX_IMAGE_SIDE):
         return value
-    refuse(key, value, f"an image side of 1 to {MAX_IMAGE_SIDE} pixels (None: the weights' own)")
+    nearest = min(max(value, 1), MAX_IMAGE_SIDE) if is_int(value) else 224
+    refuse(key, value, f"an image side of 1 to {MAX_IMAGE_SIDE} pixels (None: the weights' own)",
+           nearest)

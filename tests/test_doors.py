@@ -284,7 +284,7 @@ def test_a_run_that_lost_its_checkpoints_or_its_config_is_not_trained_afresh(run
     (lambda run: load_weights("resnet20", str(run), crop="8"), "crop '8' is not an image side "
                                                                "of 1 to 4096 pixels"),
     (lambda run: load_weights("resnet20", str(run), resize=5000), "resize 5000 (int) is not an "
-                                                                  "image side of 1 to 4096"),
+     "image side of 1 to 4096 pixels (None: the weights' own); pass e.g. resize=4096"),
     (lambda run: load_weights("resnet50", None), "weights None is not a path"),
     (lambda run: load_weights("resnet18", "IMAGENET1K_V1", step=0), "step=0 picks among a "
      "training run's checkpoints; IMAGENET1K_V1 is not a run's work directory: leave out step"),
