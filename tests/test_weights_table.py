@@ -234,7 +234,8 @@ def test_timms_weights_come_from_the_hub_as_timm_reads_them_offline_and_without_
                                 for method in ("GET", "HEAD")
                                 for file in ("config.json", "model.safetensors")), (
         "read three times, fetched once: then from the Hub cache, asking nothing")
-    assert "preprocessing shorter side resized to 288 (bicubic), centre crop 288" in lines
+    assert ("preprocessing shorter side resized to 288 (bicubic), centre crop 288, "
+            "ImageNet's mean and std") in lines
     assert ("weights: hf-hub:timm/resnet50.a1_in1k (revision c0ffeec0ffee, "
             in online.stdout and "published top-1 81.24%, top-5 95.112% on ImageNet-1k's "
             "validation set (timm's results-imagenet.csv)" in online.stdout)
