@@ -188,6 +188,38 @@ def test_a_resumed_run_refuses_data_that_changed(run, tmp_path):
         train_and_evaluate(config, copy)
 
 
+def test_a_run_resumes_on_its_data_moved_elsewhere_not_on_other_data(run, tmp_path, capsys,
+                                                                     monkeypatch):
+    """dataset is fixed, but a folder moved is the same data: its description (classes,
+    image counts, statistics) says so; a folder of other classes is refused."""
+    copy = shutil.copytree(run, tmp_path / "run")
+    moved = shutil.copytree(run.parent / "images", tmp_path / "moved")
+    saved = json.loads((copy / "config.json").read_text())
+    config = tiny_config(**{**saved, "dataset": f"folder:{moved}", "num_train_steps": 22})
+    train_and_evaluate(config, copy)
+    assert (f"the run's data moved: {saved['dataset']} -> folder:{moved} (the same classes and "
+            "image counts as it trained on); resuming on it") in capsys.readouterr().err
+    assert json.loads((copy / "config.json").read_text())["dataset"] == f"folder:{moved}"
+    assert json.loads((copy / "dataset.json").read_text())["dataset"] == f"folder:{moved}"
+
+    (moved / "train" / "cat").rename(moved / "train" / "lynx")
+    (moved / "test" / "cat").rename(moved / "test" / "lynx")
+    other = tiny_config(**{**config.to_dict(), "num_train_steps": 24})
+    with pytest.raises(data.DataError, match=f"the data has changed since the run in {copy} "
+                       r"trained on it \(classes only in the run: cat; only in the data now: "
+                       r"lynx\)"):
+        train_and_evaluate(other, copy)
+
+    from resnet_jax.data import description  # a run from before dataset.json and its copies:
+
+    monkeypatch.setattr(description, "saved", lambda workdir: None)  # nothing to tell by
+    back = tiny_config(**{**other.to_dict(), "dataset": saved["dataset"]})
+    with pytest.raises(data.DataError, match=f"the run in {copy} keeps no dataset.json to tell "
+                       f"whether {saved['dataset']} holds the data it trained on "
+                       fr"\(folder:{moved}\); resume with --config.dataset=folder:{moved}, or "):
+        train_and_evaluate(back, copy)
+
+
 def test_a_relative_data_path_is_the_current_directorys_once_and_for_all(run, tmp_path,
                                                                         monkeypatch, capsys):
     shutil.copytree(run.parent / "images", tmp_path / "here" / "images")

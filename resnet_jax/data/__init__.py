@@ -47,6 +47,14 @@ def listed(names: list[str]) -> str:
             if names else "none")
 
 
+def moved(before: str, now: str) -> bool:
+    """Whether ``now`` names the same kind of data source as ``before`` elsewhere (``folder:``
+    or ``cifar:``): data that may have moved, which its description tells once it is read
+    (:func:`resnet_jax.data.description.check_same`)."""
+    return any(before.startswith(prefix) and now.startswith(prefix) and before != now
+               for prefix in PATH_PREFIXES)
+
+
 def imagenet_synsets() -> list[str]:
     """ImageNet-1k's 1,000 WordNet synsets (n01440764 ...) in the order of its class indices,
     from the label file tensorflow-datasets ships (read without importing it); [] if absent."""

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from resnet_jax import data
 from resnet_jax.arguments import MAX_IMAGE_SIDE
 from resnet_jax.data import listed
 from resnet_jax.data.pipelines import Pipeline
@@ -123,8 +124,15 @@ def saved(run_dir: str | Path) -> dict[str, Any] | None:
 
 def check_same(workdir: Path, pipeline: Pipeline, config: ml_collections.ConfigDict) -> None:
     """A resumed run's data must be the data it trained on (classes, image counts and, in
-    memory, statistics: see dataset.json, or its copy in the checkpoints)."""
+    memory, statistics: see dataset.json, or its copy in the checkpoints), wherever it is
+    now: a dataset path moved is said, and its data checked like any other."""
     recorded = saved(workdir)
+    before = (workdir_files.read_config(workdir) or {}).get("dataset", config.dataset)
+    moved = data.resolved_dataset(before) != config.dataset
+    if recorded is None and moved:
+        raise DataError(f"the run in {workdir} keeps no {workdir_files.DATA_FILE} to tell "
+                        f"whether {config.dataset} holds the data it trained on ({before}); "
+                        f"resume with --config.dataset={before}, or pass a new --workdir")
     if recorded is None:
         if jax.process_index() == 0:
             warn(f"{workdir} has no {workdir_files.DATA_FILE}, nor a copy in its checkpoints "
@@ -135,6 +143,9 @@ def check_same(workdir: Path, pipeline: Pipeline, config: ml_collections.ConfigD
     if changed:
         raise DataError(f"the data has changed since the run in {workdir} trained on it "
                         f"({changed}); restore the data, or pass a new --workdir")
+    if moved and jax.process_index() == 0:
+        warn(f"the run's data moved: {before} -> {config.dataset} (the same classes and image "
+             "counts as it trained on); resuming on it")
 
 
 def restore(workdir: Path) -> None:

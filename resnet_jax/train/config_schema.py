@@ -386,7 +386,8 @@ def _comparable(key: str, value: Any) -> Any:
 
 def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
     """'key: saved -> new' for each fixed key that ``config`` changes, leaving out keys that
-    have no effect in either run (keys the saved run predates are taken as they are now)."""
+    have no effect in either run (keys the saved run predates are taken as they are now) and
+    a dataset path moved to another of its kind."""
     new = {**saved, **config.to_dict()}  # keys one side predates: taken as the other's
     old = {**new, **saved}
     by_schedule = fixed_keys(saved) - {k for k, spec in KEYS.items() if spec.fixed}
@@ -394,4 +395,5 @@ def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDi
             + (f" (fixed by schedule={saved['schedule']})" if key in by_schedule else "")
             for key in sorted(fixed_keys(saved) & old.keys())  # keys both predate: left out
             if _comparable(key, old[key]) != _comparable(key, new[key])
-            and not (KEYS[key].unused(old) and KEYS[key].unused(new))]
+            and not (KEYS[key].unused(old) and KEYS[key].unused(new))
+            and not (key == "dataset" and data.moved(old[key], new[key]))]
