@@ -384,10 +384,11 @@ def _comparable(key: str, value: Any) -> Any:
     return list(value) if isinstance(value, tuple | list) else value
 
 
-def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDict,
+                       data_read: bool = False) -> list[str]:
     """'key: saved -> new' for each fixed key that ``config`` changes, leaving out keys that
-    have no effect in either run (keys the saved run predates are taken as they are now) and
-    a dataset path moved to another of its kind."""
+    have no effect in either run (keys the saved run predates are taken as they are now)
+    and, where the run will read its data (and check it), a dataset path moved."""
     new = {**saved, **config.to_dict()}  # keys one side predates: taken as the other's
     old = {**new, **saved}
     by_schedule = fixed_keys(saved) - {k for k, spec in KEYS.items() if spec.fixed}
@@ -396,4 +397,4 @@ def changed_fixed_keys(saved: Mapping[str, Any], config: ml_collections.ConfigDi
             for key in sorted(fixed_keys(saved) & old.keys())  # keys both predate: left out
             if _comparable(key, old[key]) != _comparable(key, new[key])
             and not (KEYS[key].unused(old) and KEYS[key].unused(new))
-            and not (key == "dataset" and data.moved(old[key], new[key]))]
+            and not (key == "dataset" and data_read and data.moved(old[key], new[key]))]

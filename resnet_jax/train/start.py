@@ -78,7 +78,8 @@ def check_previous_run(workdir: Path, config: ml_collections.ConfigDict) -> int 
         raise ConfigError(f"{workdir} holds checkpoints but no config.json, so a resume cannot "
                           "be checked against the run's settings; put config.json back, or "
                           "pass a new --workdir")
-    changes = config_schema.changed_fixed_keys(saved, config)
+    changes = config_schema.changed_fixed_keys(  # a finished run reads no data to check
+        saved, config, data_read=config.num_train_steps > latest)
     if changes:
         raise ConfigError(f"{workdir} holds a run with a different setup ({'; '.join(changes)}); "
                           "resume with the saved values, or pass a new --workdir for a new run")
